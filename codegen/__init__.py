@@ -1,0 +1,5 @@
+"""Code generation: lowering, loop-nest passes, the Numba renderer and the kernel cache."""
+from codegen.build import build, lower_schedule, source
+from codegen.kernel import CompiledKernel, PreparedConv
+
+__all__ = ["CompiledKernel", "PreparedConv", "build", "lower_schedule", "source"]

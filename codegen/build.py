@@ -1,0 +1,63 @@
+"""The pipeline: schedule -> loop nest -> passes -> Numba source -> compiled kernel."""
+from __future__ import annotations
+
+
+from codegen.kernel import CompiledKernel
+from codegen.kernel_cache import CODEGEN_VERSION, compile_source
+from codegen.lower import lower
+from codegen.passes.bounds_check import check_bounds
+from codegen.passes.flatten import flatten_kernel
+from codegen.passes.registers import promote_registers
+from codegen.passes.simplify import simplify_kernel
+from codegen.passes.unroll import unroll_kernel
+from codegen.passes.vectorize import vectorize_kernel
+from codegen.render_numba import render
+from ir.loopnest import Kernel as LoopNest
+from schedules.schedule import Schedule
+from schedules.state import ScheduleState
+
+TARGETS = ("cpu",)
+
+
+def _state(schedule: Schedule | ScheduleState) -> ScheduleState:
+    return schedule.state if isinstance(schedule, Schedule) else schedule
+
+
+def lower_schedule(schedule: Schedule | ScheduleState, optimize: bool = True) -> LoopNest:
+    """The loop nest of a schedule: as lowered, or (default) after all passes."""
+    k = simplify_kernel(flatten_kernel(lower(_state(schedule))))
+    check_bounds(k)
+    if not optimize:
+        return k
+    return simplify_kernel(promote_registers(unroll_kernel(vectorize_kernel(k))))
+
+
+def source(schedule: Schedule | ScheduleState, target: str = "cpu") -> str:
+    """The Python source Numba compiles for this schedule."""
+    _check_target(target)
+    state = _state(schedule)
+    header = [
+        "convtune generated kernel (numba CPU); do not edit",
+        f"workload: {state.compute.workload.key}",
+        *(f"  {t}" for t in state.trace),
+        f"codegen {CODEGEN_VERSION}",
+    ]
+    return render(lower_schedule(state), header)
+
+
+def build(schedule: Schedule | ScheduleState, target: str = "cpu") -> CompiledKernel:
+    """Compile a schedule into a callable kernel (from the disk cache when an
+    earlier process compiled the same source)."""
+    _check_target(target)
+    state = _state(schedule)
+    nest = lower_schedule(state)
+    src = source(state, target)
+    compiled = compile_source(src, nest.name, len(nest.params))
+    return CompiledKernel(state, nest, src, compiled)
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise ValueError(f"target: {target!r} is not supported (targets: {', '.join(TARGETS)})")
+
+

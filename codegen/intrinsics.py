@@ -1,0 +1,215 @@
+"""SIMD vectors and raw memory access for generated Numba kernels.
+
+Why this exists: written as plain Numba loops, a register tile of
+accumulators ends up in memory and LLVM picks narrow vectors (measured: 20x
+slower). ``F32Vec(L)`` is a Numba type whose LLVM representation is
+``<L x float>``; the intrinsics below build vector loads, stores, broadcasts
+and FMAs directly with llvmlite's IR builder. LLVM legalises any lane count to
+the machine's registers (16 lanes = two AVX2 ymm or one AVX-512 zmm).
+
+``ld``/``st`` read and write through the raw data pointer: no bounds check
+and no negative-index wraparound (whose compare-and-select per access costs
+half the throughput of a hot loop). Lowering proves the accesses in bounds
+(``codegen.passes.bounds_check``).
+
+Generated modules import these by name; numba's on-disk cache pickles them
+by reference, so this module must stay importable under the same name.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic, models, register_model
+
+
+class F32Vec(types.Type):
+    """A vector of ``lanes`` float32 values held in registers."""
+
+    def __init__(self, lanes: int) -> None:
+        self.lanes = lanes
+        super().__init__(name=f"f32x{lanes}")
+
+
+@register_model(F32Vec)
+class _F32VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):  # type: ignore[no-untyped-def]
+        super().__init__(dmm, fe_type, ir.VectorType(ir.FloatType(), fe_type.lanes))
+
+
+_I32 = ir.IntType(32)
+
+
+def _lanes(t: types.Type) -> int:
+    if not isinstance(t, types.IntegerLiteral):
+        raise TypingError("the lane count must be a literal int")
+    return int(t.literal_value)
+
+
+def _ptr(context, builder, arrty, arr, idx):  # type: ignore[no-untyped-def]
+    ary = context.make_array(arrty)(context, builder, arr)
+    return builder.gep(ary.data, [idx])
+
+
+def _f32(context, builder, val, ty):  # type: ignore[no-untyped-def]
+    return context.cast(builder, val, ty, types.float32)
+
+
+def _splat(builder, scalar, lanes):  # type: ignore[no-untyped-def]
+    vty = ir.VectorType(ir.FloatType(), lanes)
+    v = builder.insert_element(ir.Constant(vty, ir.Undefined), scalar, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
+
+
+@intrinsic
+def ld(typingctx, arr, idx):  # type: ignore[no-untyped-def]
+    """``arr[idx]`` as float32, unchecked."""
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        val = builder.load(_ptr(context, builder, sig.args[0], args[0], args[1]))
+        return _f32(context, builder, val, sig.args[0].dtype)
+    return types.float32(arr, idx), codegen
+
+
+@intrinsic
+def st(typingctx, arr, idx, val):  # type: ignore[no-untyped-def]
+    """``arr[idx] = val``, unchecked."""
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        builder.store(_f32(context, builder, args[2], sig.args[2]), _ptr(context, builder, sig.args[0], args[0], args[1]))
+        return context.get_dummy_value()
+    return types.void(arr, idx, val), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vld(typingctx, arr, idx, lanes):  # type: ignore[no-untyped-def]
+    """``arr[idx : idx + lanes]`` as one vector."""
+    n = _lanes(lanes)
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ptr = _ptr(context, builder, sig.args[0], args[0], args[1])
+        return builder.load(builder.bitcast(ptr, ir.VectorType(ir.FloatType(), n).as_pointer()), align=4)
+    return F32Vec(n)(arr, idx, lanes), codegen
+
+
+@intrinsic
+def vst(typingctx, arr, idx, vec):  # type: ignore[no-untyped-def]
+    """``arr[idx : idx + lanes] = vec``."""
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ptr = _ptr(context, builder, sig.args[0], args[0], args[1])
+        builder.store(args[2], builder.bitcast(ptr, args[2].type.as_pointer()), align=4)
+        return context.get_dummy_value()
+    return types.void(arr, idx, vec), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vgather(typingctx, arr, base, stride, lanes):  # type: ignore[no-untyped-def]
+    """``arr[base + stride * i]`` for each lane ``i``."""
+    n = _lanes(lanes)
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        base_v, stride_v = args[1], context.cast(builder, args[2], sig.args[2], sig.args[1])
+        v = ir.Constant(ir.VectorType(ir.FloatType(), n), ir.Undefined)
+        for i in range(n):
+            off = builder.add(base_v, builder.mul(stride_v, ir.Constant(base_v.type, i)))
+            x = _f32(context, builder, builder.load(_ptr(context, builder, sig.args[0], args[0], off)), sig.args[0].dtype)
+            v = builder.insert_element(v, x, ir.Constant(_I32, i))
+        return v
+    return F32Vec(n)(arr, base, stride, lanes), codegen
+
+
+@intrinsic
+def vscatter(typingctx, arr, base, stride, vec):  # type: ignore[no-untyped-def]
+    """``arr[base + stride * i] = vec[i]`` for each lane ``i``."""
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        base_v, stride_v = args[1], context.cast(builder, args[2], sig.args[2], sig.args[1])
+        for i in range(sig.args[3].lanes):
+            off = builder.add(base_v, builder.mul(stride_v, ir.Constant(base_v.type, i)))
+            builder.store(builder.extract_element(args[3], ir.Constant(_I32, i)),
+                          _ptr(context, builder, sig.args[0], args[0], off))
+        return context.get_dummy_value()
+    return types.void(arr, base, stride, vec), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vsplat(typingctx, x, lanes):  # type: ignore[no-untyped-def]
+    """A vector with ``x`` in every lane (``vbroadcastss``)."""
+    n = _lanes(lanes)
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return _splat(builder, _f32(context, builder, args[0], sig.args[0]), n)
+    return F32Vec(n)(x, lanes), codegen
+
+
+@intrinsic
+def vfromtuple(typingctx, tup):  # type: ignore[no-untyped-def]
+    """A vector from a tuple of scalars, one per lane."""
+    if not isinstance(tup, types.UniTuple):
+        raise TypingError("vfromtuple takes a tuple of numbers of one type")
+    n = tup.count
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        v = ir.Constant(ir.VectorType(ir.FloatType(), n), ir.Undefined)
+        for i in range(n):
+            x = _f32(context, builder, builder.extract_value(args[0], i), tup.dtype)
+            v = builder.insert_element(v, x, ir.Constant(_I32, i))
+        return v
+    return F32Vec(n)(tup), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vget(typingctx, vec, lane):  # type: ignore[no-untyped-def]
+    """Lane ``lane`` (a literal) of a vector, as float32."""
+    if not isinstance(lane, types.IntegerLiteral):
+        raise TypingError("the lane must be a literal int")
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.extract_element(args[0], ir.Constant(_I32, lane.literal_value))
+    return types.float32(vec, lane), codegen
+
+
+def _binary(name: str):  # type: ignore[no-untyped-def]
+    @intrinsic
+    def op(typingctx, a, b):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            x, y = args
+            if name == "add":
+                return builder.fadd(x, y)
+            if name == "sub":
+                return builder.fsub(x, y)
+            if name == "mul":
+                return builder.fmul(x, y)
+            # min/max as compare-and-select, like the scalar path.
+            return builder.select(builder.fcmp_ordered(">" if name == "max" else "<", x, y), x, y)
+        return a(a, b), codegen
+    op.__name__ = op.__qualname__ = f"v{name}"
+    op.__doc__ = f"Lane-wise {name} of two vectors."
+    return op
+
+
+vadd = _binary("add")
+vsub = _binary("sub")
+vmul = _binary("mul")
+vmin = _binary("min")
+vmax = _binary("max")
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
+    """``a * b + c`` with one rounding (``vfmadd231ps``)."""
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        fnty = ir.FunctionType(args[0].type, [args[0].type] * 3)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fma.v{a.lanes}f32")
+        return builder.call(fn, args)
+    return a(a, b, c), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vselect(typingctx, a, op, b, t, f):  # type: ignore[no-untyped-def]
+    """Lane-wise ``t if a <op> b else f``; ``op`` is a literal like '>'."""
+    if not isinstance(op, types.StringLiteral):
+        raise TypingError("the comparison must be a literal string")
+    cmp = op.literal_value
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.select(builder.fcmp_ordered(cmp, args[0], args[2]), args[3], args[4])
+    return t(a, op, b, t, f), codegen

@@ -1,0 +1,1 @@
+"""Loop-nest rewrites run between lowering and rendering, each in its own module."""

@@ -1,0 +1,42 @@
+"""Simplify every expression with the ranges of the loops around it; fold
+guards that always hold (or never do) and inline single-iteration loops."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from codegen.passes.substitute import substitute_stmt
+from ir.expr import Const
+from ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store, seq
+from ir.simplify import FALSE, TRUE, Ranges, simplify, simplify_cond
+
+
+def simplify_stmt(s: Stmt, ranges: Ranges) -> Stmt | None:
+    """The simplified statement, or None when it does nothing."""
+    if isinstance(s, For):
+        if s.extent == 1:
+            return simplify_stmt(substitute_stmt(s.body, {s.var: Const(0)}), ranges)
+        body = simplify_stmt(s.body, {**ranges, s.var: (0, s.extent - 1)})
+        return None if body is None else replace(s, body=body)
+    if isinstance(s, Seq):
+        parts = [x for x in (simplify_stmt(x, ranges) for x in s.stmts) if x is not None]
+        return seq(*parts) if parts else None
+    if isinstance(s, IfThen):
+        cond = simplify_cond(s.cond, ranges)
+        if cond == FALSE:
+            return None
+        body = simplify_stmt(s.body, ranges)
+        if body is None or cond == TRUE:
+            return body
+        return IfThen(cond, body)
+    if isinstance(s, Allocate):
+        body = simplify_stmt(s.body, ranges)
+        return None if body is None else replace(s, body=body)
+    if isinstance(s, Store):
+        return Store(s.buffer, tuple(simplify(i, ranges) for i in s.indices), simplify(s.value, ranges))
+    if isinstance(s, Assign):
+        return replace(s, value=simplify(s.value, ranges))
+    return s
+
+
+def simplify_kernel(k: Kernel) -> Kernel:
+    return k.with_body(simplify_stmt(k.body, {}) or seq())

@@ -1,0 +1,108 @@
+"""Turn each vectorized loop into vector expressions (TVM's Ramp/Broadcast).
+
+For a loop ``for v in vectorized(L)`` every access is classified by how its
+flat offset depends on ``v``: not at all (a scalar, broadcast when combined
+with vectors), affinely with stride 1 (a contiguous vector load/store), with
+another constant stride (gather/scatter), or irregularly (lane by lane).
+A guard or padding test that depends on ``v`` is evaluated lane by lane, so
+masked lanes never touch memory.
+"""
+from __future__ import annotations
+
+from codegen.passes.simplify import simplify_stmt
+from codegen.passes.substitute import substitute_stmt
+from ir.expr import (
+    FLOAT,
+    BinOp,
+    Broadcast,
+    Cmp,
+    Const,
+    Expr,
+    Lanes,
+    Load,
+    Ramp,
+    Select,
+    Var,
+    conj,
+    conjuncts,
+    free_vars,
+    substitute,
+)
+from ir.loopnest import For, IfThen, Kernel, LoopKind, Seq, Stmt, Store, map_stmt, seq, walk
+from ir.simplify import linear, simplify
+from schedules.state import ScheduleError
+
+
+def _at_lane(e: Expr, v: str, i: int) -> Expr:
+    return simplify(substitute(e, {v: Const(i)}))
+
+
+def _vector_index(off: Expr, v: str, lanes: int) -> Expr:
+    """``off`` as a function of lane: Ramp when affine in v, else Lanes."""
+    lin = linear(off)
+    coef = lin.terms.get(Var(v), 0)
+    others_use_v = any(v in free_vars(atom) for atom in lin.terms if atom != Var(v))
+    if not others_use_v:
+        return Ramp(_at_lane(off, v, 0), coef, lanes)
+    return Lanes(tuple(_at_lane(off, v, i) for i in range(lanes)))
+
+
+def _widen(e: Expr, lanes: int) -> Expr:
+    return e if e.lanes > 1 else Broadcast(e, lanes)
+
+
+def vectorize_expr(e: Expr, v: str, lanes: int) -> Expr:
+    if v not in free_vars(e):
+        return e
+    if isinstance(e, Load):
+        return Load(e.buffer, (_vector_index(e.indices[0], v, lanes),), e.dtype)
+    if isinstance(e, Select):
+        value_test = isinstance(e.cond, Cmp) and e.cond.a.dtype == FLOAT
+        if v in free_vars(e.cond) and not value_test:
+            # An index test (e.g. padding): lanes may read different buffers
+            # or nothing at all, so each lane is evaluated on its own.
+            return Lanes(tuple(_at_lane(e, v, i) for i in range(lanes)))
+        cond = e.cond
+        if isinstance(cond, Cmp):
+            cond = Cmp(cond.op, _widen(vectorize_expr(cond.a, v, lanes), lanes),
+                       _widen(vectorize_expr(cond.b, v, lanes), lanes))
+        return Select(cond, _widen(vectorize_expr(e.t, v, lanes), lanes), _widen(vectorize_expr(e.f, v, lanes), lanes))
+    if isinstance(e, BinOp) and e.dtype == FLOAT:
+        a, b = vectorize_expr(e.a, v, lanes), vectorize_expr(e.b, v, lanes)
+        return BinOp(e.op, _widen(a, lanes), _widen(b, lanes))
+    raise ScheduleError(f"vectorize: cannot vectorize expression {e} over '{v}'")
+
+
+def _scalar_lanes(s: Stmt, v: str, lanes: int) -> Stmt:
+    """The statement once per lane, with v replaced by the lane number."""
+    return seq(*(x for x in (simplify_stmt(substitute_stmt(s, {v: Const(i)}), {}) for i in range(lanes)) if x))
+
+
+def _vectorize_body(s: Stmt, v: str, lanes: int) -> Stmt:
+    if isinstance(s, Seq):
+        return seq(*(_vectorize_body(x, v, lanes) for x in s.stmts))
+    if isinstance(s, IfThen):
+        uniform = conj(*(c for c in conjuncts(s.cond) if v not in free_vars(c)))
+        varying = conj(*(c for c in conjuncts(s.cond) if v in free_vars(c)))
+        body = _vectorize_body(s.body, v, lanes) if varying is None else _scalar_lanes(IfThen(varying, s.body), v, lanes)
+        return body if uniform is None else IfThen(uniform, body)
+    if isinstance(s, Store):
+        idx = s.indices[0]
+        if v not in free_vars(idx):
+            raise ScheduleError(f"vectorize: every lane of '{v}' would write {s.buffer}[{idx}]")
+        return Store(s.buffer, (_vector_index(idx, v, lanes),), _widen(vectorize_expr(s.value, v, lanes), lanes))
+    if isinstance(s, For):
+        raise ScheduleError(f"vectorize: loop '{v}' is not innermost: it contains loop '{s.var}'")
+    raise ScheduleError(f"vectorize: cannot vectorize {type(s).__name__} inside loop '{v}'")
+
+
+def vectorize_kernel(k: Kernel) -> Kernel:
+    def visit(s: Stmt) -> Stmt | None:
+        if isinstance(s, For) and s.kind == LoopKind.VECTORIZED:
+            inner = [x for x in walk(s.body) if isinstance(x, For)]
+            if inner:
+                raise ScheduleError(f"vectorize: loop '{s.var}' is not innermost: it contains loop '{inner[0].var}'")
+            return _vectorize_body(s.body, s.var, s.extent)
+        return None
+
+    return k.with_body(map_stmt(k.body, visit))

@@ -1,0 +1,162 @@
+"""Render an optimised loop-nest kernel as Python source for ``numba.njit``.
+
+The output is a self-contained module: buffers arrive as flat float32 arrays,
+every shape, stride and loop bound is a literal, float constants are module
+globals (numba freezes them, so they cost nothing and stay float32), vector
+work goes through ``codegen.intrinsics``. Parallel loops become ``prange``.
+"""
+from __future__ import annotations
+
+from ir.expr import (
+    BOOL,
+    INT,
+    And,
+    BinOp,
+    Broadcast,
+    Cmp,
+    Const,
+    Expr,
+    Extract,
+    Lanes,
+    Load,
+    Ramp,
+    Select,
+    Var,
+    loads,
+)
+from ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
+from ir.printer import expr_str
+
+INTRINSICS = ("ld", "st", "vld", "vst", "vgather", "vscatter", "vsplat", "vfromtuple", "vget",
+              "vadd", "vsub", "vmul", "vmin", "vmax", "vfma", "vselect")
+FASTMATH = "{'contract', 'arcp', 'nsz', 'reassoc', 'afn'}"
+"""LLVM fast-math flags that keep NaN/inf semantics ('nnan'/'ninf' are left
+out): reassociation and contraction are what let LLVM fuse and reorder."""
+
+_VOPS = {"+": "vadd", "-": "vsub", "*": "vmul", "min": "vmin", "max": "vmax"}
+
+
+class RenderError(ValueError):
+    pass
+
+
+class _Renderer:
+    def __init__(self) -> None:
+        self.consts: dict[float, str] = {}
+        self.temps = 0
+
+    def const(self, value: float) -> str:
+        if value not in self.consts:
+            self.consts[value] = f"F{len(self.consts)}"
+        return self.consts[value]
+
+    def expr(self, e: Expr) -> str:
+        if e.dtype in (INT, BOOL) and e.lanes == 1 and not loads(e):
+            return expr_str(e)
+        if isinstance(e, Const):
+            return self.const(float(e.value))
+        if isinstance(e, Var):
+            return e.name
+        if isinstance(e, Load):
+            return self.load(e)
+        if isinstance(e, BinOp):
+            return self.binop(e)
+        if isinstance(e, Cmp):
+            return f"({self.expr(e.a)} {e.op} {self.expr(e.b)})"
+        if isinstance(e, And):
+            return f"({self.expr(e.a)} and {self.expr(e.b)})"
+        if isinstance(e, Select):
+            if e.lanes > 1 and e.cond.lanes > 1:
+                c = e.cond
+                if not isinstance(c, Cmp):
+                    raise RenderError(f"vector select needs a comparison, got {c}")
+                return f"vselect({self.expr(c.a)}, '{c.op}', {self.expr(c.b)}, {self.expr(e.t)}, {self.expr(e.f)})"
+            return f"({self.expr(e.t)} if {self.expr(e.cond)} else {self.expr(e.f)})"
+        if isinstance(e, Broadcast):
+            return f"vsplat({self.expr(e.value)}, {e.lanes})"
+        if isinstance(e, Lanes):
+            return f"vfromtuple(({', '.join(self.expr(x) for x in e.elems)},))"
+        if isinstance(e, Extract):
+            return f"vget({self.expr(e.vec)}, {e.lane})"
+        raise RenderError(f"cannot render {e!r}")
+
+    def binop(self, e: BinOp) -> str:
+        if e.lanes == 1:
+            if e.op in ("min", "max"):
+                return f"{e.op}({self.expr(e.a)}, {self.expr(e.b)})"
+            return f"({self.expr(e.a)} {e.op} {self.expr(e.b)})"
+        if e.op == "+":
+            for prod, acc in ((e.b, e.a), (e.a, e.b)):
+                if isinstance(prod, BinOp) and prod.op == "*":
+                    return f"vfma({self.expr(prod.a)}, {self.expr(prod.b)}, {self.expr(acc)})"
+        if e.op not in _VOPS:
+            raise RenderError(f"no vector form of '{e.op}'")
+        return f"{_VOPS[e.op]}({self.expr(e.a)}, {self.expr(e.b)})"
+
+    def load(self, e: Load) -> str:
+        idx = e.indices[0]
+        if isinstance(idx, Ramp):
+            if idx.stride == 1:
+                return f"vld({e.buffer}, {self.expr(idx.base)}, {idx.lanes})"
+            return f"vgather({e.buffer}, {self.expr(idx.base)}, {idx.stride}, {idx.lanes})"
+        if isinstance(idx, Lanes):
+            return f"vfromtuple(({', '.join(f'ld({e.buffer}, {self.expr(i)})' for i in idx.elems)},))"
+        return f"ld({e.buffer}, {self.expr(idx)})"
+
+    def stmt(self, s: Stmt, depth: int) -> list[str]:
+        pad = "    " * depth
+        if isinstance(s, For):
+            if s.kind in (LoopKind.UNROLLED, LoopKind.VECTORIZED):
+                raise RenderError(f"loop '{s.var}' is still {s.kind.value}; run the passes first")
+            rng = "prange" if s.kind == LoopKind.PARALLEL else "range"
+            return [f"{pad}for {s.var} in {rng}({s.extent}):", *self.stmt(s.body, depth + 1)]
+        if isinstance(s, Seq):
+            return [line for x in s.stmts for line in self.stmt(x, depth)]
+        if isinstance(s, IfThen):
+            return [f"{pad}if {self.expr(s.cond)}:", *self.stmt(s.body, depth + 1)]
+        if isinstance(s, Allocate):
+            return [f"{pad}{s.buffer.name} = np.empty({s.buffer.size}, np.float32)", *self.stmt(s.body, depth)]
+        if isinstance(s, Assign):
+            return [f"{pad}{s.var} = {self.expr(s.value)}"]
+        if isinstance(s, Comment):
+            return [f"{pad}# {s.text}"]
+        if isinstance(s, Store):
+            return self.store(s, pad)
+        raise RenderError(f"cannot render {s!r}")
+
+    def store(self, s: Store, pad: str) -> list[str]:
+        idx, value = s.indices[0], self.expr(s.value)
+        if isinstance(idx, Ramp):
+            if idx.stride == 1:
+                return [f"{pad}vst({s.buffer}, {self.expr(idx.base)}, {value})"]
+            return [f"{pad}vscatter({s.buffer}, {self.expr(idx.base)}, {idx.stride}, {value})"]
+        if isinstance(idx, Lanes):
+            self.temps += 1
+            tmp = f"_v{self.temps}"
+            return [f"{pad}{tmp} = {value}"] + [
+                f"{pad}st({s.buffer}, {self.expr(i)}, vget({tmp}, {lane}))" for lane, i in enumerate(idx.elems)]
+        return [f"{pad}st({s.buffer}, {self.expr(idx)}, {value})"]
+
+
+def render(k: Kernel, header: list[str]) -> str:
+    """The module source; ``header`` lines become leading comments."""
+    r = _Renderer()
+    body = r.stmt(k.body, 1)
+    parallel = any("prange(" in line for line in body)
+    lines = [f"# {h}" for h in header]
+    lines += [
+        "import numpy as np",
+        "from numba import njit, prange",
+        f"from codegen.intrinsics import {', '.join(INTRINSICS)}",
+        "",
+    ]
+    lines += [f"{name} = np.float32({value!r})" for value, name in r.consts.items()]
+    lines += [
+        "",
+        "",
+        f"@njit(parallel={parallel}, fastmath={FASTMATH}, error_model='numpy', boundscheck=False, nogil=True, cache=True)",
+        f"def {k.name}({', '.join(b.name for b in k.params)}):",
+        *body,
+        "",
+    ]
+    return "\n".join(lines)

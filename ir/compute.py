@@ -1,0 +1,114 @@
+"""The conv2d compute definition over spatial and reduction axes.
+
+Like ``te.compute``, it says what each output element is, in terms of index
+variables, and nothing about loop order or layout:
+
+    out[n, k, p, q] = act(sum_{c, r, s} pad(data)[n, g*Cg + c, p*sh + r*dh - pt,
+                      q*sw + s*dw - pl] * weight[k, c, r, s] + bias[k] + residual[n, k, p, q])
+
+with ``g = k // Kg``. Padding is part of the definition: an element read
+outside the input is zero (``valid`` below). Schedules and lowering substitute
+their own loop variables for the axes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ir.expr import BinOp, Cmp, Const, Expr, Load, Select, Var, conj, emax, emin, fconst
+from ir.loopnest import Buffer
+from ir.workload import Conv2D
+
+SPATIAL = "spatial"
+REDUCE = "reduce"
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    extent: int
+    kind: str  # SPATIAL or REDUCE
+
+
+@dataclass(frozen=True)
+class ComputeDef:
+    workload: Conv2D
+
+    @property
+    def spatial(self) -> tuple[Axis, ...]:
+        w = self.workload
+        return (Axis("n", w.N, SPATIAL), Axis("k", w.K, SPATIAL), Axis("p", w.P, SPATIAL), Axis("q", w.Q, SPATIAL))
+
+    @property
+    def reduce(self) -> tuple[Axis, ...]:
+        w = self.workload
+        return (Axis("c", w.Cg, REDUCE), Axis("r", w.R, REDUCE), Axis("s", w.S, REDUCE))
+
+    @property
+    def axes(self) -> tuple[Axis, ...]:
+        return self.spatial + self.reduce
+
+    # Logical tensors (NCHW / KCRS), the kernel's arguments.
+    @property
+    def data(self) -> Buffer:
+        return Buffer("data", self.workload.data_shape)
+
+    @property
+    def weight(self) -> Buffer:
+        return Buffer("weight", self.workload.weight_shape)
+
+    @property
+    def out(self) -> Buffer:
+        return Buffer("out", self.workload.out_shape)
+
+    @property
+    def bias(self) -> Buffer | None:
+        return Buffer("bias", (self.workload.K,)) if self.workload.bias else None
+
+    @property
+    def residual(self) -> Buffer | None:
+        return Buffer("residual", self.workload.out_shape) if self.workload.residual else None
+
+    def data_coords(self, ax: dict[str, Expr]) -> tuple[Expr, Expr, Expr, Expr]:
+        """Logical NCHW coordinates of the input element an iteration reads
+        (before padding is applied: they may fall outside the input)."""
+        w = self.workload
+        channel = ax["c"] if w.groups == 1 else (ax["k"] // w.Kg) * w.Cg + ax["c"]
+        h = ax["p"] * w.stride[0] + ax["r"] * w.dilation[0] - w.padding[0]
+        x = ax["q"] * w.stride[1] + ax["s"] * w.dilation[1] - w.padding[1]
+        return (ax["n"], channel, h, x)
+
+    def in_input(self, coords: tuple[Expr, ...]) -> Expr:
+        """True where the read is inside the input (not in the zero padding)."""
+        w = self.workload
+        _, _, h, x = coords
+        return conj(Cmp(">=", h, Const(0)), Cmp("<", h, Const(w.H)), Cmp(">=", x, Const(0)), Cmp("<", x, Const(w.W)))  # type: ignore[return-value]
+
+    def weight_coords(self, ax: dict[str, Expr]) -> tuple[Expr, Expr, Expr, Expr]:
+        return (ax["k"], ax["c"], ax["r"], ax["s"])
+
+    def finalize(self, acc: Expr, ax: dict[str, Expr]) -> Expr:
+        """The fused epilogue applied to a finished accumulator."""
+        w = self.workload
+        y = acc
+        if w.bias:
+            y = y + Load("bias", (ax["k"],))
+        if w.residual:
+            y = y + Load("residual", (ax["n"], ax["k"], ax["p"], ax["q"]))
+        act = w.activation
+        if act is None:
+            return y
+        if act.kind == "relu":
+            return emax(y, fconst(0.0))
+        if act.kind == "clip":
+            return emin(emax(y, fconst(act.lo)), fconst(act.hi))
+        return Select(Cmp(">", y, fconst(0.0)), y, BinOp("*", y, fconst(act.alpha)))
+
+    def __str__(self) -> str:
+        ax = {a.name: Var(a.name) for a in self.axes}
+        coords = self.data_coords(ax)
+        read = Load("data", coords)
+        prod = Select(self.in_input(coords), read, fconst(0.0)) * Load("weight", self.weight_coords(ax))
+        red = ", ".join(f"{a.name}<{a.extent}" for a in self.reduce)
+        body = self.finalize(Var(f"sum[{red}]({prod})", "float"), ax)
+        spatial = ", ".join(f"{a.name}<{a.extent}" for a in self.spatial)
+        return f"out[{spatial}] = {body}"

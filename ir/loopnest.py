@@ -1,0 +1,154 @@
+"""The loop-nest IR: what lowering produces, passes rewrite and renderers consume.
+
+Statements are immutable. A kernel is a ``Kernel`` (parameters plus a body);
+``print(kernel)`` shows it as indented pseudo-code at any stage of lowering.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Callable
+
+from ir.expr import Expr
+
+
+class LoopKind(str, Enum):
+    SERIAL = "serial"
+    PARALLEL = "parallel"
+    UNROLLED = "unrolled"
+    VECTORIZED = "vectorized"
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A float32 array. ``scope`` is 'global' (a kernel argument, or scratch
+    the kernel wrapper allocates once) or 'local' (per-tile storage that the
+    register pass may turn into variables)."""
+
+    name: str
+    shape: tuple[int, ...]
+    scope: str = "global"
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        out = []
+        acc = 1
+        for d in reversed(self.shape):
+            out.append(acc)
+            acc *= d
+        return tuple(reversed(out))
+
+
+class Stmt:
+    def __str__(self) -> str:
+        from ir.printer import stmt_str
+
+        return stmt_str(self)
+
+
+@dataclass(frozen=True)
+class For(Stmt):
+    var: str
+    extent: int
+    kind: LoopKind
+    body: Stmt
+
+
+@dataclass(frozen=True)
+class Seq(Stmt):
+    stmts: tuple[Stmt, ...]
+
+
+@dataclass(frozen=True)
+class Store(Stmt):
+    buffer: str
+    indices: tuple[Expr, ...]
+    value: Expr
+
+
+@dataclass(frozen=True)
+class IfThen(Stmt):
+    cond: Expr
+    body: Stmt
+
+
+@dataclass(frozen=True)
+class Allocate(Stmt):
+    """Local scratch live for the duration of ``body``."""
+
+    buffer: Buffer
+    body: Stmt
+
+
+@dataclass(frozen=True)
+class Assign(Stmt):
+    """``var = value`` for a register variable (made by the register pass)."""
+
+    var: str
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Comment(Stmt):
+    text: str
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A lowered kernel: named buffers in argument order plus a body."""
+
+    name: str
+    params: tuple[Buffer, ...]
+    body: Stmt
+    notes: tuple[str, ...] = field(default=())
+
+    def with_body(self, body: Stmt) -> Kernel:
+        return replace(self, body=body)
+
+    def __str__(self) -> str:
+        from ir.printer import kernel_str
+
+        return kernel_str(self)
+
+
+def seq(*stmts: Stmt) -> Stmt:
+    """A flattened sequence; single statements are returned as they are."""
+    flat: list[Stmt] = []
+    for s in stmts:
+        if isinstance(s, Seq):
+            flat.extend(s.stmts)
+        else:
+            flat.append(s)
+    return flat[0] if len(flat) == 1 else Seq(tuple(flat))
+
+
+def map_stmt(s: Stmt, fn: Callable[[Stmt], Stmt | None]) -> Stmt:
+    """Bottom-up rewrite: children first, then ``fn`` (None keeps the node)."""
+    if isinstance(s, For):
+        s = replace(s, body=map_stmt(s.body, fn))
+    elif isinstance(s, Seq):
+        s = seq(*(map_stmt(x, fn) for x in s.stmts))
+    elif isinstance(s, IfThen):
+        s = replace(s, body=map_stmt(s.body, fn))
+    elif isinstance(s, Allocate):
+        s = replace(s, body=map_stmt(s.body, fn))
+    out = fn(s)
+    return s if out is None else out
+
+
+def walk(s: Stmt) -> list[Stmt]:
+    """All statements, pre-order."""
+    out = [s]
+    if isinstance(s, (For, IfThen, Allocate)):
+        out.extend(walk(s.body))
+    elif isinstance(s, Seq):
+        for x in s.stmts:
+            out.extend(walk(x))
+    return out

@@ -1,0 +1,243 @@
+"""The conv2d workload: what is computed, independent of how.
+
+A ``Conv2D`` is immutable, validated on construction, and has a canonical JSON
+key (used by tuning logs) and a FLOP count. Layout is NCHW in and out, fp32.
+The fused epilogue is ``y = act(conv(x, w) + bias + residual)``, the order in
+which ONNX graphs write Conv -> Add -> Relu.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence, Union
+
+ACTIVATIONS = ("relu", "relu6", "clip", "leaky_relu")
+
+
+class WorkloadError(ValueError):
+    """An invalid workload; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class Activation:
+    """``relu``; ``clip`` to [lo, hi] (relu6 is clip to [0, 6]); ``leaky_relu``
+    with slope ``alpha`` for negative inputs."""
+
+    kind: str
+    alpha: float = 0.0
+    lo: float = 0.0
+    hi: float = 0.0
+
+    @staticmethod
+    def parse(spec: Union[str, Activation, None], **params: float) -> Activation | None:
+        if spec is None or isinstance(spec, Activation):
+            return spec
+        if spec not in ACTIVATIONS:
+            raise WorkloadError(f"activation: {spec!r} is not one of {', '.join(ACTIVATIONS)}")
+        if spec == "relu":
+            return Activation("relu")
+        if spec == "relu6":
+            return Activation("clip", lo=0.0, hi=6.0)
+        if spec == "clip":
+            lo, hi = float(params.get("lo", 0.0)), float(params.get("hi", 6.0))
+            if not lo < hi:
+                raise WorkloadError(f"activation: clip needs lo < hi, got lo={lo}, hi={hi}")
+            return Activation("clip", lo=lo, hi=hi)
+        return Activation("leaky_relu", alpha=float(params.get("alpha", 0.01)))
+
+
+@dataclass(frozen=True)
+class Conv2D:
+    N: int
+    C: int
+    H: int
+    W: int
+    K: int
+    R: int
+    S: int
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """(top, left, bottom, right)"""
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    bias: bool = False
+    residual: bool = False
+    activation: Activation | None = None
+
+    @property
+    def P(self) -> int:
+        """Output height."""
+        eff = (self.R - 1) * self.dilation[0] + 1
+        return (self.H + self.padding[0] + self.padding[2] - eff) // self.stride[0] + 1
+
+    @property
+    def Q(self) -> int:
+        """Output width."""
+        eff = (self.S - 1) * self.dilation[1] + 1
+        return (self.W + self.padding[1] + self.padding[3] - eff) // self.stride[1] + 1
+
+    @property
+    def Cg(self) -> int:
+        """Input channels per group."""
+        return self.C // self.groups
+
+    @property
+    def Kg(self) -> int:
+        """Output channels per group."""
+        return self.K // self.groups
+
+    @property
+    def is_depthwise(self) -> bool:
+        return self.groups == self.C and self.groups > 1
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds counted as 2 FLOPs, the convention of every peer."""
+        return 2 * self.N * self.K * self.P * self.Q * self.Cg * self.R * self.S
+
+    @property
+    def data_shape(self) -> tuple[int, int, int, int]:
+        return (self.N, self.C, self.H, self.W)
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        return (self.K, self.Cg, self.R, self.S)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return (self.N, self.K, self.P, self.Q)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stride"], d["padding"], d["dilation"] = list(self.stride), list(self.padding), list(self.dilation)
+        return d
+
+    @property
+    def key(self) -> str:
+        """Canonical JSON: equal workloads have equal keys, across processes."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Conv2D:
+        act = d.get("activation")
+        return conv2d(
+            N=d["N"], C=d["C"], H=d["H"], W=d["W"], K=d["K"], R=d["R"], S=d["S"],
+            stride=tuple(d.get("stride", (1, 1))), padding=tuple(d.get("padding", (0, 0, 0, 0))),
+            dilation=tuple(d.get("dilation", (1, 1))), groups=d.get("groups", 1),
+            bias=d.get("bias", False), residual=d.get("residual", False),
+            activation=Activation(**act) if isinstance(act, dict) else act,
+        )
+
+    @staticmethod
+    def from_key(key: str) -> Conv2D:
+        return Conv2D.from_dict(json.loads(key))
+
+    def short(self) -> str:
+        """A compact one-line description for tables and warnings."""
+        pads = self.padding
+        pad = str(pads[0]) if len(set(pads)) == 1 else ",".join(map(str, pads))
+        parts = [f"N{self.N} C{self.C} {self.H}x{self.W} K{self.K} {self.R}x{self.S}"]
+        if self.stride != (1, 1):
+            parts.append(f"s{self.stride[0]}" if self.stride[0] == self.stride[1] else f"s{self.stride}")
+        if any(pads):
+            parts.append(f"p{pad}")
+        if self.dilation != (1, 1):
+            parts.append(f"d{self.dilation}")
+        if self.groups > 1:
+            parts.append("dw" if self.is_depthwise else f"g{self.groups}")
+        return " ".join(parts)
+
+
+def _pair(name: str, v: Union[int, Sequence[int]]) -> tuple[int, int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v, v)
+    if isinstance(v, (tuple, list)) and len(v) == 2:
+        return (v[0], v[1])
+    raise WorkloadError(f"{name}: expected an int or a pair of ints, got {v!r}")
+
+
+def _check_int(name: str, v: Any, minimum: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise WorkloadError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
+    if v < minimum:
+        raise WorkloadError(f"{name}: must be >= {minimum}, got {v}")
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
+    """ONNX SAME_UPPER / SAME_LOWER: output = ceil(size / stride); the odd pixel
+    of padding goes at the end (upper) or the beginning (lower)."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    small, big = total // 2, total - total // 2
+    return (small, big) if upper else (big, small)
+
+
+def _padding(
+    padding: Union[int, str, Sequence[int]], H: int, W: int, R: int, S: int,
+    stride: tuple[int, int], dilation: tuple[int, int],
+) -> tuple[int, int, int, int]:
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return (0, 0, 0, 0)
+        if mode in ("same", "same_upper", "same_lower"):
+            upper = mode != "same_lower"
+            top, bottom = same_padding(H, R, stride[0], dilation[0], upper)
+            left, right = same_padding(W, S, stride[1], dilation[1], upper)
+            return (top, left, bottom, right)
+        raise WorkloadError(f"padding: unknown mode {padding!r} (use 'valid', 'same', 'same_upper', 'same_lower')")
+    if isinstance(padding, int) and not isinstance(padding, bool):
+        pads: tuple = (padding,) * 4
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
+        pads = (padding[0], padding[1], padding[0], padding[1])
+    elif isinstance(padding, (tuple, list)) and len(padding) == 4:
+        pads = tuple(padding)
+    else:
+        raise WorkloadError(f"padding: expected int, (h, w), (top, left, bottom, right) or a mode, got {padding!r}")
+    for side, p in zip(("top", "left", "bottom", "right"), pads):
+        _check_int(f"padding ({side})", p, 0)
+    return pads  # type: ignore[return-value]
+
+
+def conv2d(
+    N: int, C: int, H: int, W: int, K: int, R: int, S: int | None = None, *,
+    stride: Union[int, Sequence[int]] = 1,
+    padding: Union[int, str, Sequence[int]] = 0,
+    dilation: Union[int, Sequence[int]] = 1,
+    groups: int = 1,
+    bias: bool = False,
+    residual: bool = False,
+    activation: Union[str, Activation, None] = None,
+    **activation_params: float,
+) -> Conv2D:
+    """Describe a 2-D convolution; raises ``WorkloadError`` (a ValueError)
+    naming the field when the description is invalid.
+
+    ``padding`` is an int, ``(h, w)``, ``(top, left, bottom, right)``, or
+    'valid' / 'same' (= ONNX SAME_UPPER) / 'same_lower'. ``activation`` is one
+    of relu, relu6, clip (``lo``, ``hi``) or leaky_relu (``alpha``).
+    """
+    S = R if S is None else S
+    for name, v in (("N", N), ("C", C), ("H", H), ("W", W), ("K", K), ("R", R), ("S", S), ("groups", groups)):
+        _check_int(name, v, 1)
+    st, dil = _pair("stride", stride), _pair("dilation", dilation)
+    for name, pair in (("stride", st), ("dilation", dil)):
+        for v in pair:
+            _check_int(name, v, 1)
+    for name, flag in (("bias", bias), ("residual", residual)):
+        if not isinstance(flag, bool):
+            raise WorkloadError(f"{name}: expected a bool, got {flag!r}")
+    if C % groups:
+        raise WorkloadError(f"groups: {groups} does not divide the input channels C={C}")
+    if K % groups:
+        raise WorkloadError(f"groups: {groups} does not divide the output channels K={K}")
+    pads = _padding(padding, H, W, R, S, st, dil)
+    wl = Conv2D(N, C, H, W, K, R, S, st, pads, dil, groups, bias, residual,
+                Activation.parse(activation, **activation_params))
+    for name, size, eff in (("R", H + pads[0] + pads[2], (R - 1) * dil[0] + 1),
+                            ("S", W + pads[1] + pads[3], (S - 1) * dil[1] + 1)):
+        if eff > size:
+            raise WorkloadError(
+                f"{name}: dilated kernel extent {eff} is larger than the padded input ({size})")
+    return wl

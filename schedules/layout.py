@@ -1,0 +1,47 @@
+"""Blocked layouts: NCHW[x]c for data, OIHW[i]i[o]o for weights.
+
+A layout maps logical coordinates to physical ones. Physical buffers are
+zero-padded to whole blocks and, for data, to the conv's spatial padding and
+whatever extra rows/columns the loop domain reads (non-divisible splits), so
+every read the compute loop makes is in bounds and reads zero outside the
+logical tensor. The shapes are decided by lowering, which knows the domain.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ir.expr import Expr
+from schedules.state import DataPacking, WeightPacking
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def packed_data_index(p: DataPacking, n: Expr, c: Expr, h: Expr, w: Expr) -> tuple[Expr, ...]:
+    """Physical index of logical input (n, c, h, w); h and w already include
+    the padding offset (0 is the first padded row)."""
+    return (n, c // p.block, h, w, c % p.block)
+
+
+def packed_data_shape(p: DataPacking, n: int, c: int, h: int, w: int) -> tuple[int, ...]:
+    """Physical shape covering logical extents (n, c, h, w) (padding included)."""
+    return (n, ceil_div(c, p.block), h, w, p.block)
+
+
+def packed_weight_index(p: WeightPacking, k: Expr, c: Expr, r: Expr, s: Expr) -> tuple[Expr, ...]:
+    return (k // p.out_block, c // p.in_block, r, s, c % p.in_block, k % p.out_block)
+
+
+def packed_weight_shape(p: WeightPacking, k: int, c: int, r: int, s: int) -> tuple[int, ...]:
+    return (ceil_div(k, p.out_block), ceil_div(c, p.in_block), r, s, p.in_block, p.out_block)
+
+
+def pack_weight_array(p: WeightPacking, weight: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """KCRS weights -> the physical ``shape`` (from ``packed_weight_shape``), zero-filled."""
+    kb, cb, r, s, ib, ob = shape
+    K, C, R, S = weight.shape
+    padded = np.zeros((kb * ob, cb * ib, r, s), np.float32)
+    padded[:K, :C, :R, :S] = weight
+    blocked = padded.reshape(kb, ob, cb, ib, r, s).transpose(0, 2, 4, 5, 3, 1)
+    return np.ascontiguousarray(blocked)

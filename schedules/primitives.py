@@ -1,0 +1,183 @@
+"""Schedule primitives: each takes a state and returns a new, checked state.
+
+Errors are ``ScheduleError`` messages that start with the primitive's name, so
+a user who chains ten primitives knows which one was illegal and why.
+"""
+from __future__ import annotations
+
+from ir.compute import REDUCE, SPATIAL
+from ir.loopnest import LoopKind
+from schedules.state import (
+    DataPacking,
+    Fuse,
+    IterVar,
+    ScheduleError,
+    ScheduleState,
+    Split,
+    WeightPacking,
+)
+
+MAX_VECTOR_LANES = 64
+
+
+def _leaf(state: ScheduleState, prim: str, axis: str) -> IterVar:
+    """The named axis, which must still be a loop of the schedule."""
+    if not isinstance(axis, str):
+        raise ScheduleError(f"{prim}: expected an axis, got {axis!r}")
+    if axis in state.leaves:
+        return state.axis(axis)
+    for rel in state.relations:
+        if isinstance(rel, Split) and rel.parent == axis:
+            raise ScheduleError(f"{prim}: axis '{axis}' no longer exists: it was split into '{rel.outer}' and '{rel.inner}'")
+        if isinstance(rel, Fuse) and axis in (rel.outer, rel.inner):
+            raise ScheduleError(f"{prim}: axis '{axis}' no longer exists: it was fused into '{rel.fused}'")
+    raise ScheduleError(f"{prim}: '{axis}' is not an axis of this schedule (axes: {', '.join(state.leaves)})")
+
+
+def _positive_int(prim: str, name: str, v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ScheduleError(f"{prim}: {name} must be a positive int, got {v!r}")
+    return v
+
+
+def _not_annotated(state: ScheduleState, prim: str, axis: str) -> None:
+    kind = state.annotation(axis)
+    if kind != LoopKind.SERIAL:
+        raise ScheduleError(f"{prim}: axis '{axis}' is already {kind.value}; {prim} it before annotating it")
+
+
+def check(state: ScheduleState, prim: str) -> ScheduleState:
+    """Invariants every state must satisfy after any primitive."""
+    order = list(state.leaves)
+    vec = state.annotated(LoopKind.VECTORIZED)
+    if vec and order[-1] != vec[0]:
+        raise ScheduleError(
+            f"{prim}: vectorized axis '{vec[0]}' must be the innermost loop, but '{order[-1]}' is inside it")
+    par = state.annotated(LoopKind.PARALLEL)
+    if state.cache_at is not None:
+        at = order.index(state.cache_at)
+        for a in state.reduce_leaves():
+            if order.index(a.name) < at:
+                raise ScheduleError(
+                    f"{prim}: reduction axis '{a.name}' would be outside the cache_write attach point "
+                    f"'{state.cache_at}'; the accumulator would be reset inside the reduction")
+        for p in par:
+            if order.index(p) > at:
+                raise ScheduleError(
+                    f"{prim}: parallel axis '{p}' is inside the cache_write attach point '{state.cache_at}'; "
+                    "threads would share one accumulator tile")
+    return state
+
+
+def split(state: ScheduleState, axis: str, factor: int) -> tuple[ScheduleState, str, str]:
+    """Split ``axis`` into (outer, inner) with inner extent ``factor``. A factor
+    that does not divide the extent is allowed; the overhang is guarded."""
+    a = _leaf(state, "split", axis)
+    _positive_int("split", "factor", factor)
+    _not_annotated(state, "split", axis)
+    if factor > a.extent:
+        raise ScheduleError(f"split: factor {factor} exceeds the extent {a.extent} of '{axis}'")
+    outer = IterVar(state.fresh_name(f"{axis}_o"), -(-a.extent // factor), a.kind)
+    inner = IterVar(state.fresh_name(f"{axis}_i"), factor, a.kind)
+    i = state.leaves.index(axis)
+    leaves = state.leaves[:i] + (outer.name, inner.name) + state.leaves[i + 1:]
+    cache_at = inner.name if state.cache_at == axis else state.cache_at
+    new = state.with_(
+        f"split({axis}, {factor}) -> {outer.name}, {inner.name}",
+        axes=state.axes + (outer, inner), leaves=leaves,
+        relations=state.relations + (Split(axis, outer.name, inner.name, factor),), cache_at=cache_at)
+    return check(new, "split"), outer.name, inner.name
+
+
+def fuse(state: ScheduleState, outer: str, inner: str) -> tuple[ScheduleState, str]:
+    """Fuse two adjacent loops of the same kind into one (outer first)."""
+    a, b = _leaf(state, "fuse", outer), _leaf(state, "fuse", inner)
+    if a.kind != b.kind:
+        raise ScheduleError(f"fuse: cannot fuse {a.kind} axis '{outer}' with {b.kind} axis '{inner}'")
+    i = state.leaves.index(outer)
+    if i + 1 >= len(state.leaves) or state.leaves[i + 1] != inner:
+        raise ScheduleError(f"fuse: '{outer}' and '{inner}' are not adjacent loops with '{outer}' outside; reorder first")
+    for n in (outer, inner):
+        _not_annotated(state, "fuse", n)
+        if state.cache_at == n:
+            raise ScheduleError(f"fuse: '{n}' is the cache_write attach point; fuse before cache_write")
+    fused = IterVar(state.fresh_name(f"{outer}_{inner}"), a.extent * b.extent, a.kind)
+    leaves = state.leaves[:i] + (fused.name,) + state.leaves[i + 2:]
+    new = state.with_(f"fuse({outer}, {inner}) -> {fused.name}", axes=state.axes + (fused,), leaves=leaves,
+                      relations=state.relations + (Fuse(outer, inner, fused.name),))
+    return check(new, "fuse"), fused.name
+
+
+def reorder(state: ScheduleState, *axes: str) -> ScheduleState:
+    """Put the given loops in this order, in the positions they occupy now."""
+    names = [_leaf(state, "reorder", a).name for a in axes]
+    if len(set(names)) != len(names):
+        raise ScheduleError(f"reorder: an axis is listed twice in ({', '.join(names)})")
+    slots = sorted(state.leaves.index(n) for n in names)
+    leaves = list(state.leaves)
+    for slot, n in zip(slots, names):
+        leaves[slot] = n
+    new = state.with_(f"reorder({', '.join(names)})", leaves=tuple(leaves))
+    return check(new, "reorder")
+
+
+def _annotate(state: ScheduleState, prim: str, axis: str, kind: LoopKind) -> ScheduleState:
+    a = _leaf(state, prim, axis)
+    _not_annotated(state, prim, axis)
+    if kind in (LoopKind.VECTORIZED, LoopKind.PARALLEL):
+        if a.kind == REDUCE:
+            raise ScheduleError(f"{prim}: '{axis}' is a reduction axis; only spatial axes can be {kind.value}")
+        if state.annotated(kind):
+            raise ScheduleError(f"{prim}: '{state.annotated(kind)[0]}' is already {kind.value}; only one loop can be")
+    if kind == LoopKind.VECTORIZED and a.extent > MAX_VECTOR_LANES:
+        raise ScheduleError(f"vectorize: '{axis}' has extent {a.extent}; split it to at most {MAX_VECTOR_LANES} lanes first")
+    new = state.with_(f"{prim}({axis})", annotations=state.annotations + ((axis, kind),))
+    return check(new, prim)
+
+
+def unroll(state: ScheduleState, axis: str) -> ScheduleState:
+    """Replicate the loop body ``extent`` times in the generated source."""
+    return _annotate(state, "unroll", axis, LoopKind.UNROLLED)
+
+
+def vectorize(state: ScheduleState, axis: str) -> ScheduleState:
+    """Compute the innermost loop as one SIMD vector of ``extent`` lanes."""
+    return _annotate(state, "vectorize", axis, LoopKind.VECTORIZED)
+
+
+def parallel(state: ScheduleState, axis: str) -> ScheduleState:
+    """Run the loop's iterations on all threads (Numba ``prange``)."""
+    return _annotate(state, "parallel", axis, LoopKind.PARALLEL)
+
+
+def cache_write(state: ScheduleState, at: str) -> ScheduleState:
+    """TVM's ``cache_write`` + ``compute_at``: accumulate the output tile formed
+    by the spatial loops inside ``at`` in a local buffer (registers once its
+    loops are unrolled or vectorized) and write it to the output once, with
+    the epilogue, after the reduction loops finish."""
+    a = _leaf(state, "cache_write", at)
+    if state.cache_at is not None:
+        raise ScheduleError(f"cache_write: the output is already cached at '{state.cache_at}'")
+    if a.kind != SPATIAL:
+        raise ScheduleError(f"cache_write: attach point '{at}' is a reduction axis; attach at a spatial axis")
+    return check(state.with_(f"cache_write(at={at})", cache_at=at), "cache_write")
+
+
+def pack_data(state: ScheduleState, block: int) -> ScheduleState:
+    """Copy the input, per call, into zero-padded NCHW[block]c: the padding and
+    channel tail are materialised so the compute loop needs no guards."""
+    _positive_int("pack_data", "block", block)
+    if state.data_packing is not None:
+        raise ScheduleError("pack_data: the input is already packed")
+    return state.with_(f"pack_data(block={block})", data_packing=DataPacking(block))
+
+
+def pack_weights(state: ScheduleState, in_block: int, out_block: int) -> ScheduleState:
+    """Pack the weights once, when the kernel is prepared, to
+    OIHW[in_block]i[out_block]o, zero-padded to whole blocks."""
+    _positive_int("pack_weights", "in_block", in_block)
+    _positive_int("pack_weights", "out_block", out_block)
+    if state.weight_packing is not None:
+        raise ScheduleError("pack_weights: the weights are already packed")
+    return state.with_(f"pack_weights(in_block={in_block}, out_block={out_block})",
+                       weight_packing=WeightPacking(in_block, out_block))

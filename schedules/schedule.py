@@ -1,0 +1,84 @@
+"""The user-facing ``Schedule``: TVM-style methods over an immutable state.
+
+Each method applies one primitive from ``schedules.primitives`` and keeps the
+new state, so ``sch.state`` is always a legal schedule and ``print(sch)``
+shows the primitives applied so far.
+"""
+from __future__ import annotations
+
+from ir.compute import ComputeDef
+from ir.workload import Conv2D
+from schedules import primitives as prim
+from schedules.state import ScheduleState
+
+
+class Schedule:
+    """How to compute a conv2d workload; build it with ``codegen.build``.
+
+    Axes are referred to by name. The initial loops are the compute's axes:
+    spatial ``n, k, p, q`` (batch, output channel, output row, output column)
+    and reduction ``c, r, s`` (input channel within the group, kernel row,
+    kernel column). ``split`` and ``fuse`` return the names of the new axes.
+    """
+
+    def __init__(self, workload: Conv2D) -> None:
+        self.workload = workload
+        self.state = ScheduleState.initial(ComputeDef(workload))
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The current loops, outermost first."""
+        return self.state.leaves
+
+    def extent(self, axis: str) -> int:
+        return self.state.axis(axis).extent
+
+    def split(self, axis: str, factor: int) -> tuple[str, str]:
+        self.state, outer, inner = prim.split(self.state, axis, factor)
+        return outer, inner
+
+    def tile(self, x: str, y: str, x_factor: int, y_factor: int) -> tuple[str, str, str, str]:
+        """Split two adjacent axes and order them (x_o, y_o, x_i, y_i)."""
+        xo, xi = self.split(x, x_factor)
+        yo, yi = self.split(y, y_factor)
+        self.reorder(xo, yo, xi, yi)
+        return xo, yo, xi, yi
+
+    def fuse(self, outer: str, inner: str) -> str:
+        self.state, fused = prim.fuse(self.state, outer, inner)
+        return fused
+
+    def reorder(self, *axes: str) -> None:
+        self.state = prim.reorder(self.state, *axes)
+
+    def unroll(self, axis: str) -> None:
+        self.state = prim.unroll(self.state, axis)
+
+    def vectorize(self, axis: str) -> None:
+        self.state = prim.vectorize(self.state, axis)
+
+    def parallel(self, axis: str) -> None:
+        self.state = prim.parallel(self.state, axis)
+
+    def cache_write(self, at: str) -> None:
+        self.state = prim.cache_write(self.state, at)
+
+    def pack_data(self, block: int) -> None:
+        self.state = prim.pack_data(self.state, block)
+
+    def pack_weights(self, in_block: int, out_block: int) -> None:
+        self.state = prim.pack_weights(self.state, in_block, out_block)
+
+    def __str__(self) -> str:
+        steps = "\n".join(f"  {t}" for t in self.state.trace) or "  (default loop order)"
+        return f"schedule for {self.workload.short()}:\n{steps}\n  loops: {', '.join(self.axes)}"
+
+
+def default_schedule(workload: Conv2D) -> Schedule:
+    """A correct schedule for any workload: the compute's loop order with the
+    batch and output-channel loops fused and run in parallel. Slow but total;
+    the templates in this package are what make convolutions fast."""
+    sch = Schedule(workload)
+    nk = sch.fuse("n", "k")
+    sch.parallel(nk)
+    return sch

@@ -1,0 +1,138 @@
+"""Immutable schedule state: the loop axes, how they derive from the compute's
+axes, their order and annotations, and the layout decisions.
+
+Primitives (``schedules.primitives``) are functions from a state to a new
+state; nothing here knows about code generation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+from ir.compute import REDUCE, SPATIAL, ComputeDef
+from ir.expr import Cmp, Const, Expr, Var
+from ir.loopnest import LoopKind
+
+
+class ScheduleError(ValueError):
+    """An illegal schedule; the message starts with the primitive's name."""
+
+
+@dataclass(frozen=True)
+class IterVar:
+    """A loop axis. ``kind`` is SPATIAL or REDUCE (inherited through splits)."""
+
+    name: str
+    extent: int
+    kind: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Split:
+    parent: str
+    outer: str
+    inner: str
+    factor: int
+
+
+@dataclass(frozen=True)
+class Fuse:
+    outer: str
+    inner: str
+    fused: str
+
+
+@dataclass(frozen=True)
+class DataPacking:
+    """Input copied per call into a zero-padded NCHW[block]c scratch buffer."""
+
+    block: int
+
+
+@dataclass(frozen=True)
+class WeightPacking:
+    """Weights packed once, at prepare time, to OIHW[in_block]i[out_block]o."""
+
+    in_block: int
+    out_block: int
+
+
+@dataclass(frozen=True)
+class ScheduleState:
+    compute: ComputeDef
+    axes: tuple[IterVar, ...]
+    """Every axis ever created (roots first), looked up by name."""
+    leaves: tuple[str, ...]
+    """The current loop order, outermost first."""
+    relations: tuple[Split | Fuse, ...] = ()
+    annotations: tuple[tuple[str, LoopKind], ...] = ()
+    cache_at: Optional[str] = None
+    data_packing: Optional[DataPacking] = None
+    weight_packing: Optional[WeightPacking] = None
+    trace: tuple[str, ...] = field(default=())
+
+    @staticmethod
+    def initial(compute: ComputeDef) -> ScheduleState:
+        axes = tuple(IterVar(a.name, a.extent, a.kind) for a in compute.axes)
+        return ScheduleState(compute, axes, tuple(a.name for a in axes))
+
+    def axis(self, name: str) -> IterVar:
+        for a in self.axes:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def has_axis(self, name: str) -> bool:
+        return any(a.name == name for a in self.axes)
+
+    def leaf_axes(self) -> list[IterVar]:
+        return [self.axis(n) for n in self.leaves]
+
+    def annotation(self, name: str) -> LoopKind:
+        return dict(self.annotations).get(name, LoopKind.SERIAL)
+
+    def annotated(self, kind: LoopKind) -> list[str]:
+        return [n for n, k in self.annotations if k == kind]
+
+    def fresh_name(self, base: str) -> str:
+        name, i = base, 1
+        while self.has_axis(name):
+            i += 1
+            name = f"{base}{i}"
+        return name
+
+    def with_(self, record: str, **changes: object) -> ScheduleState:
+        return replace(self, trace=self.trace + (record,), **changes)  # type: ignore[arg-type]
+
+    def root_exprs(self) -> dict[str, Expr]:
+        """Each axis (root or intermediate) as an expression over leaf variables."""
+        exprs: dict[str, Expr] = {n: Var(n) for n in self.leaves}
+        for rel in reversed(self.relations):
+            if isinstance(rel, Split):
+                exprs[rel.parent] = exprs[rel.outer] * rel.factor + exprs[rel.inner]
+            else:
+                inner_extent = self.axis(rel.inner).extent
+                exprs[rel.outer] = exprs[rel.fused] // inner_extent
+                exprs[rel.inner] = exprs[rel.fused] % inner_extent
+        return exprs
+
+    def overhang(self) -> list[tuple[str, Expr]]:
+        """(axis kind, condition) for every split that does not divide its
+        parent: iterations past the parent's extent must not take effect."""
+        exprs = self.root_exprs()
+        out = []
+        for rel in self.relations:
+            if isinstance(rel, Split):
+                parent = self.axis(rel.parent)
+                if parent.extent % rel.factor:
+                    out.append((parent.kind, Cmp("<", exprs[rel.parent], Const(parent.extent))))
+        return out
+
+    def spatial_leaves(self) -> list[IterVar]:
+        return [a for a in self.leaf_axes() if a.kind == SPATIAL]
+
+    def reduce_leaves(self) -> list[IterVar]:
+        return [a for a in self.leaf_axes() if a.kind == REDUCE]
