@@ -52,7 +52,7 @@ def build(schedule: Schedule | ScheduleState, target: str = "cpu") -> CompiledKe
     state = _state(schedule)
     nest = lower_schedule(state)
     src = source(state, target)
-    compiled = compile_source(src, nest.name, len(nest.params))
+    compiled = compile_source(src)
     return CompiledKernel(state, nest, src, compiled)
 
 

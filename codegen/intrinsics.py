@@ -213,3 +213,27 @@ def vselect(typingctx, a, op, b, t, f):  # type: ignore[no-untyped-def]
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
         return builder.select(builder.fcmp_ordered(cmp, args[0], args[2]), args[3], args[4])
     return t(a, op, b, t, f), codegen
+
+
+@intrinsic
+def call_stage(typingctx, addr, index, bufs):  # type: ignore[no-untyped-def]
+    """Call the compiled stage at address ``addr`` as ``stage(index, *bufs)``.
+
+    Why: Numba's parfor lowering re-types and re-compiles a ``prange`` body
+    per kernel, which tripled build time. Kernels are instead compiled as
+    serial stage functions, and one generic driver (``codegen.launch``),
+    compiled once, runs them over a ``prange`` through this call.
+    """
+    if not isinstance(bufs, types.BaseTuple):
+        raise TypingError("call_stage takes the buffers as a tuple")
+    argtys = (types.int64,) + tuple(bufs)
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        addr_v, idx_v, tup_v = args
+        vals = [context.cast(builder, idx_v, sig.args[1], types.int64)]
+        vals += [builder.extract_value(tup_v, i) for i in range(len(argtys) - 1)]
+        fnty = context.call_conv.get_function_type(types.void, argtys)
+        fnptr = builder.inttoptr(addr_v, fnty.as_pointer())
+        context.call_conv.call_function(builder, fnptr, types.void, argtys, vals)
+        return context.get_dummy_value()
+    return types.void(addr, index, bufs), codegen

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codegen.kernel_cache import CompiledFunction
+from codegen.kernel_cache import CompiledModule
+from codegen.launch import run_stages
 from ir.loopnest import Kernel as LoopNest
 from schedules.layout import pack_weight_array
 from schedules.state import ScheduleState
@@ -30,7 +31,7 @@ class CompiledKernel:
     state: ScheduleState
     loop_nest: LoopNest
     source: str
-    compiled: CompiledFunction
+    compiled: CompiledModule
 
     @property
     def workload(self):  # type: ignore[no-untyped-def]
@@ -91,5 +92,6 @@ class PreparedConv:
             raise ValueError(f"out: expected a C-contiguous float32 array of shape {wl.out_shape}, "
                              f"got {out.dtype} {out.shape}")
         args["out"] = out.reshape(-1)
-        self.kernel.compiled.dispatcher(*(args[n] for n in self._order))
+        compiled = self.kernel.compiled
+        run_stages(compiled.addresses, compiled.extents, tuple(args[n] for n in self._order))
         return out

@@ -2,8 +2,8 @@
 
 Numba cannot cache functions created with ``exec`` (numba issue 3501), so each
 generated source is written to ``<cache dir>/k_<hash>.py`` and imported; the
-``cache=True`` in its decorator then stores the machine code next to it and a
-second process loads it instead of compiling. Files are written atomically
+``cache=True`` in its decorators then stores the machine code next to it and
+a second process loads it instead of compiling. Files are written atomically
 and never rewritten, so concurrent tuning workers can share the directory.
 The hash covers the source, which names the code generator's own version, so
 a change to the intrinsics or renderer never reuses stale machine code.
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from numba import types
 
 _HERE = Path(__file__).parent
@@ -36,8 +37,13 @@ def cache_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class CompiledFunction:
-    dispatcher: Any
+class CompiledModule:
+    """A generated module's stage functions, compiled and ready to launch."""
+
+    stages: tuple[Any, ...]
+    """The numba dispatchers, kept alive because the addresses point into them."""
+    addresses: np.ndarray
+    extents: np.ndarray
     path: Path
     compile_seconds: float
     """Time to compile (or load from the disk cache) in this process."""
@@ -45,8 +51,13 @@ class CompiledFunction:
     """True when numba loaded machine code compiled by an earlier process."""
 
 
-def compile_source(source: str, func_name: str, n_args: int) -> CompiledFunction:
-    """Import the generated module and compile ``func_name`` for flat float32 arrays."""
+def _address(dispatcher: Any, sig: tuple) -> int:
+    cres = dispatcher.overloads[sig]
+    return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+
+
+def compile_source(source: str) -> CompiledModule:
+    """Import a generated module and compile its stages for flat float32 arrays."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:24]
     if digest in _loaded:
         return _loaded[digest]
@@ -65,11 +76,15 @@ def compile_source(source: str, func_name: str, n_args: int) -> CompiledFunction
     # sys.modules, or numba treats the function as dynamic and cannot reload it.
     sys.modules[name] = module
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    dispatcher = getattr(module, func_name)
+    sig = (types.int64,) + (types.Array(types.float32, 1, "C"),) * len(module.BUFFERS)
     start = time.perf_counter()
-    dispatcher.compile((types.Array(types.float32, 1, "C"),) * n_args)
+    dispatchers = tuple(getattr(module, stage) for stage, _ in module.STAGES)
+    for d in dispatchers:
+        d.compile(sig)
     seconds = time.perf_counter() - start
-    hit = sum(dispatcher.stats.cache_hits.values()) > 0
-    compiled = CompiledFunction(dispatcher, path, seconds, hit)
+    hit = all(sum(d.stats.cache_hits.values()) > 0 for d in dispatchers)
+    compiled = CompiledModule(
+        dispatchers, np.array([_address(d, sig) for d in dispatchers], np.int64),
+        np.array([extent for _, extent in module.STAGES], np.int64), path, seconds, hit)
     _loaded[digest] = compiled
     return compiled

@@ -1,9 +1,10 @@
 """Render an optimised loop-nest kernel as Python source for ``numba.njit``.
 
-The output is a self-contained module: buffers arrive as flat float32 arrays,
+The output is a self-contained module of serial stage functions (see
+``render``): buffers arrive as flat float32 arrays,
 every shape, stride and loop bound is a literal, float constants are module
 globals (numba freezes them, so they cost nothing and stay float32), vector
-work goes through ``codegen.intrinsics``. Parallel loops become ``prange``.
+work goes through ``codegen.intrinsics``.
 """
 from __future__ import annotations
 
@@ -138,25 +139,50 @@ class _Renderer:
         return [f"{pad}st({s.buffer}, {self.expr(idx)}, {value})"]
 
 
+def _stages(k: Kernel) -> list[tuple[str, int, Stmt]]:
+    """(loop variable, extent, body) per stage: a top-level parallel loop is
+    the stage's index; any other stage runs once."""
+    stages = k.body.stmts if isinstance(k.body, Seq) else (k.body,)
+    out = []
+    for st in stages:
+        if isinstance(st, For) and st.kind == LoopKind.PARALLEL:
+            out.append((st.var, st.extent, st.body))
+        else:
+            out.append(("_", 1, st))
+    return out
+
+
 def render(k: Kernel, header: list[str]) -> str:
-    """The module source; ``header`` lines become leading comments."""
+    """The module source; ``header`` lines become leading comments.
+
+    Each stage becomes a serial function ``stageN(i, *buffers)``; the module's
+    ``STAGES`` lists (name, extent) and ``codegen.launch.run_stages`` runs
+    stage N for ``i in prange(extent)``, in order.
+    """
     r = _Renderer()
-    body = r.stmt(k.body, 1)
-    parallel = any("prange(" in line for line in body)
-    lines = [f"# {h}" for h in header]
-    lines += [
+    functions: list[str] = []
+    stages = []
+    for n, (var, extent, body) in enumerate(_stages(k)):
+        lines = r.stmt(body, 1)
+        if any("prange(" in line for line in lines):
+            raise RenderError("a parallel loop must be the outermost loop of its stage")
+        functions += [
+            "",
+            "",
+            f"@njit(fastmath={FASTMATH}, error_model='numpy', boundscheck=False, nogil=True, cache=True)",
+            f"def stage{n}({var}, {', '.join(b.name for b in k.params)}):",
+            *lines,
+        ]
+        stages.append(f"(\"stage{n}\", {extent})")
+    out = [f"# {h}" for h in header]
+    out += [
         "import numpy as np",
-        "from numba import njit, prange",
+        "from numba import njit",
         f"from codegen.intrinsics import {', '.join(INTRINSICS)}",
         "",
-    ]
-    lines += [f"{name} = np.float32({value!r})" for value, name in r.consts.items()]
-    lines += [
-        "",
-        "",
-        f"@njit(parallel={parallel}, fastmath={FASTMATH}, error_model='numpy', boundscheck=False, nogil=True, cache=True)",
-        f"def {k.name}({', '.join(b.name for b in k.params)}):",
-        *body,
+        f"BUFFERS = ({', '.join(repr(b.name) for b in k.params)},)",
+        f"STAGES = ({', '.join(stages)},)",
         "",
     ]
-    return "\n".join(lines)
+    out += [f"{name} = np.float32({value!r})" for value, name in r.consts.items()]
+    return "\n".join(out + functions) + "\n"

@@ -54,6 +54,12 @@ def check(state: ScheduleState, prim: str) -> ScheduleState:
         raise ScheduleError(
             f"{prim}: vectorized axis '{vec[0]}' must be the innermost loop, but '{order[-1]}' is inside it")
     par = state.annotated(LoopKind.PARALLEL)
+    if par:
+        outer = [a.name for a in state.leaf_axes()[:order.index(par[0])] if a.extent > 1]
+        if outer:
+            raise ScheduleError(
+                f"{prim}: parallel axis '{par[0]}' must be the outermost loop, but '{outer[0]}' is outside it; "
+                "fuse the outer loops into it")
     if state.cache_at is not None:
         at = order.index(state.cache_at)
         for a in state.reduce_leaves():

@@ -1,0 +1,59 @@
+"""Shared helpers: every kernel a test builds is checked against the float64
+reference on fresh random inputs with a NaN-poisoned output buffer."""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from codegen import build
+from codegen.verify import TOLERANCE, check_kernel
+from ir.workload import Conv2D
+from schedules import Schedule
+
+
+def assert_correct(sch: Schedule, seed: int | None = None) -> float:
+    kernel = build(sch)
+    rng = np.random.default_rng(seed if seed is not None else zlib.crc32(sch.workload.key.encode()))
+    err = check_kernel(kernel, rng)
+    assert err < TOLERANCE, f"relative error {err:.3g} for {sch.workload.short()}\n{sch}\n{kernel.source}"
+    return err
+
+
+def tiled_schedule(wl: Conv2D, kb: int = 4, qb: int = 3) -> Schedule:
+    """Register-tiled, vectorized, unpacked: exercises guards, gathers and
+    non-divisible splits on the original NCHW buffers."""
+    sch = Schedule(wl)
+    ko, ki = sch.split("k", min(kb, wl.K))
+    qo, qi = sch.split("q", min(qb, wl.Q))
+    sch.reorder("n", ko, "p", qo, "c", "r", "s", qi, ki)
+    f = sch.fuse("n", ko)
+    sch.parallel(f)
+    sch.cache_write(qo)
+    sch.unroll(qi)
+    sch.vectorize(ki)
+    return sch
+
+
+def packed_schedule(wl: Conv2D, cb: int = 4, kb: int = 8, qb: int = 3) -> Schedule:
+    """The NCHW[x]c direct-conv shape: packed data and weights, a register
+    tile of qb columns x kb channels, no guards in the reduction."""
+    sch = Schedule(wl)
+    sch.pack_data(cb)
+    sch.pack_weights(cb, kb)
+    ko, ki = sch.split("k", min(kb, wl.K))
+    qo, qi = sch.split("q", min(qb, wl.Q))
+    co, ci = sch.split("c", min(cb, wl.Cg))
+    sch.reorder("n", ko, "p", qo, co, "r", "s", ci, qi, ki)
+    f = sch.fuse(sch.fuse("n", ko), "p")
+    sch.parallel(f)
+    sch.cache_write(qo)
+    sch.unroll(qi)
+    sch.vectorize(ki)
+    return sch
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

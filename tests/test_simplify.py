@@ -1,0 +1,70 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ir.expr import BinOp, Const, Var
+from ir.simplify import FALSE, TRUE, bounds, simplify, simplify_cond
+
+co, ci, x, y = Var("co"), Var("ci"), Var("x"), Var("y")
+R = {"co": (0, 7), "ci": (0, 7), "x": (0, 99), "y": (0, 5)}
+
+
+def test_blocked_index_folds():
+    assert simplify((co * 8 + ci) // 8, R) == co
+    assert simplify((co * 8 + ci) % 8, R) == ci
+    assert simplify((co * 16 + ci) // 8, R) == co * 2
+
+
+def test_constant_offsets_fold_into_quotient():
+    assert simplify((co * 8 + ci + 8) // 8, R) == co + 1
+    assert simplify((co * 8 + 3) % 8, R) == Const(3)
+
+
+def test_nested_division():
+    assert simplify((x // 4) // 5, R) == x // 20
+
+
+def test_conditions_decided_by_ranges():
+    assert simplify_cond(co * 8 + ci < 64, R) == TRUE
+    assert simplify_cond(co * 8 + ci < 60, R) not in (TRUE, FALSE)
+    assert simplify_cond(co * 8 + ci > 70, R) == FALSE
+
+
+def test_bounds():
+    assert bounds(simplify(co * 8 + ci - 3, R), R) == (-3, 60)
+    assert bounds(x % 7, R) == (0, 6)
+
+
+def _eval(e, env):
+    if isinstance(e, Const):
+        return e.value
+    if isinstance(e, Var):
+        return env[e.name]
+    a, b = _eval(e.a, env), _eval(e.b, env)
+    return {"+": a + b, "-": a - b, "*": a * b, "//": a // b if b else 0, "%": a % b if b else 0,
+            "min": min(a, b), "max": max(a, b)}[e.op]
+
+
+leaf = st.one_of(st.sampled_from([co, ci, x, y]), st.integers(-5, 20).map(Const))
+exprs = st.recursive(
+    leaf,
+    lambda sub: st.one_of(
+        st.tuples(st.sampled_from(["+", "-", "*"]), sub, sub).map(lambda t: BinOp(*t)),
+        st.tuples(st.sampled_from(["//", "%"]), sub, st.integers(1, 17).map(Const)).map(lambda t: BinOp(*t)),
+        st.tuples(st.sampled_from(["min", "max"]), sub, sub).map(lambda t: BinOp(*t)),
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(exprs, st.fixed_dictionaries({n: st.integers(lo, hi) for n, (lo, hi) in R.items()}))
+def test_simplify_preserves_value(e, env):
+    assert _eval(simplify(e, R), env) == _eval(e, env)
+
+
+@settings(max_examples=300, deadline=None)
+@given(exprs, st.fixed_dictionaries({n: st.integers(lo, hi) for n, (lo, hi) in R.items()}))
+def test_bounds_contain_value(e, env):
+    b = bounds(simplify(e, R), R)
+    if b is not None:
+        assert b[0] <= _eval(e, env) <= b[1]
