@@ -23,7 +23,14 @@ from ir.compute import REDUCE, SPATIAL
 from ir.expr import Cmp, Const, Expr, Load, Select, Var, conj, fconst
 from ir.loopnest import Allocate, Buffer, For, IfThen, Kernel, LoopKind, Stmt, Store, seq
 from ir.simplify import Ranges, bounds, simplify, simplify_cond
-from schedules.layout import packed_data_index, packed_data_shape, packed_weight_index, packed_weight_shape
+from schedules.layout import (
+    im2col_index,
+    im2col_shape,
+    packed_data_index,
+    packed_data_shape,
+    packed_weight_index,
+    packed_weight_shape,
+)
 from schedules.state import ScheduleState
 
 
@@ -76,7 +83,18 @@ def lower(state: ScheduleState) -> Kernel:
     stages: list[Stmt] = []
 
     coords = cd.data_coords(ax)
-    if state.data_packing is not None:
+    packing = state.data_packing
+    if packing is not None and packing.im2col:
+        n, ch = coords[0], coords[1]
+        pq = ax["p"] * wl.Q + ax["q"]
+        shape = im2col_shape(
+            packing, wl.N, max(wl.C, _cover(ch, ranges, "input channel")), max(wl.R, _cover(ax["r"], ranges, "kernel row")),
+            max(wl.S, _cover(ax["s"], ranges, "kernel column")), max(wl.P * wl.Q, _cover(pq, ranges, "output pixel")))
+        packed = Buffer("data_packed", shape)
+        scratch.append(packed)
+        data_read: Expr = Load(packed.name, im2col_index(packing, n, ch, ax["r"], ax["s"], pq))
+        stages.append(_im2col_stage(state, packed))
+    elif packing is not None:
         n, ch, h, w = coords
         h, w = h + wl.padding[0], w + wl.padding[1]
         shape = packed_data_shape(
@@ -86,7 +104,7 @@ def lower(state: ScheduleState) -> Kernel:
             max(wl.W + wl.padding[1] + wl.padding[3], _cover(w, ranges, "input column")))
         packed = Buffer("data_packed", shape)
         scratch.append(packed)
-        data_read: Expr = Load(packed.name, packed_data_index(state.data_packing, n, ch, h, w))
+        data_read = Load(packed.name, packed_data_index(packing, n, ch, h, w))
         stages.append(_pack_stage(state, packed))
     else:
         data_read = Select(cd.in_input(coords), Load("data", coords), fconst(0.0))
@@ -166,3 +184,19 @@ def _pack_stage(state: ScheduleState, packed: Buffer) -> Stmt:
                   Cmp(">=", x, Const(0)), Cmp("<", x, Const(wl.W)))
     value = Select(inside, Load("data", (n, ch, y, x)), fconst(0.0))  # type: ignore[arg-type]
     return _elementwise(packed.shape, ("n", "cb", "h", "w", "ci"), Store(packed.name, (n, cb, h, w, ci), value))
+
+
+def _im2col_stage(state: ScheduleState, packed: Buffer) -> Stmt:
+    """data_packed[n, cb, r, s, pq, ci] = input pixel read by output pixel pq at tap (r, s)."""
+    wl = state.compute.workload
+    block = state.data_packing.block  # type: ignore[union-attr]
+    n, cb, r, s, pq, ci = (Var(x) for x in ("n", "cb", "r", "s", "pq", "ci"))
+    ch = cb * block + ci
+    y = (pq // wl.Q) * wl.stride[0] + r * wl.dilation[0] - wl.padding[0]
+    x = (pq % wl.Q) * wl.stride[1] + s * wl.dilation[1] - wl.padding[1]
+    inside = conj(Cmp("<", ch, Const(wl.C)), Cmp("<", r, Const(wl.R)), Cmp("<", s, Const(wl.S)),
+                  Cmp("<", pq, Const(wl.P * wl.Q)), Cmp(">=", y, Const(0)), Cmp("<", y, Const(wl.H)),
+                  Cmp(">=", x, Const(0)), Cmp("<", x, Const(wl.W)))
+    value = Select(inside, Load("data", (n, ch, y, x)), fconst(0.0))  # type: ignore[arg-type]
+    return _elementwise(packed.shape, ("n", "cb", "r", "s", "pq", "ci"), Store(packed.name, (n, cb, r, s, pq, ci), value))
+

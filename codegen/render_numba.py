@@ -114,7 +114,8 @@ class _Renderer:
         if isinstance(s, Seq):
             return [line for x in s.stmts for line in self.stmt(x, depth)]
         if isinstance(s, IfThen):
-            return [f"{pad}if {self.expr(s.cond)}:", *self.stmt(s.body, depth + 1)]
+            orelse = [] if s.orelse is None else [f"{pad}else:", *self.stmt(s.orelse, depth + 1)]
+            return [f"{pad}if {self.expr(s.cond)}:", *self.stmt(s.body, depth + 1), *orelse]
         if isinstance(s, Allocate):
             return [f"{pad}{s.buffer.name} = np.empty({s.buffer.size}, np.float32)", *self.stmt(s.body, depth)]
         if isinstance(s, Assign):

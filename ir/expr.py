@@ -126,6 +126,16 @@ class And(Expr):
 
 
 @dataclass(frozen=True, eq=True)
+class Not(Expr):
+    a: Expr
+    dtype: str = BOOL
+
+    @property
+    def lanes(self) -> int:  # type: ignore[override]
+        return self.a.lanes
+
+
+@dataclass(frozen=True, eq=True)
 class Select(Expr):
     """``t if cond else f``; both branches are evaluated (they must be safe)."""
 

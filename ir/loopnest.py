@@ -77,6 +77,7 @@ class Store(Stmt):
 class IfThen(Stmt):
     cond: Expr
     body: Stmt
+    orelse: Stmt | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,8 @@ def map_stmt(s: Stmt, fn: Callable[[Stmt], Stmt | None]) -> Stmt:
     elif isinstance(s, Seq):
         s = seq(*(map_stmt(x, fn) for x in s.stmts))
     elif isinstance(s, IfThen):
-        s = replace(s, body=map_stmt(s.body, fn))
+        s = replace(s, body=map_stmt(s.body, fn),
+                    orelse=None if s.orelse is None else map_stmt(s.orelse, fn))
     elif isinstance(s, Allocate):
         s = replace(s, body=map_stmt(s.body, fn))
     out = fn(s)
@@ -148,6 +150,8 @@ def walk(s: Stmt) -> list[Stmt]:
     out = [s]
     if isinstance(s, (For, IfThen, Allocate)):
         out.extend(walk(s.body))
+    if isinstance(s, IfThen) and s.orelse is not None:
+        out.extend(walk(s.orelse))
     elif isinstance(s, Seq):
         for x in s.stmts:
             out.extend(walk(x))

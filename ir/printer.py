@@ -1,7 +1,7 @@
 """Human-readable text for expressions and loop nests (never fed to a compiler)."""
 from __future__ import annotations
 
-from ir.expr import And, BinOp, Broadcast, Cmp, Const, Expr, Extract, Lanes, Load, Ramp, Select, Var
+from ir.expr import And, BinOp, Broadcast, Cmp, Const, Expr, Extract, Lanes, Load, Not, Ramp, Select, Var
 from ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
 
 _PREC = {"+": 1, "-": 1, "*": 2, "//": 2, "%": 2}
@@ -26,6 +26,8 @@ def expr_str(e: Expr, parent_prec: int = 0) -> str:
         return f"({text})" if parent_prec > 0 else text
     if isinstance(e, And):
         return f"{expr_str(e.a, 1)} and {expr_str(e.b, 1)}"
+    if isinstance(e, Not):
+        return f"not ({expr_str(e.a)})"
     if isinstance(e, Select):
         return f"select({expr_str(e.cond)}, {expr_str(e.t)}, {expr_str(e.f)})"
     if isinstance(e, Load):
@@ -52,7 +54,8 @@ def _lines(s: Stmt, depth: int) -> list[str]:
         idx = ", ".join(expr_str(i) for i in s.indices)
         return [f"{pad}{s.buffer}[{idx}] = {expr_str(s.value)}"]
     if isinstance(s, IfThen):
-        return [f"{pad}if {expr_str(s.cond)}:", *_lines(s.body, depth + 1)]
+        orelse = [] if s.orelse is None else [f"{pad}else:", *_lines(s.orelse, depth + 1)]
+        return [f"{pad}if {expr_str(s.cond)}:", *_lines(s.body, depth + 1), *orelse]
     if isinstance(s, Allocate):
         shape = ", ".join(str(d) for d in s.buffer.shape)
         return [f"{pad}{s.buffer.name} = local float32[{shape}]", *_lines(s.body, depth)]

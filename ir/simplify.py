@@ -19,6 +19,7 @@ from ir.expr import (
     Cmp,
     Const,
     Expr,
+    Not,
     Select,
     Var,
     conj,
@@ -86,6 +87,18 @@ def linear(e: Expr) -> Linear:
         if isinstance(e.a, Const):
             return linear(e.b).scale(int(e.a.value))
     return Linear({e: 1})
+
+
+def merge_divmod(lin: Linear) -> Linear:
+    """``(x // c) * c * k + (x % c) * k`` is ``x * k``: what indexing a fused
+    axis (p*Q + q with p = f // Q, q = f % Q) turns into."""
+    for atom, coef in lin.terms.items():
+        if isinstance(atom, BinOp) and atom.op == "%" and isinstance(atom.b, Const):
+            div = BinOp("//", atom.a, atom.b)
+            if lin.terms.get(div) == coef * int(atom.b.value):
+                rest = {a: c for a, c in lin.terms.items() if a not in (atom, div)}
+                return merge_divmod(Linear(rest, lin.const) + linear(atom.a).scale(coef))
+    return lin
 
 
 def bounds(e: Expr, ranges: Ranges) -> Bounds:
@@ -216,6 +229,9 @@ def simplify(e: Expr, ranges: Ranges | None = None) -> Expr:
         if b == TRUE:
             return a
         return And(a, b)
+    if isinstance(e, Not):
+        a = simplify(e.a, r)
+        return FALSE if a == TRUE else TRUE if a == FALSE else Not(a)
     if isinstance(e, Select):
         cond = simplify(e.cond, r)
         if cond == TRUE:
@@ -235,7 +251,7 @@ def _simplify_binop(e: BinOp, r: Ranges) -> Expr:
     if a.dtype != INT or a.lanes > 1 or b.lanes > 1:
         return _simplify_float(e.op, a, b)
     if e.op in ("+", "-", "*"):
-        lin = linear(BinOp(e.op, a, b))
+        lin = merge_divmod(linear(BinOp(e.op, a, b)))
         if e.op != "*" or isinstance(a, Const) or isinstance(b, Const):
             return lin.to_expr()
         return BinOp("*", a, b)

@@ -29,6 +29,15 @@ def packed_data_shape(p: DataPacking, n: int, c: int, h: int, w: int) -> tuple[i
     return (n, ceil_div(c, p.block), h, w, p.block)
 
 
+def im2col_index(p: DataPacking, n: Expr, c: Expr, r: Expr, s: Expr, pq: Expr) -> tuple[Expr, ...]:
+    """Physical index of the input read by output pixel ``pq`` at tap (r, s)."""
+    return (n, c // p.block, r, s, pq, c % p.block)
+
+
+def im2col_shape(p: DataPacking, n: int, c: int, r: int, s: int, pq: int) -> tuple[int, ...]:
+    return (n, ceil_div(c, p.block), r, s, pq, p.block)
+
+
 def packed_weight_index(p: WeightPacking, k: Expr, c: Expr, r: Expr, s: Expr) -> tuple[Expr, ...]:
     return (k // p.out_block, c // p.in_block, r, s, c % p.in_block, k % p.out_block)
 

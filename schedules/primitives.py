@@ -169,13 +169,17 @@ def cache_write(state: ScheduleState, at: str) -> ScheduleState:
     return check(state.with_(f"cache_write(at={at})", cache_at=at), "cache_write")
 
 
-def pack_data(state: ScheduleState, block: int) -> ScheduleState:
-    """Copy the input, per call, into zero-padded NCHW[block]c: the padding and
-    channel tail are materialised so the compute loop needs no guards."""
+def pack_data(state: ScheduleState, block: int, im2col: bool = False) -> ScheduleState:
+    """Copy the input, per call, into zero-padded NCHW[block]c (or the im2col
+    layout): padding and channel tail are materialised so the compute loop
+    needs no guards."""
     _positive_int("pack_data", "block", block)
     if state.data_packing is not None:
         raise ScheduleError("pack_data: the input is already packed")
-    return state.with_(f"pack_data(block={block})", data_packing=DataPacking(block))
+    if not isinstance(im2col, bool):
+        raise ScheduleError(f"pack_data: im2col must be a bool, got {im2col!r}")
+    record = f"pack_data(block={block}{', im2col=True' if im2col else ''})"
+    return state.with_(record, data_packing=DataPacking(block, im2col))
 
 
 def pack_weights(state: ScheduleState, in_block: int, out_block: int) -> ScheduleState:

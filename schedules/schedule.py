@@ -63,8 +63,8 @@ class Schedule:
     def cache_write(self, at: str) -> None:
         self.state = prim.cache_write(self.state, at)
 
-    def pack_data(self, block: int) -> None:
-        self.state = prim.pack_data(self.state, block)
+    def pack_data(self, block: int, im2col: bool = False) -> None:
+        self.state = prim.pack_data(self.state, block, im2col)
 
     def pack_weights(self, in_block: int, out_block: int) -> None:
         self.state = prim.pack_weights(self.state, in_block, out_block)

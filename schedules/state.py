@@ -47,9 +47,13 @@ class Fuse:
 
 @dataclass(frozen=True)
 class DataPacking:
-    """Input copied per call into a zero-padded NCHW[block]c scratch buffer."""
+    """Input copied per call into zero-padded scratch: NCHW[block]c, or with
+    ``im2col`` the input pixels of every kernel tap laid out per output pixel,
+    [n, c/block, r, s, p*Q + q, block], so the compute is a plain GEMM over
+    output pixels (for a 1x1 kernel this only blocks and subsamples)."""
 
     block: int
+    im2col: bool = False
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,22 @@ def packed_schedule(wl: Conv2D, cb: int = 4, kb: int = 8, qb: int = 3) -> Schedu
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def gemm_schedule(wl: Conv2D, cb: int = 4, kb: int = 8, tb: int = 3) -> Schedule:
+    """im2col + GEMM: output pixels fused into one axis, a register tile of
+    tb pixels x kb channels."""
+    sch = Schedule(wl)
+    sch.pack_data(cb, im2col=True)
+    sch.pack_weights(cb, kb)
+    pq = sch.fuse("p", "q")
+    ko, ki = sch.split("k", min(kb, wl.K))
+    to, ti = sch.split(pq, min(tb, wl.P * wl.Q))
+    co, ci = sch.split("c", min(cb, wl.Cg))
+    sch.reorder("n", ko, to, co, "r", "s", ci, ti, ki)
+    f = sch.fuse(sch.fuse("n", ko), to)
+    sch.parallel(f)
+    sch.cache_write(f)
+    sch.unroll(ti)
+    sch.vectorize(ki)
+    return sch

@@ -3,7 +3,7 @@ reference: the default schedule, a register-tiled vectorized schedule over the
 original buffers (guards, gathers) and the packed NCHW[x]c schedule."""
 import pytest
 
-from conftest import assert_correct, packed_schedule, tiled_schedule
+from conftest import assert_correct, gemm_schedule, packed_schedule, tiled_schedule
 from ir import conv2d
 from schedules import default_schedule
 
@@ -37,7 +37,7 @@ CASES = {
     "residual_depthwise": conv2d(2, 8, 6, 6, 8, 3, padding=1, groups=8, residual=True, bias=True),
 }
 
-SCHEDULES = {"default": default_schedule, "tiled": tiled_schedule, "packed": packed_schedule}
+SCHEDULES = {"default": default_schedule, "tiled": tiled_schedule, "packed": packed_schedule, "im2col": gemm_schedule}
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)

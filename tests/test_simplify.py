@@ -19,6 +19,13 @@ def test_constant_offsets_fold_into_quotient():
     assert simplify((co * 8 + 3) % 8, R) == Const(3)
 
 
+def test_fused_axis_index_recombines():
+    f = Var("f")
+    assert simplify((f // 7) * 7 + f % 7, {"f": (0, 48)}) == f
+    assert simplify(((f // 7) * 7 + f % 7) * 4 + 3, {"f": (0, 48)}) == f * 4 + 3
+    assert simplify((f // 7) * 14 + (f % 7) * 2 + x, R | {"f": (0, 48)}) == f * 2 + x
+
+
 def test_nested_division():
     assert simplify((x // 4) // 5, R) == x // 20
 

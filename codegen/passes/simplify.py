@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from codegen.passes.substitute import substitute_stmt
-from ir.expr import Const
+from ir.expr import Const, Not
 from ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store, seq
 from ir.simplify import FALSE, TRUE, Ranges, simplify, simplify_cond
 
@@ -22,12 +22,17 @@ def simplify_stmt(s: Stmt, ranges: Ranges) -> Stmt | None:
         return seq(*parts) if parts else None
     if isinstance(s, IfThen):
         cond = simplify_cond(s.cond, ranges)
+        orelse = None if s.orelse is None else simplify_stmt(s.orelse, ranges)
         if cond == FALSE:
-            return None
+            return orelse
         body = simplify_stmt(s.body, ranges)
-        if body is None or cond == TRUE:
+        if cond == TRUE:
             return body
-        return IfThen(cond, body)
+        if body is None and orelse is None:
+            return None
+        if body is None:
+            return IfThen(Not(cond), orelse)  # type: ignore[arg-type]
+        return IfThen(cond, body, orelse)
     if isinstance(s, Allocate):
         body = simplify_stmt(s.body, ranges)
         return None if body is None else replace(s, body=body)

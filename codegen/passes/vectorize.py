@@ -13,6 +13,7 @@ from codegen.passes.simplify import simplify_stmt
 from codegen.passes.substitute import substitute_stmt
 from ir.expr import (
     FLOAT,
+    INT,
     BinOp,
     Broadcast,
     Cmp,
@@ -84,7 +85,13 @@ def _vectorize_body(s: Stmt, v: str, lanes: int) -> Stmt:
     if isinstance(s, IfThen):
         uniform = conj(*(c for c in conjuncts(s.cond) if v not in free_vars(c)))
         varying = conj(*(c for c in conjuncts(s.cond) if v in free_vars(c)))
-        body = _vectorize_body(s.body, v, lanes) if varying is None else _scalar_lanes(IfThen(varying, s.body), v, lanes)
+        if varying is None:
+            body = _vectorize_body(s.body, v, lanes)
+        else:
+            body = _scalar_lanes(IfThen(varying, s.body), v, lanes)
+            all_lanes = _all_lanes_pass(varying, v, lanes)
+            if all_lanes is not None:
+                body = IfThen(all_lanes, _vectorize_body(s.body, v, lanes), body)
         return body if uniform is None else IfThen(uniform, body)
     if isinstance(s, Store):
         idx = s.indices[0]
@@ -94,6 +101,24 @@ def _vectorize_body(s: Stmt, v: str, lanes: int) -> Stmt:
     if isinstance(s, For):
         raise ScheduleError(f"vectorize: loop '{v}' is not innermost: it contains loop '{s.var}'")
     raise ScheduleError(f"vectorize: cannot vectorize {type(s).__name__} inside loop '{v}'")
+
+
+def _all_lanes_pass(cond: Expr, v: str, lanes: int) -> Expr | None:
+    """A scalar condition under which every lane passes ``cond``, when each
+    conjunct is an affine bound in ``v`` (true at its worst lane means true at
+    all lanes). Tails of non-divisible splits then cost one test per vector,
+    and only the last iteration goes lane by lane."""
+    worst: list[Expr] = []
+    for c in conjuncts(cond):
+        if not (isinstance(c, Cmp) and c.op in ("<", "<=", ">", ">=") and c.a.dtype == INT):
+            return None
+        lin = linear(simplify(c.a - c.b))
+        if any(v in free_vars(atom) for atom in lin.terms if atom != Var(v)):
+            return None
+        rising = lin.terms.get(Var(v), 0) >= 0
+        upper = c.op in ("<", "<=")
+        worst.append(_at_lane(c, v, lanes - 1 if rising == upper else 0))
+    return conj(*worst)
 
 
 def vectorize_kernel(k: Kernel) -> Kernel:
