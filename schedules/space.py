@@ -1,0 +1,70 @@
+"""Tunable knobs of a schedule template, like AutoTVM's ``define_knob``.
+
+A ``Space`` is the product of its knobs' candidate values, filtered by
+constraints between knobs (so the tuner never compiles a config that would
+spill the register file, say). Configs are plain JSON-serialisable dicts.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+Config = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    values: tuple[Any, ...]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Constraint:
+    doc: str
+    """Why a config is refused, e.g. 'register tile must fit 16 registers'."""
+    holds: Callable[[Config], bool]
+
+
+@dataclass(frozen=True)
+class Space:
+    template: str
+    knobs: tuple[Knob, ...]
+    constraints: tuple[Constraint, ...]
+    default: Config
+
+    def __post_init__(self) -> None:
+        reason = self.invalid_reason(self.default)
+        if reason:
+            raise ValueError(f"{self.template}: default config {self.default} is invalid: {reason}")
+
+    def invalid_reason(self, config: Config) -> str | None:
+        """None when ``config`` is a valid point of this space, else why not."""
+        names = {k.name for k in self.knobs}
+        extra = set(config) - names - {"algorithm"}
+        if extra:
+            return f"unknown knob(s) {sorted(extra)} for template {self.template}"
+        for knob in self.knobs:
+            if knob.name not in config:
+                return f"knob {knob.name!r} is missing"
+            if config[knob.name] not in knob.values:
+                return f"{knob.name}={config[knob.name]!r} is not one of {list(knob.values)}"
+        for c in self.constraints:
+            if not c.holds(config):
+                return c.doc
+        return None
+
+    def size(self) -> int:
+        """Points in the unconstrained product."""
+        n = 1
+        for k in self.knobs:
+            n *= len(k.values)
+        return n
+
+    def configs(self) -> Iterator[Config]:
+        """Every valid config, in knob order."""
+        for values in itertools.product(*(k.values for k in self.knobs)):
+            config = dict(zip((k.name for k in self.knobs), values))
+            if all(c.holds(config) for c in self.constraints):
+                yield config

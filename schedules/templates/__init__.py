@@ -1,0 +1,73 @@
+"""CPU schedule templates and the ``algorithm`` knob that chooses among them.
+
+A template is a function from (workload, config) to a ``Schedule`` plus the
+``Space`` of configs it accepts. The full search space of a workload is the
+union of the spaces of the templates that apply to it, tagged by
+``config["algorithm"]``; ``default_config`` is what an untuned workload gets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ir.workload import Conv2D
+from schedules.schedule import Schedule
+from schedules.space import Config, Space
+from schedules.state import ScheduleError
+from schedules.target import CpuTarget, host_target
+from schedules.templates import depthwise, direct, gemm
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    applies: Callable[[Conv2D], bool]
+    space: Callable[[Conv2D, CpuTarget], Space]
+    schedule: Callable[[Conv2D, Config, CpuTarget], Schedule]
+
+
+TEMPLATES: dict[str, Template] = {t.name: t for t in (
+    Template(direct.NAME, direct.applies, direct.space, direct.schedule),
+    Template(gemm.NAME, gemm.applies, gemm.space, gemm.schedule),
+    Template(depthwise.CHANNELS, depthwise.applies, depthwise.channels_space, depthwise.channels_schedule),
+    Template(depthwise.WIDTH, depthwise.applies, depthwise.width_space, depthwise.width_schedule),
+)}
+
+
+def search_space(wl: Conv2D, target: CpuTarget | None = None) -> dict[str, Space]:
+    """algorithm name -> its knob space, for every template that applies."""
+    target = target or host_target()
+    return {name: t.space(wl, target) for name, t in TEMPLATES.items() if t.applies(wl)}
+
+
+def default_algorithm(wl: Conv2D) -> str:
+    if depthwise.applies(wl):
+        return depthwise.CHANNELS
+    if wl.R == wl.S == 1:
+        return gemm.NAME
+    return direct.NAME
+
+
+def default_config(wl: Conv2D, target: CpuTarget | None = None) -> Config:
+    """The config an untuned workload gets: a heuristic choice, no measurement."""
+    algorithm = default_algorithm(wl)
+    return {"algorithm": algorithm, **TEMPLATES[algorithm].space(wl, target or host_target()).default}
+
+
+def invalid_reason(wl: Conv2D, config: Config, target: CpuTarget | None = None) -> str | None:
+    """None when ``config`` is valid for ``wl`` on ``target``, else why not."""
+    name = config.get("algorithm")
+    if name not in TEMPLATES:
+        return f"unknown algorithm {name!r} (one of {', '.join(TEMPLATES)})"
+    if not TEMPLATES[name].applies(wl):
+        return f"algorithm {name!r} does not apply to {wl.short()}"
+    return TEMPLATES[name].space(wl, target or host_target()).invalid_reason(config)
+
+
+def schedule_from_config(wl: Conv2D, config: Config, target: CpuTarget | None = None) -> Schedule:
+    """The schedule a config describes; ScheduleError if the config is invalid."""
+    target = target or host_target()
+    reason = invalid_reason(wl, config, target)
+    if reason:
+        raise ScheduleError(f"config: {reason}")
+    return TEMPLATES[config["algorithm"]].schedule(wl, config, target)

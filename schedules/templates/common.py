@@ -1,0 +1,48 @@
+"""Helpers shared by the CPU templates: block candidates and register budgets."""
+from __future__ import annotations
+
+from schedules.space import Config, Constraint
+from schedules.target import CpuTarget
+
+
+def channel_blocks(channels: int, largest: int = 32) -> tuple[int, ...]:
+    """Powers of two up to ``largest`` (and the channel count itself when it is
+    small and odd, e.g. 3 input channels): the input-channel block sizes."""
+    blocks = {b for b in (1, 2, 4, 8, 16, 32, 64) if b <= min(channels, largest)}
+    if channels <= largest:
+        blocks.add(channels)
+    return tuple(sorted(blocks))
+
+
+def vector_blocks(channels: int, target: CpuTarget, most: int = 4) -> tuple[int, ...]:
+    """Multiples of the vector width up to ``most`` vectors, capped at the
+    channel count rounded up to a vector (smaller when channels < lanes)."""
+    v = target.vector_lanes
+    if channels < v:
+        return (channels,)
+    cap = -(-channels // v) * v
+    return tuple(m * v for m in range(1, most + 1) if m * v <= cap)
+
+
+def fits_registers(target: CpuTarget, accumulators: int, vectors_per_step: int) -> bool:
+    """Accumulators plus the operand vectors of one step, plus a broadcast,
+    must fit the vector register file or LLVM spills them to the stack."""
+    return accumulators + vectors_per_step + 1 <= target.vector_registers
+
+
+def register_constraint(target: CpuTarget, tile: str, block: str, rows: str | None = None) -> Constraint:
+    """The register tile (rows x tile x block/lanes accumulators) fits."""
+    v = target.vector_lanes
+
+    def holds(c: Config) -> bool:
+        vecs = -(-c[block] // v)
+        return fits_registers(target, c[tile] * (c[rows] if rows else 1) * vecs, vecs)
+
+    return Constraint(f"the register tile must fit {target.vector_registers} vector registers", holds)
+
+
+def best_tile(extent: int, limit: int) -> int:
+    """The tile size <= limit with the most useful elements per tile (a big
+    tile reuses each loaded operand more; a ragged last tile wastes work).
+    Ties go to the larger tile."""
+    return max(range(1, min(limit, extent) + 1), key=lambda t: (extent / -(-extent // t), t))

@@ -1,0 +1,101 @@
+"""Depthwise convolution (one input channel per group), two vectorizations.
+
+- ``depthwise_c``: data in NCHW[kb]c, a vector of ``kb`` channels per output
+  pixel; weights are vectors too. Any stride costs the same.
+- ``depthwise_w``: data kept NCHW (padded), a vector along the output row,
+  one weight broadcast per tap; stores are contiguous, but stride > 1 turns
+  the input reads into gathers.
+
+Depthwise layers do ~9 FMAs per output, so reads and writes, not FMAs, bound
+them; the two layouts trade those differently and tuning picks.
+"""
+from __future__ import annotations
+
+from ir.workload import Conv2D
+from schedules.schedule import Schedule
+from schedules.space import Config, Constraint, Knob, Space
+from schedules.target import CpuTarget
+from schedules.templates.common import best_tile, fits_registers, register_constraint, vector_blocks
+
+CHANNELS = "depthwise_c"
+WIDTH = "depthwise_w"
+
+
+def applies(wl: Conv2D) -> bool:
+    return wl.Cg == 1 and wl.groups > 1
+
+
+def _tail_knobs(wl: Conv2D) -> tuple[Knob, ...]:
+    return (
+        Knob("ohb", tuple(h for h in (1, 2, 3, 4) if h <= wl.P), "output rows per register tile"),
+        Knob("unroll_rs", (False, True), "unroll the kernel taps"),
+        Knob("parallel", ("nkp", "nk"), "parallel over (batch, channels, row block) or (batch, channels)"),
+    )
+
+
+def channels_space(wl: Conv2D, target: CpuTarget) -> Space:
+    kbs = vector_blocks(wl.K, target)
+    kb = kbs[0]
+    vecs = -(-kb // target.vector_lanes)
+    owb = best_tile(wl.Q, max(1, (target.vector_registers - vecs - 1) // vecs))
+    default = {"kb": kb, "owb": owb, "ohb": 1, "unroll_rs": True, "parallel": "nkp"}
+    knobs = (Knob("kb", kbs, "channels per vector (block of the packed data)"),
+             Knob("owb", tuple(range(1, min(wl.Q, 14) + 1)), "output columns per register tile"),
+             *_tail_knobs(wl))
+    return Space(CHANNELS, knobs, (register_constraint(target, "owb", "kb", "ohb"),), default)
+
+
+def channels_schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
+    sch = Schedule(wl)
+    kb = min(c["kb"], wl.K)
+    sch.pack_data(kb)
+    sch.pack_weights(1, kb)
+    ko, ki = sch.split("k", kb)
+    po, pi = sch.split("p", c["ohb"])
+    qo, qi = sch.split("q", c["owb"])
+    sch.reorder("n", ko, po, qo, "c", "r", "s", pi, qi, ki)
+    return _finish(sch, c, sch.fuse("n", ko), po, qo, (pi, qi), ki)
+
+
+def width_space(wl: Conv2D, target: CpuTarget) -> Space:
+    v = target.vector_lanes
+    widths = tuple(sorted({min(w, wl.Q) for w in (v, 2 * v)}))
+    default = {"vw": widths[0], "nv": min(4, -(-wl.Q // widths[0])), "ohb": 1, "unroll_rs": True, "parallel": "nkp"}
+
+    def fits(c: Config) -> bool:
+        vecs = -(-c["vw"] // v)
+        return fits_registers(target, c["ohb"] * c["nv"] * vecs, 1)
+
+    knobs = (Knob("vw", widths, "output columns per vector"),
+             Knob("nv", (1, 2, 3, 4), "vectors per register tile along the row"),
+             *_tail_knobs(wl))
+    return Space(WIDTH, knobs, (
+        Constraint(f"the register tile must fit {target.vector_registers} vector registers", fits),
+        Constraint("the row tile must not exceed the output width", lambda c: c["vw"] * c["nv"] <= max(wl.Q, c["vw"])),
+    ), default)
+
+
+def width_schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
+    sch = Schedule(wl)
+    sch.pack_data(1)
+    sch.pack_weights(1, 1)
+    po, pi = sch.split("p", c["ohb"])
+    qo, qt = sch.split("q", c["vw"] * c["nv"])
+    qm, qi = sch.split(qt, c["vw"])
+    sch.reorder("n", "k", po, qo, "c", "r", "s", pi, qm, qi)
+    return _finish(sch, c, sch.fuse("n", "k"), po, qo, (pi, qm), qi)
+
+
+def _finish(sch: Schedule, c: Config, outer: str, rows: str, attach: str, unrolled: tuple[str, ...],
+            vector: str) -> Schedule:
+    if c["parallel"] == "nkp":
+        outer = sch.fuse(outer, rows)
+    sch.parallel(outer)
+    sch.cache_write(attach)
+    for axis in unrolled:
+        sch.unroll(axis)
+    sch.vectorize(vector)
+    if c["unroll_rs"]:
+        sch.unroll("r")
+        sch.unroll("s")
+    return sch

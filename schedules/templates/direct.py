@@ -1,0 +1,67 @@
+"""Direct convolution on packed NCHW[cb]c data and OIHW[cb]i[kb]o weights.
+
+The seeds' NC4HW4 trick generalised: per step of the reduction, ``kb`` output
+channels of weights are loaded as vectors and each of ``ohb x owb`` input
+pixels is broadcast into an FMA with them; the ``ohb x owb x kb`` outputs stay
+in registers for the whole reduction over (c, r, s).
+"""
+from __future__ import annotations
+
+from ir.workload import Conv2D
+from schedules.schedule import Schedule
+from schedules.space import Config, Knob, Space
+from schedules.target import CpuTarget
+from schedules.templates.common import best_tile, channel_blocks, register_constraint, vector_blocks
+
+NAME = "direct"
+
+
+def applies(wl: Conv2D) -> bool:
+    return True
+
+
+def space(wl: Conv2D, target: CpuTarget) -> Space:
+    v = target.vector_lanes
+    kbs = vector_blocks(wl.K, target)
+    kb = kbs[min(1, len(kbs) - 1)]
+    vecs = -(-kb // v)
+    budget = target.vector_registers - vecs - 1
+    owb = best_tile(wl.Q, max(1, budget // vecs))
+    default = {"cb": max(b for b in channel_blocks(wl.Cg) if b <= 8) if wl.Cg > 8 else wl.Cg,
+               "kb": kb, "owb": owb, "ohb": 1, "reduction_order": "c_rs", "unroll_s": False, "parallel": "nkp"}
+    knobs = (
+        Knob("cb", channel_blocks(wl.Cg), "input-channel block of the packed data (innermost reduction)"),
+        Knob("kb", kbs, "output-channel block: the vector axis of the register tile"),
+        Knob("owb", tuple(range(1, min(wl.Q, 14) + 1)), "output columns per register tile"),
+        Knob("ohb", tuple(h for h in (1, 2, 3, 4) if h <= wl.P), "output rows per register tile"),
+        Knob("reduction_order", ("c_rs", "rs_c"), "channel blocks outside (c_rs) or inside (rs_c) the kernel taps"),
+        Knob("unroll_s", (False, True), "unroll the kernel-width loop"),
+        Knob("parallel", ("nkp", "nk"), "parallel over (batch, channel block, row block) or (batch, channel block)"),
+    )
+    return Space(NAME, knobs, (register_constraint(target, "owb", "kb", "ohb"),), default)
+
+
+def schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
+    sch = Schedule(wl)
+    kb = min(c["kb"], wl.K)
+    sch.pack_data(c["cb"])
+    sch.pack_weights(c["cb"], kb)
+    ko, ki = sch.split("k", kb)
+    po, pi = sch.split("p", c["ohb"])
+    qo, qi = sch.split("q", c["owb"])
+    co, ci = sch.split("c", c["cb"])
+    reduction = [co, "r", "s", ci] if c["reduction_order"] == "c_rs" else ["r", "s", co, ci]
+    sch.reorder("n", ko, po, qo, *reduction, pi, qi, ki)
+    outer = sch.fuse("n", ko)
+    if c["parallel"] == "nkp":
+        outer = sch.fuse(outer, po)
+    sch.parallel(outer)
+    sch.cache_write(qo)
+    sch.unroll(pi)
+    sch.unroll(qi)
+    sch.vectorize(ki)
+    if c["unroll_s"]:
+        sch.unroll("s")
+    return sch
+
+

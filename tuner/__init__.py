@@ -1,0 +1,1 @@
+"""Tuning, measurement, logs, dispatch at inference, benchmarks and the CLI."""

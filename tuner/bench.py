@@ -1,0 +1,173 @@
+"""``convtune bench``: convtune against its peers, side by side in one run.
+
+For each layer of a suite, convtune's kernel (the best config of a tuning log,
+else the untuned default) and every available peer run on the same inputs.
+Contenders are interleaved: each round times one block of every contender,
+in rotating order, and a contender's result is the median over rounds, so
+drift on a shared machine hits all of them alike. GFLOP/s, ratios and the
+fraction of the machine's measured FMA and sgemm ceilings are reported.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import numba
+import numpy as np
+
+from codegen import build
+from codegen.verify import TOLERANCE
+from ir.reference import conv2d_reference, relative_error
+from ir.workload import Conv2D
+from schedules.space import Config
+from schedules.target import CpuTarget, host_target
+from schedules.templates import default_config, schedule_from_config
+from tuner.ceilings import fma_ceiling, sgemm_ceiling
+from tuner.peers import PEERS, PeerUnavailable
+from tuner.suites import load_suite
+from tuner.timing import PEER_SETTLE_SECONDS, calls_per_block, median, time_calls
+
+CONVTUNE = "convtune"
+ConfigSource = Callable[[Conv2D], Optional[tuple[Config, str]]]
+"""Workload -> (config, where it came from) or None for the default config."""
+
+
+@dataclass
+class LayerResult:
+    name: str
+    workload: str
+    flops: int
+    config: Config
+    config_source: str
+    error: float
+    gflops: dict[str, float]
+
+    @property
+    def best_peer(self) -> Optional[str]:
+        peers = {k: v for k, v in self.gflops.items() if k != CONVTUNE}
+        return max(peers, key=peers.get) if peers else None  # type: ignore[arg-type]
+
+
+@dataclass
+class BenchReport:
+    suite: str
+    target: dict
+    threads: int
+    fma_ceiling: float
+    sgemm_ceiling: float
+    layers: list[LayerResult] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def contenders(self) -> list[str]:
+        names = [CONVTUNE]
+        for layer in self.layers:
+            names += [n for n in layer.gflops if n not in names]
+        return names
+
+    def geomean(self, name: str) -> float:
+        vals = [layer.gflops[name] for layer in self.layers if name in layer.gflops]
+        return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
+
+    def best_peer_geomean(self) -> float:
+        vals = [layer.gflops[layer.best_peer] for layer in self.layers if layer.best_peer]
+        return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["geomean"] = {n: self.geomean(n) for n in self.contenders()}
+        d["geomean"]["best_peer_per_layer"] = self.best_peer_geomean()
+        return json.dumps(d, indent=1)
+
+
+def _inputs(wl: Conv2D) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal(wl.data_shape, dtype=np.float32),
+            rng.standard_normal(wl.weight_shape, dtype=np.float32))
+
+
+def bench_layer(name: str, wl: Conv2D, contenders: dict[str, Callable[[], object]], rounds: int,
+                min_block_seconds: float) -> dict[str, float]:
+    """GFLOP/s per contender: median over rounds of the median call of one
+    block each, contenders in rotating order."""
+    numbers = {n: calls_per_block(fn, min_block_seconds) for n, fn in contenders.items()}
+    samples: dict[str, list[float]] = {n: [] for n in contenders}
+    names = list(contenders)
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            samples[n].append(median(time_calls(contenders[n], numbers[n], settle=PEER_SETTLE_SECONDS)))
+    return {n: wl.flops / median(s) / 1e9 for n, s in samples.items()}
+
+
+def run_bench(suite: str, configs: Optional[ConfigSource] = None, threads: Optional[int] = None,
+              peers: Optional[list[str]] = None, rounds: int = 7, min_block_seconds: float = 0.03,
+              target: Optional[CpuTarget] = None, on_layer: Callable[[LayerResult], None] = lambda r: None,
+              ) -> BenchReport:
+    target = target or host_target()
+    threads = threads or target.cores
+    numba.set_num_threads(threads)
+    suite_name, layers = load_suite(suite)
+    report = BenchReport(suite_name, target.to_dict(), threads, fma_ceiling(threads), sgemm_ceiling())
+    for layer in layers:
+        wl = layer.workload
+        found = configs(wl) if configs else None
+        config, source = found if found else (default_config(wl, target), "default")
+        kernel = build(schedule_from_config(wl, config, target))
+        x, w = _inputs(wl)
+        conv = kernel.prepare(w)
+        out = np.empty(wl.out_shape, np.float32)
+        ref = conv2d_reference(wl, x, w)
+        error = relative_error(conv(x, out=out), ref)
+        if error >= TOLERANCE:
+            raise AssertionError(f"{layer.name}: convtune's kernel is wrong (relative error {error:.2g})")
+        contenders: dict[str, Callable[[], object]] = {CONVTUNE: lambda: conv(x, out=out)}
+        for peer in peers if peers is not None else list(PEERS):
+            try:
+                run = PEERS[peer](wl, x, w, threads)
+            except PeerUnavailable as e:
+                report.unavailable[peer] = str(e)
+                continue
+            peer_error = relative_error(run(), ref)
+            if peer_error >= 1e-3:
+                raise AssertionError(f"{layer.name}: peer {peer} disagrees with the reference ({peer_error:.2g})")
+            contenders[peer] = run
+        result = LayerResult(layer.name, wl.key, wl.flops, config, source, error,
+                             bench_layer(layer.name, wl, contenders, rounds, min_block_seconds))
+        report.layers.append(result)
+        on_layer(result)
+    return report
+
+
+def render_table(report: BenchReport):  # type: ignore[no-untyped-def]
+    """A rich Table: GFLOP/s per contender, convtune / peer ratios, fraction of ceilings."""
+    from rich.table import Table
+
+    names = report.contenders()
+    peers = [n for n in names if n != CONVTUNE]
+    table = Table(title=f"{report.suite}: GFLOP/s, {report.threads} threads on {report.target['cpu']} "
+                        f"(FMA ceiling {report.fma_ceiling:.0f}, sgemm {report.sgemm_ceiling:.0f})")
+    table.add_column("layer")
+    for n in names:
+        table.add_column(n, justify="right")
+    for p in peers:
+        table.add_column(f"x{p}", justify="right")
+    table.add_column("x best", justify="right")
+    table.add_column("% FMA", justify="right")
+    table.add_column("% sgemm", justify="right")
+    table.add_column("config")
+    for layer in report.layers:
+        ours = layer.gflops[CONVTUNE]
+        best = layer.gflops[layer.best_peer] if layer.best_peer else float("nan")
+        table.add_row(
+            layer.name, *(f"{layer.gflops[n]:.1f}" if n in layer.gflops else "-" for n in names),
+            *(f"{ours / layer.gflops[p]:.2f}" if p in layer.gflops else "-" for p in peers),
+            f"{ours / best:.2f}", f"{100 * ours / report.fma_ceiling:.0f}", f"{100 * ours / report.sgemm_ceiling:.0f}",
+            f"{layer.config['algorithm']} ({layer.config_source})")
+    geo = {n: report.geomean(n) for n in names}
+    best = report.best_peer_geomean()
+    table.add_row("geomean", *(f"{geo[n]:.1f}" for n in names), *(f"{geo[CONVTUNE] / geo[p]:.2f}" for p in peers),
+                  f"{geo[CONVTUNE] / best:.2f}", f"{100 * geo[CONVTUNE] / report.fma_ceiling:.0f}",
+                  f"{100 * geo[CONVTUNE] / report.sgemm_ceiling:.0f}", f"best peer per layer: {best:.1f}",
+                  style="bold")
+    return table
