@@ -27,12 +27,16 @@ class CpuTarget:
 
     @property
     def key(self) -> str:
-        """Identity of the target in tuning logs. Cores are left out: the same
-        CPU model with another thread count is still the same target."""
-        return json.dumps({"kind": self.kind, "cpu": self.cpu, "isa": list(self.isa)}, sort_keys=True)
+        return target_key(self.to_dict())
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def target_key(target: dict) -> str:
+    """Identity of a target in tuning logs. Cores are left out: the same CPU
+    model with another thread count is still the same target."""
+    return json.dumps({"kind": target["kind"], "cpu": target["cpu"], "isa": list(target["isa"])}, sort_keys=True)
 
 
 _ISA = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx2", "fma", "avx", "sse4.2", "neon", "asimd")

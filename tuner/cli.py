@@ -31,6 +31,131 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+CONV_KEYS = ("N", "C", "H", "W", "K", "R", "S", "stride", "pad", "dilation", "groups")
+
+
+def parse_conv(spec: str):  # type: ignore[no-untyped-def]
+    """``N=1,C=64,H=56,W=56,K=64,R=3,S=3,stride=1,pad=1[,dilation=1,groups=1]``;
+    pairs as ``1:2``, padding also as ``same``/``valid`` or ``top:left:bottom:right``."""
+    from ir.workload import conv2d
+
+    fields: dict[str, object] = {}
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in CONV_KEYS:
+            raise ValueError(f"--conv: expected KEY=VALUE with KEY in {', '.join(CONV_KEYS)}, got {part!r}")
+        if key == "pad" and value in ("same", "valid", "same_lower"):
+            fields[key] = value
+            continue
+        try:
+            nums = tuple(int(v) for v in value.split(":"))
+        except ValueError:
+            raise ValueError(f"--conv: {key}={value!r} is not an integer (or a:b pair)") from None
+        fields[key] = nums[0] if len(nums) == 1 else nums
+    missing = [k for k in ("N", "C", "H", "W", "K", "R") if k not in fields]
+    if missing:
+        raise ValueError(f"--conv: missing {', '.join(missing)}")
+    return conv2d(fields["N"], fields["C"], fields["H"], fields["W"], fields["K"], fields["R"], fields.get("S"),
+                  stride=fields.get("stride", 1), padding=fields.get("pad", 0),
+                  dilation=fields.get("dilation", 1), groups=fields.get("groups", 1))
+
+
+def _workloads(args: argparse.Namespace) -> list[tuple[str, object]]:
+    from tuner.suites import load_suite
+
+    if args.conv:
+        return [(spec, parse_conv(spec)) for spec in args.conv]
+    name, layers = load_suite(args.suite)
+    wanted = set(args.layers.split(",")) if args.layers else None
+    if wanted:
+        unknown = wanted - {layer.name for layer in layers}
+        if unknown:
+            raise ValueError(f"--layers: {', '.join(sorted(unknown))} not in suite {name}")
+    return [(layer.name, layer.workload) for layer in layers if not wanted or layer.name in wanted]
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from tuner.measure import MeasureOptions, Measurer
+    from tuner.search import tune
+
+    if args.target != "cpu":
+        raise ValueError(f"--target: {args.target!r} is not supported (targets: cpu)")
+    if args.trials < 1:
+        raise ValueError("--trials must be at least 1")
+    workloads = _workloads(args)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    options = MeasureOptions(repeats=args.repeats, timeout=args.timeout, plugins=tuple(args.plugin))
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("trial {task.completed}/{task.total}"),
+               TextColumn("best {task.fields[best]:.1f} GFLOP/s"), TextColumn("failures {task.fields[failures]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    results = []
+    with Measurer(options) as measurer, Progress(*columns, console=console) as progress:
+        for name, wl in workloads:
+            task = progress.add_task(name, total=args.trials, best=0.0, failures=0)
+
+            def update(p, task=task):  # type: ignore[no-untyped-def]
+                progress.update(task, completed=p.measured, best=p.best_gflops, failures=p.failures)
+
+            try:
+                result = tune(wl, log=args.log, strategy=args.strategy, n_trials=args.trials, storage=args.storage,
+                              seed=args.seed, options=options, on_progress=update, measurer=measurer)
+            except KeyboardInterrupt:
+                progress.stop()
+                console.print(f"interrupted: {args.log} and the study are intact; rerun the same command to resume")
+                return 130
+            progress.update(task, completed=result.measured)
+            results.append((name, result))
+    for name, r in results:
+        best = f"{r.best.gflops:.1f} GFLOP/s {r.best.config}" if r.best else "no successful candidate"
+        console.print(f"{name}: {r.measured} measured ({r.failures} failed, stopped: {r.stopped_reason}); best {best}",
+                      highlight=False)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from schedules.target import host_target
+    from tuner import records
+
+    recs = list(records.read(args.log))
+    here = host_target().key
+    best = records.best_records(recs)
+    table = Table(title=f"{args.log}: best record per workload")
+    for col in ("workload", "target", "GFLOP/s", "trials", "failed", "config"):
+        table.add_column(col, justify="right" if col in ("GFLOP/s", "trials", "failed") else "left")
+    for (wkey, tkey), rec in sorted(best.items(), key=lambda kv: kv[1].workload_obj.short()):
+        if tkey != here and not args.all_targets:
+            continue
+        same = [r for r in recs if r.workload_key == wkey and r.target_key == tkey]
+        table.add_row(rec.workload_obj.short(), "this machine" if tkey == here else rec.target["cpu"],
+                      f"{rec.gflops:.1f}", str(len(same)), str(sum(1 for r in same if not r.ok)),
+                      " ".join(f"{k}={v}" for k, v in rec.config.items()))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    others = sum(1 for (_, tkey) in best if tkey != here)
+    if others and not args.all_targets:
+        print(f"({others} workload(s) tuned on other targets hidden; --all-targets shows them)")
+    return 0
+
+
+def _log_best(args: argparse.Namespace) -> int:
+    from tuner import records
+
+    best = records.best_records(records.read(args.input))
+    out = Path(args.output)
+    if out.exists():
+        raise ValueError(f"{out} exists; not overwriting it")
+    for rec in best.values():
+        records.append(out, rec)
+    print(f"{len(best)} best record(s) written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convtune", description="Autotune and benchmark conv2d kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +168,37 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--peers", help="comma-separated peers (default: onnxruntime,torch_nchw,torch_cl)")
     bench.add_argument("--json", help="also write the numbers to this JSON file")
     bench.set_defaults(run=_bench)
+
+    tune = sub.add_parser("tune", help="tune conv layers and append every measured candidate to a log")
+    what = tune.add_mutually_exclusive_group()
+    what.add_argument("--conv", action="append", help="a workload, e.g. N=1,C=64,H=56,W=56,K=64,R=3,S=3,stride=1,pad=1 "
+                      "(repeatable)")
+    what.add_argument("--suite", default="resnet18", help="a built-in suite or FILE.json[:NAME] (default resnet18)")
+    tune.add_argument("--layers", help="comma-separated layer names of the suite (default: all)")
+    tune.add_argument("--target", default="cpu", help="target (only cpu)")
+    tune.add_argument("--strategy", default="tpe", choices=("grid", "random", "tpe"))
+    tune.add_argument("--trials", type=int, default=100, help="measured candidates per workload (default 100)")
+    tune.add_argument("--log", default="logs/convtune.jsonl", help="tuning log (default logs/convtune.jsonl)")
+    tune.add_argument("--storage", help="Optuna storage URL shared by workers, e.g. postgresql://user@host/db "
+                      "(default: a SQLite file next to the log)")
+    tune.add_argument("--seed", type=int, help="sampler seed (reproducible search)")
+    tune.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per candidate (default 120)")
+    tune.add_argument("--repeats", type=int, default=5, help="timed repeats per candidate (default 5)")
+    tune.add_argument("--plugin", action="append", default=[], help="module to import first, e.g. one that "
+                      "registers extra templates (repeatable)")
+    tune.set_defaults(run=_tune)
+
+    show = sub.add_parser("show", help="the best record per workload of a tuning log")
+    show.add_argument("log")
+    show.add_argument("--all-targets", action="store_true", help="include records of other machines")
+    show.set_defaults(run=_show)
+
+    log = sub.add_parser("log", help="tuning-log utilities")
+    log_sub = log.add_subparsers(dest="log_command", required=True)
+    best = log_sub.add_parser("best", help="distil a log to its best record per workload and target")
+    best.add_argument("input")
+    best.add_argument("output")
+    best.set_defaults(run=_log_best)
     return parser
 
 
@@ -51,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, IsADirectoryError) as e:
         print(f"convtune {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

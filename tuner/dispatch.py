@@ -1,0 +1,114 @@
+"""Use tuning logs at inference: ``apply_history_best``.
+
+For a workload and the host target, the config comes from, in order:
+1. the best record of exactly this workload in the logs;
+2. the best config of the *nearest* tuned workload of the same kind (same
+   kernel size, stride, dilation and grouping; nearest in log-scale channels,
+   size and batch), when that config is valid for this workload;
+3. the template default.
+Cases 2 and 3 warn once per workload, naming it, so a user knows which shapes
+run untuned. Kernels are built through the disk cache: a second process
+starting the same model does not recompile.
+"""
+from __future__ import annotations
+
+import contextvars
+import math
+import warnings
+from pathlib import Path
+from typing import Iterable, Optional
+
+from codegen import CompiledKernel, build
+from ir.workload import Conv2D
+from schedules.space import Config
+from schedules.target import CpuTarget, host_target
+from schedules.templates import default_config, invalid_reason, schedule_from_config
+from tuner import records
+from tuner.records import Record
+
+_current: contextvars.ContextVar[Optional[ApplyHistoryBest]] = contextvars.ContextVar("convtune_dispatch", default=None)
+
+
+class FallbackWarning(UserWarning):
+    """A workload runs with a config that was not tuned for it."""
+
+
+def _kind(wl: Conv2D) -> tuple:
+    return (wl.R, wl.S, wl.stride, wl.dilation, "dw" if wl.is_depthwise else wl.groups > 1)
+
+
+def _distance(a: Conv2D, b: Conv2D) -> float:
+    return sum(abs(math.log(x / y)) for x, y in ((a.C, b.C), (a.K, b.K), (a.H, b.H), (a.W, b.W), (a.N, b.N)))
+
+
+class ApplyHistoryBest:
+    """Best configs of tuning logs, for this target. Use as a context manager
+    to make it the dispatcher ``current()`` returns."""
+
+    def __init__(self, logs: str | Path | Iterable[str | Path], target: Optional[CpuTarget] = None) -> None:
+        paths = [logs] if isinstance(logs, (str, Path)) else list(logs)
+        self.target = target or host_target()
+        recs = records.read_many(paths)
+        self.other_targets = sum(1 for r in recs if r.target_key != self.target.key)
+        self.best: dict[str, Record] = {
+            wkey: rec for (wkey, tkey), rec in records.best_records(recs).items() if tkey == self.target.key}
+        self._warned: set[str] = set()
+        self._kernels: dict[str, CompiledKernel] = {}
+        self._token: Optional[contextvars.Token] = None
+
+    def _warn(self, wl: Conv2D, message: str) -> None:
+        if wl.key not in self._warned:
+            self._warned.add(wl.key)
+            warnings.warn(f"{wl.short()}: {message}", FallbackWarning, stacklevel=3)
+
+    def config_for(self, wl: Conv2D) -> tuple[Config, str]:
+        """(config, source) with source 'tuned', 'nearest <workload>' or 'default'."""
+        exact = self.best.get(wl.key)
+        if exact is not None:
+            return exact.config, "tuned"
+        candidates = sorted((r for r in self.best.values() if _kind(r.workload_obj) == _kind(wl)),
+                            key=lambda r: _distance(r.workload_obj, wl))
+        for rec in candidates:
+            if invalid_reason(wl, rec.config, self.target) is None:
+                near = rec.workload_obj.short()
+                self._warn(wl, f"not tuned; using the best config of the nearest tuned workload ({near})")
+                return rec.config, f"nearest {near}"
+        self._warn(wl, "not tuned and no similar tuned workload; using the untuned default config")
+        return default_config(wl, self.target), "default"
+
+    def kernel(self, wl: Conv2D) -> CompiledKernel:
+        """The compiled kernel for ``wl`` (memory, then disk cache, then compile)."""
+        if wl.key not in self._kernels:
+            config, _ = self.config_for(wl)
+            self._kernels[wl.key] = build(schedule_from_config(wl, config, self.target))
+        return self._kernels[wl.key]
+
+    def __enter__(self) -> ApplyHistoryBest:
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
+
+
+def apply_history_best(logs: str | Path | Iterable[str | Path], target: Optional[CpuTarget] = None) -> ApplyHistoryBest:
+    """``with apply_history_best("logs/x.jsonl"): ...`` (TVM's name for it)."""
+    return ApplyHistoryBest(logs, target)
+
+
+def current() -> Optional[ApplyHistoryBest]:
+    """The dispatcher of the innermost ``with apply_history_best(...)``, if any."""
+    return _current.get()
+
+
+def conv2d_kernel(wl: Conv2D) -> CompiledKernel:
+    """The kernel to run ``wl`` with: from the current dispatcher, else the
+    untuned default config (with a warning)."""
+    dispatcher = current()
+    if dispatcher is None:
+        warnings.warn(f"{wl.short()}: no tuning log applied; using the untuned default config", FallbackWarning,
+                      stacklevel=2)
+        return build(schedule_from_config(wl, default_config(wl)))
+    return dispatcher.kernel(wl)

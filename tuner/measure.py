@@ -1,0 +1,183 @@
+"""Safe measurement of candidates in a worker process.
+
+A candidate is built, checked against the float64 reference on fresh random
+inputs with a NaN-poisoned output, and only then timed: warm-up, then
+``repeats`` repeats of an adaptive number of calls (enough to last
+``min_repeat_seconds``), each repeat's mean kept. Everything runs in a
+separate process: a candidate that segfaults kills only the worker, one that
+hangs (in compilation or at run time) is killed at the deadline; either way
+the failure is returned as a result and a fresh worker takes the next one.
+One candidate is measured at a time: two measurements on a 2-core machine
+falsify each other.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from tuner.records import ErrorCode
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    repeats: int = 5
+    min_repeat_seconds: float = 0.05
+    timeout: float = 120.0
+    """Deadline for one candidate: build, check and timing together."""
+    plugins: tuple[str, ...] = ()
+    """Modules the worker imports first (they may register extra templates)."""
+
+
+@dataclass
+class MeasureResult:
+    costs: list[float] = field(default_factory=list)
+    error_code: int = ErrorCode.OK
+    error: str = ""
+    compile_seconds: float = 0.0
+    measure_seconds: float = 0.0
+
+
+# ---------------------------------------------------------------- worker side
+
+_references: OrderedDict[str, Any] = OrderedDict()
+
+
+def _inputs_and_reference(wl):  # type: ignore[no-untyped-def]
+    """Random inputs and the float64 reference, computed once per workload per
+    worker (fresh in every worker process: never a fixed seed)."""
+    import numpy as np
+
+    from codegen.verify import random_inputs
+    from ir.reference import conv2d_reference
+
+    if wl.key not in _references:
+        x = random_inputs(wl, np.random.default_rng())
+        _references[wl.key] = (x, conv2d_reference(wl, x.data, x.weight, x.bias, x.residual))
+        while len(_references) > 4:
+            _references.popitem(last=False)
+    return _references[wl.key]
+
+
+def measure_here(workload: dict, config: dict, options: MeasureOptions) -> MeasureResult:
+    """Build, check and time one candidate in this process."""
+    import numpy as np
+
+    from codegen import build
+    from codegen.verify import TOLERANCE
+    from ir.reference import relative_error
+    from ir.workload import Conv2D
+    from schedules.templates import schedule_from_config
+    from tuner.timing import calls_per_block
+
+    wl = Conv2D.from_dict(workload)
+    start = time.perf_counter()
+    try:
+        kernel = build(schedule_from_config(wl, config))
+    except Exception as e:  # noqa: BLE001 - any build failure is a result, not a crash
+        return MeasureResult(error_code=ErrorCode.BUILD_ERROR, error=_describe(e))
+    compiled = time.perf_counter() - start
+    x, ref = _inputs_and_reference(wl)
+    out = np.full(wl.out_shape, np.nan, np.float32)
+    try:
+        conv = kernel.prepare(x.weight, x.bias)
+        conv(x.data, residual=x.residual, out=out)
+    except Exception as e:  # noqa: BLE001
+        return MeasureResult(error_code=ErrorCode.RUNTIME_ERROR, error=_describe(e), compile_seconds=compiled)
+    err = relative_error(out, ref)
+    if not err < TOLERANCE:
+        return MeasureResult(error_code=ErrorCode.WRONG_ANSWER, compile_seconds=compiled,
+                             error=f"relative error {err:.3g} against the float64 reference (limit {TOLERANCE:g})")
+
+    def run() -> None:
+        conv(x.data, residual=x.residual, out=out)
+
+    number = calls_per_block(run, options.min_repeat_seconds)
+    costs = []
+    for _ in range(options.repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            run()
+        costs.append((time.perf_counter() - t0) / number)
+    return MeasureResult(costs, compile_seconds=compiled, measure_seconds=time.perf_counter() - start - compiled)
+
+
+def _describe(e: BaseException) -> str:
+    last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
+    where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+    return f"{type(e).__name__}: {e}{where}"
+
+
+# ---------------------------------------------------------------- parent side
+
+
+class Measurer:
+    """Measures candidates one at a time in a restartable worker process
+    (``python -m tuner.worker``: a fresh interpreter, never a fork of a
+    process whose OpenMP threads are running)."""
+
+    def __init__(self, options: MeasureOptions = MeasureOptions()) -> None:
+        self.options = options
+        self._proc: Any = None
+        self._send: Any = None
+        self._recv: Any = None
+
+    def _start(self) -> None:
+        # The worker imports what this process can: same interpreter, same path.
+        path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+        env = dict(os.environ, PYTHONPATH=path)
+        self._proc = subprocess.Popen([sys.executable, "-m", "tuner.worker", *self.options.plugins],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._send = Connection(os.dup(self._proc.stdin.fileno()), readable=False)
+        self._recv = Connection(os.dup(self._proc.stdout.fileno()), writable=False)
+        self._proc.stdin.close()
+        self._proc.stdout.close()
+        if not self._recv.poll(300) or self._recv.recv() != "ready":
+            self._kill()
+            raise RuntimeError("the measurement worker did not start")
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._send.close()
+            self._recv.close()
+        self._proc = self._send = self._recv = None
+
+    def measure(self, workload: dict, config: dict) -> MeasureResult:
+        if self._proc is None or self._proc.poll() is not None:
+            self._start()
+        started = time.perf_counter()
+        try:
+            self._send.send((workload, config, self.options))
+            if self._recv.poll(self.options.timeout):
+                return self._recv.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+            code = self._proc.wait(5)
+            self._kill()
+            return MeasureResult(error_code=ErrorCode.CRASH,
+                                 error=f"worker process died (exit code {code}) after {time.perf_counter() - started:.1f} s")
+        self._kill()
+        return MeasureResult(error_code=ErrorCode.TIMEOUT,
+                             error=f"no result within {self.options.timeout:g} s; worker killed")
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                self._send.send(None)
+                self._proc.wait(5)
+            except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+                pass
+        self._kill()
+
+    def __enter__(self) -> Measurer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,165 @@
+"""The tuning log: one JSON object per line, one line per measured candidate.
+
+Appends take an exclusive lock and write the whole line in one ``write``
+followed by ``fsync``, so a killed run loses at most the line being written
+and workers sharing a log never interleave. Readers skip a corrupt line with a
+warning naming the file and line, and keep going.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from ir.workload import Conv2D
+from schedules.target import target_key
+
+FORMAT_VERSION = 1
+
+
+class ErrorCode(IntEnum):
+    OK = 0
+    BUILD_ERROR = 1
+    """Lowering or compilation raised."""
+    WRONG_ANSWER = 2
+    """The kernel ran but disagreed with the float64 reference."""
+    RUNTIME_ERROR = 3
+    """The kernel raised while running."""
+    TIMEOUT = 4
+    """Build or run exceeded its time limit; the worker was killed."""
+    CRASH = 5
+    """The worker process died (e.g. a segfault)."""
+
+
+class LogWarning(UserWarning):
+    pass
+
+
+@dataclass
+class Record:
+    workload: dict[str, Any]
+    target: dict[str, Any]
+    config: dict[str, Any]
+    costs: list[float]
+    """Seconds per call, one per repeat (empty when the candidate failed)."""
+    error_code: int = 0
+    error: str = ""
+    compile_seconds: float = 0.0
+    timestamp: float = field(default_factory=time.time)
+    versions: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    version: int = FORMAT_VERSION
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code == ErrorCode.OK and bool(self.costs)
+
+    @property
+    def cost(self) -> float:
+        """Median seconds per call (inf for a failed candidate)."""
+        if not self.ok:
+            return float("inf")
+        s = sorted(self.costs)
+        return s[len(s) // 2]
+
+    @property
+    def gflops(self) -> float:
+        return self.workload_obj.flops / self.cost / 1e9 if self.ok else 0.0
+
+    @property
+    def workload_obj(self) -> Conv2D:
+        return Conv2D.from_dict(self.workload)
+
+    @property
+    def workload_key(self) -> str:
+        return self.workload_obj.key
+
+    @property
+    def target_key(self) -> str:
+        return target_key(self.target)
+
+    @property
+    def config_key(self) -> str:
+        return json.dumps(self.config, sort_keys=True)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @staticmethod
+    def from_json(line: str) -> Record:
+        d = json.loads(line)
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        missing = {"workload", "target", "config", "costs"} - set(d)
+        if missing:
+            raise ValueError(f"missing fields {sorted(missing)}")
+        if d.get("version", FORMAT_VERSION) > FORMAT_VERSION:
+            raise ValueError(f"written by a newer convtune (format {d['version']})")
+        rec = Record(**{k: v for k, v in d.items() if k in Record.__dataclass_fields__})
+        rec.workload_obj  # validates the workload  # noqa: B018
+        return rec
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("convtune", "numba", "llvmlite", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def append(path: str | Path, record: Record) -> None:
+    """Append one record durably (locked, one write, fsync)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (record.to_json() + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read(path: str | Path) -> Iterator[Record]:
+    """Records of a log, skipping (with a LogWarning) lines that do not parse."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line:
+                continue
+            try:
+                yield Record.from_json(line)
+            except (ValueError, TypeError, KeyError) as e:
+                warnings.warn(f"{path}:{lineno}: skipped corrupt record ({e})", LogWarning, stacklevel=2)
+
+
+def read_many(paths: Iterable[str | Path]) -> list[Record]:
+    out: list[Record] = []
+    for p in paths:
+        out.extend(read(p))
+    return out
+
+
+def best_records(records: Iterable[Record]) -> dict[tuple[str, str], Record]:
+    """The fastest successful record per (workload key, target key)."""
+    best: dict[tuple[str, str], Record] = {}
+    for r in records:
+        if not r.ok:
+            continue
+        key = (r.workload_key, r.target_key)
+        if key not in best or r.cost < best[key].cost:
+            best[key] = r
+    return best

@@ -1,0 +1,253 @@
+"""``tune``: search a workload's knob space with Optuna, measuring safely.
+
+Strategies:
+- ``grid``: Optuna's GridSampler over the index of every valid config (the
+  knob product minus what the constraints refuse), so no grid point is an
+  invalid config; a warning says when the grid is larger than the budget.
+- ``random``: RandomSampler over the structured space.
+- ``tpe``: TPESampler with ``multivariate``, ``group`` and ``constant_liar``
+  set explicitly (their defaults changed between Optuna versions).
+The structured space is ``algorithm`` plus ``<algorithm>.<knob>`` for each
+knob of the chosen template (a conditional space). The default config is
+enqueued as the first trial. A sampled config that breaks a constraint is
+refused before compiling and costs no measurement and no budget.
+
+The study lives in a SQLite file next to the log (or ``storage``, e.g. a
+PostgreSQL URL shared by workers on several machines); the log doubles as a
+cache of measured configs, so rerunning the same command resumes without
+measuring anything twice. Another worker's config that is still running is
+not measured again here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import optuna
+from optuna.trial import TrialState
+
+from ir.workload import Conv2D
+from schedules.space import Config, Space
+from schedules.target import CpuTarget, host_target
+from schedules.templates import default_config, invalid_reason, search_space
+from tuner import records
+from tuner.measure import MeasureOptions, Measurer, MeasureResult
+from tuner.records import ErrorCode, Record
+
+STRATEGIES = ("grid", "random", "tpe")
+MAX_REFUSALS = 50
+"""Consecutive refused samples (invalid or duplicate) before giving up."""
+
+
+@dataclass
+class Progress:
+    measured: int
+    budget: int
+    best_gflops: float
+    failures: int
+    last: Optional[Record]
+    reused: bool
+    elapsed: float
+
+
+@dataclass
+class TuneResult:
+    workload: Conv2D
+    study_name: str
+    measured: int
+    """Candidates measured in this study so far (this run and earlier ones)."""
+    failures: int
+    best: Optional[Record]
+    stopped_reason: str
+
+
+def default_storage(log: str | Path) -> str:
+    """``logs/x.jsonl`` -> ``sqlite:///logs/x.optuna.db``."""
+    p = Path(log)
+    return f"sqlite:///{p.with_name(p.stem + '.optuna.db')}"
+
+
+def _digest(text: str, n: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def _grid(spaces: dict[str, Space]) -> list[Config]:
+    return [{"algorithm": name, **c} for name, space in spaces.items() for c in space.configs()]
+
+
+def _params(config: Config, grid: Optional[list[Config]]) -> dict[str, Any]:
+    """Optuna parameters that encode ``config``."""
+    if grid is not None:
+        return {"config": grid.index(config)}
+    algo = config["algorithm"]
+    return {"algorithm": algo, **{f"{algo}.{k}": v for k, v in config.items() if k != "algorithm"}}
+
+
+def _suggest(trial: optuna.Trial, spaces: dict[str, Space], grid: Optional[list[Config]]) -> Config:
+    if grid is not None:
+        return dict(grid[trial.suggest_categorical("config", list(range(len(grid))))])
+    algo = trial.suggest_categorical("algorithm", list(spaces))
+    return {"algorithm": algo, **{k.name: trial.suggest_categorical(f"{algo}.{k.name}", list(k.values))
+                                  for k in spaces[algo].knobs}}
+
+
+def make_sampler(strategy: str, grid: Optional[list[Config]], seed: Optional[int]) -> optuna.samplers.BaseSampler:
+    if strategy == "grid":
+        return optuna.samplers.GridSampler({"config": list(range(len(grid or [])))}, seed=seed)
+    if strategy == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if strategy == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                              n_startup_trials=10)
+    raise ValueError(f"strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    """Trials left RUNNING by a killed process of this host are failed, so a
+    resumed run does not wait for or count them."""
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("host") == host and not _alive(int(t.user_attrs.get("pid", 0))):
+            study._storage.set_trial_user_attr(t._trial_id, "stale", True)
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
+
+def _record(wl: Conv2D, target: CpuTarget, config: Config, result: MeasureResult, study: str, trial: int) -> Record:
+    return Record(wl.to_dict(), target.to_dict(), config, result.costs, int(result.error_code), result.error,
+                  result.compile_seconds, versions=records.versions(),
+                  extra={"study": study, "trial": trial, "measure_seconds": result.measure_seconds})
+
+
+def tune(
+    workload: Conv2D,
+    *,
+    log: str | Path,
+    strategy: str = "tpe",
+    n_trials: int = 100,
+    storage: Optional[str] = None,
+    seed: Optional[int] = None,
+    target: Optional[CpuTarget] = None,
+    spaces: Optional[dict[str, Space]] = None,
+    options: MeasureOptions = MeasureOptions(),
+    on_progress: Callable[[Progress], None] = lambda p: None,
+    measurer: Optional[Measurer] = None,
+) -> TuneResult:
+    """Measure up to ``n_trials`` candidates of ``workload`` (counting those an
+    earlier, interrupted run of the same study measured) and log each."""
+    target = target or host_target()
+    spaces = spaces or search_space(workload, target)
+    grid = _grid(spaces) if strategy == "grid" else None
+    if grid is not None and len(grid) > n_trials:
+        warnings.warn(f"grid of {len(grid)} valid configs is larger than the budget of {n_trials} trials; "
+                      "only part of it will be measured", stacklevel=2)
+    space_id = _digest(json.dumps({k: repr(v.knobs) for k, v in spaces.items()}, sort_keys=True), 8)
+    study_name = f"convtune-{_digest(workload.key, 12)}-{_digest(target.key, 6)}-{strategy}-{space_id}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(study_name=study_name, storage=storage or default_storage(log),
+                                sampler=make_sampler(strategy, grid, seed), direction="maximize", load_if_exists=True)
+    study.set_user_attr("workload", workload.key)
+    study.set_user_attr("target", target.key)
+    _fail_stale_trials(study)
+    if not study.get_trials(deepcopy=False):
+        default = default_config(workload, target)
+        if default["algorithm"] in spaces and not spaces[default["algorithm"]].invalid_reason(default):
+            study.enqueue_trial(_params(default, grid), skip_if_exists=True)
+
+    cache: dict[str, Record] = {}
+    if Path(log).exists():
+        for r in records.read(log):
+            if r.workload_key == workload.key and r.target_key == target.key:
+                cache.setdefault(r.config_key, r)
+    own_measurer = measurer is None
+    measurer = measurer or Measurer(options)
+    host, pid, start = socket.gethostname(), os.getpid(), time.perf_counter()
+
+    def measured_trials() -> list[optuna.trial.FrozenTrial]:
+        return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("measured")]
+
+    refusals = 0
+    stopped = "budget"
+    try:
+        while len(measured_trials()) < n_trials:
+            if grid is not None and study.sampler.is_exhausted(study):  # type: ignore[attr-defined]
+                stopped = "grid exhausted"
+                break
+            if refusals >= MAX_REFUSALS:
+                stopped = f"{MAX_REFUSALS} samples in a row were invalid or duplicates"
+                break
+            trial = study.ask()
+            config = _suggest(trial, spaces, grid)
+            key = json.dumps(config, sort_keys=True)
+            trial.set_user_attr("config", key)
+            trial.set_user_attr("host", host)
+            trial.set_user_attr("pid", pid)
+            reason = invalid_reason(workload, config, target)
+            if reason:
+                trial.set_user_attr("invalid", reason)
+                study.tell(trial, state=TrialState.FAIL)
+                refusals += 1
+                continue
+            twin = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+                         if t.number != trial.number and t.user_attrs.get("config") == key), None)
+            if twin is not None:
+                trial.set_user_attr("duplicate_of", twin.number)
+                study.tell(trial, state=TrialState.FAIL)
+                refusals += 1
+                continue
+            refusals = 0
+            reused = key in cache
+            if reused:
+                rec = cache[key]
+            else:
+                rec = _record(workload, target, config, measurer.measure(workload.to_dict(), config), study_name,
+                              trial.number)
+                records.append(log, rec)
+                cache[key] = rec
+            trial.set_user_attr("measured", True)
+            trial.set_user_attr("reused", reused)
+            if rec.ok:
+                study.tell(trial, rec.gflops)
+            else:
+                trial.set_user_attr("error", f"{ErrorCode(rec.error_code).name}: {rec.error}")
+                study.tell(trial, state=TrialState.FAIL)
+            done = measured_trials()
+            on_progress(Progress(len(done), n_trials, _best_gflops(study),
+                                 sum(1 for t in done if t.state == TrialState.FAIL), rec, reused,
+                                 time.perf_counter() - start))
+    except KeyboardInterrupt:
+        if "trial" in locals() and study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING:
+            trial.set_user_attr("interrupted", True)
+            study.tell(trial, state=TrialState.FAIL)
+        raise
+    finally:
+        if own_measurer:
+            measurer.close()
+    done = measured_trials()
+    best = min((r for r in cache.values() if r.ok), key=lambda r: r.cost, default=None)
+    return TuneResult(workload, study_name, len(done), sum(1 for t in done if t.state == TrialState.FAIL), best,
+                      stopped)
+
+
+def _best_gflops(study: optuna.Study) -> float:
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    return max(values, default=0.0)

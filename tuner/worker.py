@@ -1,0 +1,38 @@
+"""The measurement worker: ``python -m tuner.worker [plugin modules...]``.
+
+Reads (workload, config, options) requests from stdin and answers each with a
+``MeasureResult`` on stdout, in multiprocessing's Connection framing. Its own
+prints (and any C library's) go to stderr so they cannot corrupt the replies.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from multiprocessing.connection import Connection
+
+
+def main() -> None:
+    requests = Connection(os.dup(0), writable=False)
+    replies = Connection(os.dup(1), readable=False)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    for module in sys.argv[1:]:
+        importlib.import_module(module)
+    from tuner.measure import measure_here
+
+    import codegen  # noqa: F401 - pay numba's import before the first deadline
+
+    replies.send("ready")
+    while True:
+        try:
+            request = requests.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        replies.send(measure_here(*request))
+
+
+if __name__ == "__main__":
+    main()
