@@ -7,7 +7,7 @@ spill the register file, say). Configs are plain JSON-serialisable dicts.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
 Config = dict[str, Any]
@@ -55,6 +55,21 @@ class Space:
                 return c.doc
         return None
 
+    def restrict(self, **values: tuple[Any, ...]) -> Space:
+        """The same space with fewer candidate values for some knobs (for a
+        small exhaustive grid, say). The default is kept if it survives, else
+        the first valid config becomes the default."""
+        for name, vals in values.items():
+            knob = next((k for k in self.knobs if k.name == name), None)
+            if knob is None or not set(vals) <= set(knob.values):
+                raise ValueError(f"restrict: {name}={vals!r} is not a subset of the knob's values")
+        knobs = tuple(replace(k, values=tuple(values.get(k.name, k.values))) for k in self.knobs)
+        kept = all(self.default[k.name] in k.values for k in knobs)
+        default = self.default if kept else next(_product(knobs, self.constraints), None)
+        if default is None:
+            raise ValueError(f"restrict: no valid config of {self.template} is left")
+        return Space(self.template, knobs, self.constraints, default)
+
     def size(self) -> int:
         """Points in the unconstrained product."""
         n = 1
@@ -64,7 +79,11 @@ class Space:
 
     def configs(self) -> Iterator[Config]:
         """Every valid config, in knob order."""
-        for values in itertools.product(*(k.values for k in self.knobs)):
-            config = dict(zip((k.name for k in self.knobs), values))
-            if all(c.holds(config) for c in self.constraints):
-                yield config
+        return _product(self.knobs, self.constraints)
+
+
+def _product(knobs: tuple[Knob, ...], constraints: tuple[Constraint, ...]) -> Iterator[Config]:
+    for values in itertools.product(*(k.values for k in knobs)):
+        config = dict(zip((k.name for k in knobs), values))
+        if all(c.holds(config) for c in constraints):
+            yield config

@@ -179,5 +179,8 @@ class Measurer:
     def __enter__(self) -> Measurer:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # interrupted or failing: do not wait for the candidate in flight
+            self._kill()

@@ -15,14 +15,16 @@ refused before compiling and costs no measurement and no budget.
 The study lives in a SQLite file next to the log (or ``storage``, e.g. a
 PostgreSQL URL shared by workers on several machines); the log doubles as a
 cache of measured configs, so rerunning the same command resumes without
-measuring anything twice. Another worker's config that is still running is
-not measured again here.
+measuring anything twice. A sample that repeats a measured (or another
+worker's running) config is not measured again: the next trial is steered to
+a random unmeasured config instead.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import random
 import socket
 import time
 import warnings
@@ -98,9 +100,18 @@ def _suggest(trial: optuna.Trial, spaces: dict[str, Space], grid: Optional[list[
                                   for k in spaces[algo].knobs}}
 
 
+class _AskTellGrid(optuna.samplers.GridSampler):
+    """GridSampler for the ask-and-tell loop: Optuna's calls ``study.stop()``
+    when the grid is exhausted, which only works inside ``study.optimize``;
+    the tuning loop checks ``is_exhausted`` itself."""
+
+    def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
+        pass
+
+
 def make_sampler(strategy: str, grid: Optional[list[Config]], seed: Optional[int]) -> optuna.samplers.BaseSampler:
     if strategy == "grid":
-        return optuna.samplers.GridSampler({"config": list(range(len(grid or [])))}, seed=seed)
+        return _AskTellGrid({"config": list(range(len(grid or [])))}, seed=seed)
     if strategy == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if strategy == "tpe":
@@ -185,6 +196,8 @@ def tune(
     def measured_trials() -> list[optuna.trial.FrozenTrial]:
         return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("measured")]
 
+    valid = grid if grid is not None else _grid(spaces)
+    rng = random.Random(seed)
     refusals = 0
     stopped = "budget"
     try:
@@ -210,9 +223,16 @@ def tune(
             twin = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
                          if t.number != trial.number and t.user_attrs.get("config") == key), None)
             if twin is not None:
+                # TPE on a small discrete space keeps proposing what it knows;
+                # steer the next trial to an unmeasured config instead.
                 trial.set_user_attr("duplicate_of", twin.number)
                 study.tell(trial, state=TrialState.FAIL)
                 refusals += 1
+                fresh = [c for c in valid if json.dumps(c, sort_keys=True) not in cache]
+                if not fresh:
+                    stopped = "every valid config is measured"
+                    break
+                study.enqueue_trial(_params(rng.choice(fresh), grid))
                 continue
             refusals = 0
             reused = key in cache

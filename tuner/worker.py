@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from multiprocessing.connection import Connection
 
 
 def main() -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the tuner decides
+    # when this worker stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests = Connection(os.dup(0), writable=False)
     replies = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)

@@ -1,0 +1,33 @@
+"""A plugin template whose candidates misbehave on purpose (imported by the
+measurement worker through MeasureOptions.plugins, like a user's template)."""
+import ctypes
+import time
+from dataclasses import replace
+
+from ir.workload import Activation
+from schedules import default_schedule
+from schedules.space import Knob, Space
+from schedules.templates import TEMPLATES, Template
+
+NAME = "faulty"
+MODES = ("ok", "crash", "hang", "wrong", "raise")
+
+
+def space(wl, target):
+    return Space(NAME, (Knob("mode", MODES),), (), {"mode": "ok"})
+
+
+def schedule(wl, config, target):
+    mode = config["mode"]
+    if mode == "crash":
+        ctypes.string_at(0)  # segmentation fault
+    if mode == "hang":
+        time.sleep(3600)
+    if mode == "raise":
+        raise RuntimeError("a bug in the template")
+    if mode == "wrong":  # same shapes, different function: relu clips the negative outputs
+        return default_schedule(replace(wl, activation=Activation("relu")))
+    return default_schedule(wl)
+
+
+TEMPLATES[NAME] = Template(NAME, lambda wl: True, space, schedule)

@@ -1,0 +1,75 @@
+"""The convtune command line: tune, show, log best, exit codes, Ctrl-C."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tuner import records
+from tuner.cli import main, parse_conv
+
+ROOT = Path(__file__).resolve().parent.parent
+CONV = "N=1,C=8,H=8,W=8,K=16,R=3,S=3,stride=1,pad=1"
+
+
+def convtune(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "tuner.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def test_parse_conv():
+    wl = parse_conv("N=2,C=8,H=9,W=7,K=4,R=3,S=1,stride=1:2,pad=same,dilation=2,groups=4")
+    assert (wl.N, wl.C, wl.K, wl.S, wl.stride, wl.dilation, wl.groups) == (2, 8, 4, 1, (1, 2), (2, 2), 4)
+    assert parse_conv("N=1,C=3,H=5,W=5,K=4,R=3,pad=0:1:2:0").padding == (0, 1, 2, 0)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["tune", "--conv", "N=1,C=8,H=8"], "convtune tune: --conv: missing W, K, R"),
+    (["tune", "--conv", "N=1,C=8,H=8,W=8,K=4,R=3,groups=3"], "convtune tune: groups: 3 does not divide"),
+    (["tune", "--conv", "N=1,C=8,H=8,W=x,K=4,R=3"], "convtune tune: --conv: W='x' is not an integer"),
+    (["tune", "--suite", "nosuch"], "convtune tune: unknown suite 'nosuch'"),
+    (["tune", "--target", "gpu"], "convtune tune: --target: 'gpu' is not supported"),
+    (["show", "/nonexistent/log.jsonl"], "convtune show:"),
+])
+def test_bad_arguments_exit_2_with_one_line(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and "\n" not in err
+
+
+def test_tune_show_and_log_best(tmp_path):
+    log = tmp_path / "t.jsonl"
+    out = convtune("tune", "--conv", CONV, "--trials", "3", "--strategy", "random", "--seed", "1", "--log", str(log),
+                   "--repeats", "2")
+    assert out.returncode == 0, out.stderr
+    assert "3 measured (0 failed" in out.stdout and "GFLOP/s" in out.stdout
+    assert len(list(records.read(log))) == 3 and Path(str(log).replace(".jsonl", ".optuna.db")).exists()
+    shown = convtune("show", str(log))
+    assert shown.returncode == 0 and "N1 C8 8x8 K16 3x3 p1" in shown.stdout and "this machine" in shown.stdout
+    best = tmp_path / "best.jsonl"
+    assert convtune("log", "best", str(log), str(best)).returncode == 0
+    (rec,) = list(records.read(best))
+    assert rec.cost == min(r.cost for r in records.read(log))
+    again = convtune("log", "best", str(log), str(best))
+    assert again.returncode == 2 and "exists; not overwriting" in again.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path):
+    log = tmp_path / "c.jsonl"
+    args = [sys.executable, "-m", "tuner.cli", "tune", "--conv", CONV, "--trials", "5", "--strategy", "random",
+            "--seed", "2", "--log", str(log), "--repeats", "2"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and (not log.exists() or not log.read_text()):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted" in out and "rerun the same command to resume" in out
+    lines = log.read_text().splitlines()
+    assert all(json.loads(line) for line in lines) and 1 <= len(lines) < 5
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and len(list(records.read(log))) == 5

@@ -1,0 +1,102 @@
+"""apply_history_best: exact matches, nearest-shape transfer, defaults with a
+warning per workload, other targets ignored, no recompilation on restart."""
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codegen.verify import check_kernel
+from ir import conv2d
+from schedules.target import host_target
+from schedules.templates import default_config
+from tuner import records
+from tuner.dispatch import FallbackWarning, apply_history_best, conv2d_kernel, current
+from tuner.records import Record
+
+TUNED = conv2d(1, 16, 12, 12, 32, 3, padding=1)
+BEST = {"algorithm": "direct", "cb": 16, "kb": 16, "owb": 3, "ohb": 2, "reduction_order": "rs_c", "unroll_s": True,
+        "parallel": "nkp"}
+
+
+@pytest.fixture
+def log(tmp_path):
+    path = tmp_path / "log.jsonl"
+    slower = dict(BEST, owb=2)
+    for config, cost in ((slower, 2e-4), (BEST, 1e-4)):
+        records.append(path, Record(TUNED.to_dict(), host_target().to_dict(), config, [cost, cost]))
+    other_target = dict(host_target().to_dict(), cpu="another-cpu")
+    elsewhere = conv2d(1, 8, 8, 8, 8, 1)
+    records.append(path, Record(elsewhere.to_dict(), other_target, {"algorithm": "direct", **BEST}, [1e-6]))
+    return path
+
+
+def test_exact_match_gives_the_best_config_and_a_correct_kernel(log):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)
+        with apply_history_best(log) as d:
+            assert d.config_for(TUNED) == (BEST, "tuned")
+            kernel = conv2d_kernel(TUNED)
+    assert kernel.state.trace == d.kernel(TUNED).state.trace
+    assert check_kernel(kernel, np.random.default_rng(0)) < 1e-4
+
+
+def test_nearest_tuned_shape_is_used_with_a_warning(log):
+    near = conv2d(1, 16, 24, 24, 32, 3, padding=1)  # same kind, larger image
+    d = apply_history_best(log)
+    with pytest.warns(FallbackWarning, match=r"N1 C16 24x24 K32 3x3 p1: not tuned; using the best config of the "
+                                             r"nearest tuned workload \(N1 C16 12x12 K32 3x3 p1\)"):
+        config, source = d.config_for(near)
+    assert config == BEST and source.startswith("nearest")
+    assert check_kernel(d.kernel(near), np.random.default_rng(1)) < 1e-4
+
+
+def test_untuned_shape_falls_back_to_default_once_per_workload(log):
+    pointwise = conv2d(1, 16, 12, 12, 32, 1)
+    d = apply_history_best(log)
+    with pytest.warns(FallbackWarning, match=r"N1 C16 12x12 K32 1x1: not tuned and no similar tuned workload") as w:
+        assert d.config_for(pointwise) == (default_config(pointwise), "default")
+        d.config_for(pointwise)
+        d.kernel(pointwise)
+    assert len(w) == 1
+
+
+def test_a_nearest_config_invalid_here_is_skipped(log):
+    few_channels = conv2d(1, 4, 12, 12, 32, 3, padding=1)  # cb=16 is no block of 4 channels
+    with pytest.warns(FallbackWarning, match="using the untuned default config"):
+        assert apply_history_best(log).config_for(few_channels)[1] == "default"
+
+
+def test_records_of_another_target_are_not_applied(log):
+    d = apply_history_best(log)
+    assert d.other_targets == 1
+    with pytest.warns(FallbackWarning):
+        assert d.config_for(conv2d(1, 8, 8, 8, 8, 1))[1] == "default"
+
+
+def test_current_dispatcher_is_scoped(log):
+    assert current() is None
+    with apply_history_best(log) as d:
+        assert current() is d
+    assert current() is None
+
+
+SCRIPT = """
+import json, sys
+from tuner.dispatch import apply_history_best
+from ir import conv2d
+k = apply_history_best(sys.argv[1]).kernel(conv2d(1, 16, 12, 12, 32, 3, padding=1))
+print(json.dumps({"hit": k.compiled.disk_cache_hit}))
+"""
+
+
+def test_second_start_loads_kernels_from_disk(log, tmp_path):
+    env = dict(os.environ, CONVTUNE_CACHE_DIR=str(tmp_path / "cache"))
+    root = Path(__file__).resolve().parent.parent
+    hits = [json.loads(subprocess.run([sys.executable, "-c", SCRIPT, str(log)], cwd=root, env=env, check=True,
+                                      capture_output=True, text=True).stdout)["hit"] for _ in range(2)]
+    assert hits == [False, True]

@@ -1,0 +1,59 @@
+"""The tuning log: durable appends, corrupt lines skipped with a warning naming
+the file and line, best-record distillation."""
+import json
+
+import pytest
+
+from ir import conv2d
+from schedules.target import host_target
+from tuner import records
+from tuner.records import ErrorCode, LogWarning, Record
+
+WL = conv2d(1, 8, 8, 8, 8, 3, padding=1)
+
+
+def rec(costs, config=None, code=0, target=None):
+    return Record(WL.to_dict(), target or host_target().to_dict(), config or {"algorithm": "direct", "owb": len(costs)},
+                  list(costs), code)
+
+
+def test_round_trip_and_best(tmp_path):
+    log = tmp_path / "sub" / "log.jsonl"
+    for r in (rec([3.0, 2.0, 4.0]), rec([1.0, 1.5, 0.5]), rec([], code=ErrorCode.CRASH), rec([0.1], code=ErrorCode.WRONG_ANSWER)):
+        records.append(log, r)
+    back = list(records.read(log))
+    assert len(back) == 4 and back[0].cost == 3.0 and back[1].cost == 1.0
+    assert not back[2].ok and back[2].cost == float("inf")
+    best = records.best_records(back)
+    assert list(best.values())[0].costs == [1.0, 1.5, 0.5]  # the wrong answer is never the best, however fast
+    assert back[1].gflops == pytest.approx(WL.flops / 1.0 / 1e9)
+
+
+def test_corrupt_lines_are_skipped_with_file_and_line(tmp_path):
+    log = tmp_path / "log.jsonl"
+    records.append(log, rec([1.0]))
+    with open(log, "a") as f:
+        f.write('{"workload": {"N": 1}, "trunc\n')      # line 2: killed mid-write
+        f.write("[1, 2, 3]\n")                          # line 3: not an object
+        f.write(json.dumps({"config": {}}) + "\n")      # line 4: missing fields
+    records.append(log, rec([2.0]))
+    with pytest.warns(LogWarning) as caught:
+        back = list(records.read(log))
+    assert [r.cost for r in back] == [1.0, 2.0]
+    messages = [str(w.message) for w in caught]
+    assert any(f"{log}:2: skipped corrupt record" in m for m in messages)
+    assert any(f"{log}:3:" in m for m in messages) and any(f"{log}:4:" in m and "missing fields" in m for m in messages)
+
+
+def test_records_of_another_target_are_kept_apart(tmp_path):
+    other = dict(host_target().to_dict(), cpu="some-other-cpu")
+    best = records.best_records([rec([1.0], target=other), rec([2.0])])
+    assert len(best) == 2
+    assert {r.target["cpu"] for r in best.values()} == {"some-other-cpu", host_target().cpu}
+
+
+def test_record_has_the_fields_users_need():
+    d = json.loads(rec([1.0]).to_json())
+    for field in ("workload", "target", "config", "costs", "error_code", "error", "compile_seconds", "timestamp",
+                  "versions", "version"):
+        assert field in d

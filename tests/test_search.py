@@ -1,0 +1,123 @@
+"""Search strategies, the default-first rule, invalid configs, reproducibility,
+resume after a kill."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from ir import conv2d
+from schedules.target import host_target
+from schedules.templates import default_config, search_space
+from tuner import records
+from tuner.measure import MeasureOptions, Measurer, MeasureResult
+from tuner.search import default_storage, tune
+
+WL = conv2d(1, 8, 8, 8, 16, 3, padding=1)
+FAST = MeasureOptions(repeats=2, min_repeat_seconds=0.002, timeout=60)
+
+
+def small_space():
+    space = search_space(WL, host_target())["direct"]
+    return {"direct": space.restrict(cb=(4, 8), kb=(8, 16), owb=(2, 3, 4, 8), ohb=(1, 2), reduction_order=("c_rs",),
+                                     unroll_s=(False,), parallel=("nkp",))}
+
+
+@pytest.fixture(scope="module")
+def measurer():
+    with Measurer(FAST) as m:
+        yield m
+
+
+def configs_in(log):
+    return [r.config for r in records.read(log)]
+
+
+def test_default_config_is_measured_first(tmp_path, measurer):
+    tune(WL, log=tmp_path / "l.jsonl", strategy="random", n_trials=2, seed=3, measurer=measurer)
+    assert configs_in(tmp_path / "l.jsonl")[0] == default_config(WL)
+
+
+def test_invalid_configs_cost_no_measurement(tmp_path, measurer):
+    spaces = small_space()
+    space = spaces["direct"]
+    n_valid = len(list(space.configs()))
+    assert n_valid < space.size()  # the register constraint refuses part of the product
+    log = tmp_path / "l.jsonl"
+    result = tune(WL, log=log, strategy="random", n_trials=n_valid, spaces=spaces, seed=1, measurer=measurer)
+    measured = configs_in(log)
+    assert all(space.invalid_reason({k: v for k, v in c.items() if k != "algorithm"}) is None for c in measured)
+    assert len({json.dumps(c, sort_keys=True) for c in measured}) == len(measured) == result.measured
+    study = optuna.load_study(study_name=result.study_name, storage=default_storage(log))
+    refused = [t for t in study.trials if "invalid" in t.user_attrs]
+    assert refused and not any(t.user_attrs.get("measured") for t in refused)
+
+
+def test_grid_visits_every_valid_config_once_then_stops(tmp_path, measurer):
+    spaces = small_space()
+    n_valid = len(list(spaces["direct"].configs()))
+    result = tune(WL, log=tmp_path / "l.jsonl", strategy="grid", n_trials=n_valid + 5, spaces=spaces, seed=0,
+                  measurer=measurer)
+    assert result.stopped_reason == "grid exhausted" and result.measured == n_valid
+    assert len({json.dumps(c, sort_keys=True) for c in configs_in(tmp_path / "l.jsonl")}) == n_valid
+
+
+def test_grid_larger_than_budget_warns(tmp_path, measurer):
+    with pytest.warns(UserWarning, match=r"grid of \d+ valid configs is larger than the budget of 2 trials"):
+        tune(WL, log=tmp_path / "l.jsonl", strategy="grid", n_trials=2, spaces=small_space(), seed=0, measurer=measurer)
+
+
+class FakeMeasurer:
+    """A deterministic stand-in: the search, not the machine, is under test."""
+
+    def measure(self, workload, config):
+        cost = 1e-3 * (1 + config["owb"] % 3 + config["cb"] / 8 + (config["kb"] == 16) * 0.3 + config["ohb"] * 0.1)
+        return MeasureResult([cost, cost])
+
+
+@pytest.mark.parametrize("strategy", ["grid", "random", "tpe"])
+def test_seeded_search_is_reproducible(tmp_path, strategy):
+    runs = []
+    for i in range(2):
+        log = tmp_path / f"{i}.jsonl"
+        tune(WL, log=log, strategy=strategy, n_trials=14, seed=7, spaces=small_space(), measurer=FakeMeasurer())
+        runs.append(configs_in(log))
+    assert len(runs[0]) == 14 and runs[0] == runs[1]
+    other = tmp_path / "other.jsonl"
+    tune(WL, log=other, strategy=strategy, n_trials=14, seed=8, spaces=small_space(), measurer=FakeMeasurer())
+    assert configs_in(other) != runs[0]
+
+
+def test_tpe_on_a_small_space_still_measures_new_configs(tmp_path):
+    spaces = small_space()
+    n_valid = len(list(spaces["direct"].configs()))
+    result = tune(WL, log=tmp_path / "l.jsonl", strategy="tpe", n_trials=n_valid, spaces=spaces, seed=0,
+                  measurer=FakeMeasurer())
+    assert result.measured == n_valid  # every valid config, none twice
+    assert len({json.dumps(c, sort_keys=True) for c in configs_in(tmp_path / "l.jsonl")}) == n_valid
+
+
+def test_resume_after_kill_measures_nothing_twice(tmp_path):
+    log = tmp_path / "resume.jsonl"
+    cmd = [sys.executable, "-m", "tuner.cli", "tune", "--conv", "N=1,C=8,H=8,W=8,K=16,R=3,S=3,pad=1",
+           "--strategy", "random", "--seed", "5", "--trials", "6", "--log", str(log), "--repeats", "2"]
+    root = Path(__file__).resolve().parent.parent
+    first = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # the tuner and its worker, mid-run
+    first.wait()
+    killed_at = len(log.read_text().splitlines())
+    assert 2 <= killed_at < 6
+    second = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    measured = configs_in(log)
+    assert len(measured) == 6  # the earlier records were kept, none measured again
+    assert len({json.dumps(c, sort_keys=True) for c in measured}) == 6
+    assert "6 measured" in second.stdout
