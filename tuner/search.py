@@ -21,16 +21,19 @@ a random unmeasured config instead.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
+import signal
 import socket
+import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import optuna
 from optuna.trial import TrialState
@@ -132,14 +135,44 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _fail_stale_trials(study: optuna.Study) -> None:
-    """Trials left RUNNING by a killed process of this host are failed, so a
-    resumed run does not wait for or count them."""
+def _finish(study: optuna.Study, trial_id: int, rec: Record, reused: bool) -> None:
+    """Close a trial with its measured record (the log is the ground truth)."""
+    storage = study._storage
+    storage.set_trial_user_attr(trial_id, "measured", True)
+    storage.set_trial_user_attr(trial_id, "reused", reused)
+    if rec.ok:
+        storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [rec.gflops])
+    else:
+        storage.set_trial_user_attr(trial_id, "error", f"{ErrorCode(rec.error_code).name}: {rec.error}")
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT (Ctrl-C) until the block ends; it is delivered right after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _close_stale_trials(study: optuna.Study, logged: dict[str, Record]) -> None:
+    """Trials left RUNNING by a killed process of this host: completed from the
+    log when their record made it there, else failed, so a resumed run neither
+    waits for them nor measures their config again."""
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.user_attrs.get("host") == host and not _alive(int(t.user_attrs.get("pid", 0))):
             study._storage.set_trial_user_attr(t._trial_id, "stale", True)
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            rec = logged.get(t.user_attrs.get("config", ""))
+            if rec is not None:
+                _finish(study, t._trial_id, rec, reused=False)
+            else:
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
 
 def _record(wl: Conv2D, target: CpuTarget, config: Config, result: MeasureResult, study: str, trial: int) -> Record:
@@ -178,17 +211,17 @@ def tune(
                                 sampler=make_sampler(strategy, grid, seed), direction="maximize", load_if_exists=True)
     study.set_user_attr("workload", workload.key)
     study.set_user_attr("target", target.key)
-    _fail_stale_trials(study)
-    if not study.get_trials(deepcopy=False):
-        default = default_config(workload, target)
-        if default["algorithm"] in spaces and not spaces[default["algorithm"]].invalid_reason(default):
-            study.enqueue_trial(_params(default, grid), skip_if_exists=True)
-
     cache: dict[str, Record] = {}
     if Path(log).exists():
         for r in records.read(log):
             if r.workload_key == workload.key and r.target_key == target.key:
                 cache.setdefault(r.config_key, r)
+    _close_stale_trials(study, cache)
+    if not study.get_trials(deepcopy=False):
+        default = default_config(workload, target)
+        if default["algorithm"] in spaces and not spaces[default["algorithm"]].invalid_reason(default):
+            study.enqueue_trial(_params(default, grid), skip_if_exists=True)
+
     own_measurer = measurer is None
     measurer = measurer or Measurer(options)
     host, pid, start = socket.gethostname(), os.getpid(), time.perf_counter()
@@ -200,8 +233,11 @@ def tune(
     rng = random.Random(seed)
     refusals = 0
     stopped = "budget"
+    trial: Optional[optuna.Trial] = None
+    key: Optional[str] = None
     try:
         while len(measured_trials()) < n_trials:
+            trial = key = None
             if grid is not None and study.sampler.is_exhausted(study):  # type: ignore[attr-defined]
                 stopped = "grid exhausted"
                 break
@@ -236,28 +272,24 @@ def tune(
                 continue
             refusals = 0
             reused = key in cache
-            if reused:
-                rec = cache[key]
-            else:
-                rec = _record(workload, target, config, measurer.measure(workload.to_dict(), config), study_name,
-                              trial.number)
-                records.append(log, rec)
-                cache[key] = rec
-            trial.set_user_attr("measured", True)
-            trial.set_user_attr("reused", reused)
-            if rec.ok:
-                study.tell(trial, rec.gflops)
-            else:
-                trial.set_user_attr("error", f"{ErrorCode(rec.error_code).name}: {rec.error}")
-                study.tell(trial, state=TrialState.FAIL)
+            rec = cache[key] if reused else _record(
+                workload, target, config, measurer.measure(workload.to_dict(), config), study_name, trial.number)
+            with _interrupts_deferred():  # the log, the cache and the study agree even on Ctrl-C
+                if not reused:
+                    records.append(log, rec)
+                    cache[key] = rec
+                _finish(study, trial._trial_id, rec, reused)
             done = measured_trials()
             on_progress(Progress(len(done), n_trials, _best_gflops(study),
                                  sum(1 for t in done if t.state == TrialState.FAIL), rec, reused,
                                  time.perf_counter() - start))
     except KeyboardInterrupt:
-        if "trial" in locals() and study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING:
+        if trial is not None and study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING:
             trial.set_user_attr("interrupted", True)
-            study.tell(trial, state=TrialState.FAIL)
+            if key is not None and key in cache:  # interrupted after its record was logged
+                _finish(study, trial._trial_id, cache[key], reused=False)
+            else:
+                study.tell(trial, state=TrialState.FAIL)
         raise
     finally:
         if own_measurer:
