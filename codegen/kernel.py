@@ -9,7 +9,8 @@ from codegen.kernel_cache import CompiledModule
 from codegen.launch import run_stages
 from ir.loopnest import Kernel as LoopNest
 from schedules.layout import pack_weight_array
-from schedules.state import ScheduleState
+from ir.winograd import WinogradCompute
+from schedules.state import ScheduleState, WeightPacking
 
 
 def _as_input(name: str, x: object, shape: tuple[int, ...]) -> np.ndarray:
@@ -41,8 +42,12 @@ class CompiledKernel:
         wl = self.workload
         w = _as_input("weight", weight, wl.weight_shape)
         shapes = {b.name: b.shape for b in self.loop_nest.params}
-        if self.state.weight_packing is not None:
-            w = pack_weight_array(self.state.weight_packing, w, shapes["weight"])
+        packing = self.state.weight_packing
+        if isinstance(self.state.compute, WinogradCompute):  # U = G g G^T, packed like KCRS
+            w = self.state.compute.transform_weights(w)
+            packing = packing or WeightPacking(1, 1)
+        if packing is not None:
+            w = pack_weight_array(packing, w, shapes["weight"])
         b = None
         if wl.bias:
             if bias is None:

@@ -1,14 +1,17 @@
 """Lowering: a schedule state becomes a loop-nest ``Kernel``.
 
-The kernel has up to four stages, in order:
+A conv kernel has up to four stages, in order:
 
-1. pack (with ``pack_data``): copy the input into zero-padded NCHW[x]c scratch;
+1. pack (with ``pack_data``): copy the input into zero-padded scratch, NCHW[x]c
+   or im2col;
 2. init (only when a reduction loop encloses a spatial loop and no tile is
    cached): zero the output;
 3. compute: the scheduled loops. With ``cache_write`` (or implicitly when all
    reduction loops are innermost) each tile is accumulated in a local buffer
    and written once with the epilogue; otherwise it accumulates in ``out``;
 4. finalize (only in the uncached case, when there is an epilogue).
+Winograd schedules add transform stages around their GEMM
+(``codegen.lower_winograd``).
 
 Guards: a split that does not divide its axis runs past the axis's end. Those
 iterations are masked by guards, except where packing makes them harmless:
@@ -18,11 +21,16 @@ accumulator lanes that are never written back.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from codegen.passes.substitute import substitute_stmt
-from ir.compute import REDUCE, SPATIAL
+from ir.compute import REDUCE, SPATIAL, ComputeDef
 from ir.expr import Cmp, Const, Expr, Load, Select, Var, conj, fconst
 from ir.loopnest import Allocate, Buffer, For, IfThen, Kernel, LoopKind, Stmt, Store, seq
 from ir.simplify import Ranges, bounds, simplify, simplify_cond
+from ir.winograd import WinogradCompute
+from ir.workload import Conv2D
 from schedules.layout import (
     im2col_index,
     im2col_shape,
@@ -33,6 +41,9 @@ from schedules.layout import (
 )
 from schedules.state import ScheduleState
 
+Finalize = Callable[[Expr, tuple[Expr, ...]], Expr]
+"""(accumulated value, target index) -> the value to store."""
+
 
 class LoweringError(ValueError):
     pass
@@ -42,96 +53,53 @@ def _guard(cond: Expr | None, body: Stmt) -> Stmt:
     return body if cond is None else IfThen(cond, body)
 
 
-def _cover(e: Expr, ranges: Ranges, what: str) -> int:
-    """One past the largest value ``e`` takes over the loop domain."""
-    b = bounds(simplify(e, ranges), ranges)
-    if b is None or b[0] < 0:
-        raise LoweringError(f"cannot bound {what} index {e} over the loop domain")
-    return b[1] + 1
+@dataclass(frozen=True)
+class Domain:
+    """What lowering knows about a schedule's loops: the range of every loop
+    variable, every compute axis as an expression over them, and the guards
+    of non-divisible splits."""
+
+    state: ScheduleState
+    ranges: Ranges
+    ax: dict[str, Expr]
+    overhang: tuple[tuple[str, Expr], ...]
+
+    @staticmethod
+    def of(state: ScheduleState) -> Domain:
+        ranges = {a.name: (0, a.extent - 1) for a in state.leaf_axes()}
+        roots = state.root_exprs()
+        return Domain(state, ranges, {a.name: simplify(roots[a.name], ranges) for a in state.compute.axes},
+                      tuple((kind, simplify_cond(cond, ranges)) for kind, cond in state.overhang()))
+
+    def cover(self, e: Expr, what: str) -> int:
+        """One past the largest value ``e`` takes over the loop domain."""
+        b = bounds(simplify(e, self.ranges), self.ranges)
+        if b is None or b[0] < 0:
+            raise LoweringError(f"cannot bound {what} index {e} over the loop domain")
+        return b[1] + 1
+
+    def guard(self, kinds: tuple[str, ...]) -> Expr | None:
+        return conj(*(c for kind, c in self.overhang if kind in kinds))
 
 
-def _elementwise(shape: tuple[int, ...], names: tuple[str, ...], body: Stmt) -> Stmt:
-    """A loop nest over ``shape`` with the leading dims fused into one parallel
-    loop (enough parallelism even when the batch is 1)."""
-    lead = max(1, len(shape) - 2)
-    fused = "_".join(names[:lead])
-    total = 1
-    for d in shape[:lead]:
-        total *= d
-    decomposed: dict[str, Expr] = {}
-    rest = Var(fused)
-    for i in reversed(range(lead)):
-        decomposed[names[i]] = rest % shape[i] if i else rest
-        rest = rest // shape[i]
-    inner: Stmt = substitute_stmt(body, decomposed)
-    for name, extent in reversed(list(zip(names[lead:], shape[lead:]))):
-        inner = For(name, extent, LoopKind.SERIAL, inner)
-    return For(fused, total, LoopKind.PARALLEL, inner)
+def reduction_stages(d: Domain, prod: Expr, target: Buffer, target_idx: tuple[Expr, ...], finalize: Finalize,
+                     packed: bool) -> list[Stmt]:
+    """The scheduled loops computing ``target[target_idx] = finalize(sum(prod))``.
 
-
-def lower(state: ScheduleState) -> Kernel:
-    cd = state.compute
-    wl = cd.workload
-    leaves = state.leaf_axes()
-    ranges: Ranges = {a.name: (0, a.extent - 1) for a in leaves}
-    roots = state.root_exprs()
-    ax = {a.name: simplify(roots[a.name], ranges) for a in cd.axes}
-    overhang = [(kind, simplify_cond(cond, ranges)) for kind, cond in state.overhang()]
-
-    params: list[Buffer] = [cd.data]
-    scratch: list[Buffer] = []
-    stages: list[Stmt] = []
-
-    coords = cd.data_coords(ax)
-    packing = state.data_packing
-    if packing is not None and packing.im2col:
-        n, ch = coords[0], coords[1]
-        pq = ax["p"] * wl.Q + ax["q"]
-        shape = im2col_shape(
-            packing, wl.N, max(wl.C, _cover(ch, ranges, "input channel")), max(wl.R, _cover(ax["r"], ranges, "kernel row")),
-            max(wl.S, _cover(ax["s"], ranges, "kernel column")), max(wl.P * wl.Q, _cover(pq, ranges, "output pixel")))
-        packed = Buffer("data_packed", shape)
-        scratch.append(packed)
-        data_read: Expr = Load(packed.name, im2col_index(packing, n, ch, ax["r"], ax["s"], pq))
-        stages.append(_im2col_stage(state, packed))
-    elif packing is not None:
-        n, ch, h, w = coords
-        h, w = h + wl.padding[0], w + wl.padding[1]
-        shape = packed_data_shape(
-            state.data_packing, wl.N,
-            max(wl.C, _cover(ch, ranges, "input channel")),
-            max(wl.H + wl.padding[0] + wl.padding[2], _cover(h, ranges, "input row")),
-            max(wl.W + wl.padding[1] + wl.padding[3], _cover(w, ranges, "input column")))
-        packed = Buffer("data_packed", shape)
-        scratch.append(packed)
-        data_read = Load(packed.name, packed_data_index(packing, n, ch, h, w))
-        stages.append(_pack_stage(state, packed))
-    else:
-        data_read = Select(cd.in_input(coords), Load("data", coords), fconst(0.0))
-
-    wc = cd.weight_coords(ax)
-    if state.weight_packing is not None:
-        wp = state.weight_packing
-        shape = packed_weight_shape(wp, *(
-            max(full, _cover(e, ranges, what)) for e, full, what in zip(
-                wc, wl.weight_shape, ("output channel", "input channel", "kernel row", "kernel column"))))
-        params.append(Buffer("weight", shape))
-        weight_read: Expr = Load("weight", packed_weight_index(wp, *wc))
-    else:
-        params.append(cd.weight)
-        weight_read = Load("weight", wc)
-    for extra in (cd.bias, cd.residual):
-        if extra is not None:
-            params.append(extra)
-    params.append(cd.out)
-
-    prod = data_read * weight_read
-    out_idx = (ax["n"], ax["k"], ax["p"], ax["q"])
-    spatial_guard = conj(*(c for kind, c in overhang if kind == SPATIAL))
-    all_guard = conj(*(c for _, c in overhang))
-    absorbed = state.data_packing is not None and state.weight_packing is not None
+    With ``cache_write`` (or implicitly when every reduction loop is inside
+    every spatial loop) each tile accumulates in a local buffer, written once;
+    otherwise ``target`` is zeroed, accumulated into, then finalized.
+    ``packed``: every read is in bounds over the whole domain and reads zero
+    outside the tensors, so overhang iterations need no guard except where
+    they write ``target`` (and not even there when ``target`` covers the
+    whole domain, as scratch buffers do).
+    """
+    state = d.state
     order = list(state.leaves)
-    kinds = {a.name: state.annotation(a.name) for a in leaves}
+    kinds = {a.name: state.annotation(a.name) for a in state.leaf_axes()}
+    covers = all(d.cover(i, f"{target.name} index") <= n for i, n in zip(target_idx, target.shape))
+    write_guard = None if covers else d.guard((SPATIAL,))
+    all_guard = d.guard((SPATIAL, REDUCE))
 
     def nest(axes: list[str], body: Stmt) -> Stmt:
         for name in reversed(axes):
@@ -148,20 +116,100 @@ def lower(state: ScheduleState) -> Kernel:
         update = Store("acc", tile_idx, Load("acc", tile_idx) + prod)
         body = seq(
             nest(tile, Store("acc", tile_idx, fconst(0.0))),
-            nest(inner, _guard(None if absorbed else all_guard, update)),
-            nest(tile, _guard(spatial_guard, Store("out", out_idx, cd.finalize(Load("acc", tile_idx), ax)))),
+            nest(inner, _guard(None if packed else all_guard, update)),
+            nest(tile, _guard(write_guard, Store(target.name, target_idx, finalize(Load("acc", tile_idx), target_idx)))),
         )
-        stages.append(nest(order[:at + 1], Allocate(acc, body)))
-    else:
-        names = ("n", "k", "p", "q")
-        logical = {n: Var(n) for n in names}
-        stages.append(_elementwise(wl.out_shape, names, Store("out", tuple(logical.values()), fconst(0.0))))
-        update = Store("out", out_idx, Load("out", out_idx) + prod)
-        stages.append(nest(order, _guard(all_guard, update)))
-        if wl.bias or wl.residual or wl.activation is not None:
-            final = cd.finalize(Load("out", tuple(logical.values())), logical)
-            stages.append(_elementwise(wl.out_shape, names, Store("out", tuple(logical.values()), final)))
+        return [nest(order[:at + 1], Allocate(acc, body))]
+    names = tuple(f"i{n}" for n in range(len(target.shape)))
+    idx = tuple(Var(n) for n in names)
+    stages = [elementwise(target.shape, names, Store(target.name, idx, fconst(0.0))),
+              nest(order, _guard(all_guard, Store(target.name, target_idx, Load(target.name, target_idx) + prod)))]
+    final = finalize(Load(target.name, idx), idx)
+    if final != Load(target.name, idx):
+        stages.append(elementwise(target.shape, names, Store(target.name, idx, final)))
+    return stages
 
+
+def elementwise(shape: tuple[int, ...], names: tuple[str, ...], body: Stmt, fused_dims: int | None = None) -> Stmt:
+    """A loop nest over ``shape`` with the leading ``fused_dims`` dims (default:
+    all but the last two) fused into one parallel loop: enough parallelism
+    even when the batch is 1."""
+    lead = fused_dims or max(1, len(shape) - 2)
+    fused = "_".join(names[:lead])
+    total = 1
+    for dim in shape[:lead]:
+        total *= dim
+    decomposed: dict[str, Expr] = {}
+    rest: Expr = Var(fused)
+    for i in reversed(range(lead)):
+        decomposed[names[i]] = rest % shape[i] if i else rest
+        rest = rest // shape[i]
+    inner: Stmt = substitute_stmt(body, decomposed)
+    for name, extent in reversed(list(zip(names[lead:], shape[lead:]))):
+        inner = For(name, extent, LoopKind.SERIAL, inner)
+    return For(fused, total, LoopKind.PARALLEL, inner)
+
+
+def lower(state: ScheduleState) -> Kernel:
+    if isinstance(state.compute, WinogradCompute):
+        from codegen.lower_winograd import lower_winograd
+
+        return lower_winograd(state)
+    return _lower_conv(state)
+
+
+def _lower_conv(state: ScheduleState) -> Kernel:
+    cd: ComputeDef = state.compute
+    wl = cd.workload
+    d = Domain.of(state)
+    ax = d.ax
+    params: list[Buffer] = [cd.data]
+    scratch: list[Buffer] = []
+    stages: list[Stmt] = []
+
+    coords = cd.data_coords(ax)
+    packing = state.data_packing
+    if packing is not None and packing.im2col:
+        n, ch = coords[0], coords[1]
+        pq = ax["p"] * wl.Q + ax["q"]
+        packed = Buffer("data_packed", im2col_shape(
+            packing, wl.N, max(wl.C, d.cover(ch, "input channel")), max(wl.R, d.cover(ax["r"], "kernel row")),
+            max(wl.S, d.cover(ax["s"], "kernel column")), max(wl.P * wl.Q, d.cover(pq, "output pixel"))))
+        scratch.append(packed)
+        data_read: Expr = Load(packed.name, im2col_index(packing, n, ch, ax["r"], ax["s"], pq))
+        stages.append(_im2col_stage(wl, packing.block, packed))
+    elif packing is not None:
+        n, ch, h, w = coords
+        h, w = h + wl.padding[0], w + wl.padding[1]
+        packed = Buffer("data_packed", packed_data_shape(
+            packing, wl.N, max(wl.C, d.cover(ch, "input channel")),
+            max(wl.H + wl.padding[0] + wl.padding[2], d.cover(h, "input row")),
+            max(wl.W + wl.padding[1] + wl.padding[3], d.cover(w, "input column"))))
+        scratch.append(packed)
+        data_read = Load(packed.name, packed_data_index(packing, n, ch, h, w))
+        stages.append(pack_stage(wl, packing.block, packed))
+    else:
+        data_read = Select(cd.in_input(coords), Load("data", coords), fconst(0.0))
+
+    wc = cd.weight_coords(ax)
+    if state.weight_packing is not None:
+        wp = state.weight_packing
+        shape = packed_weight_shape(wp, *(
+            max(full, d.cover(e, what)) for e, full, what in zip(
+                wc, wl.weight_shape, ("output channel", "input channel", "kernel row", "kernel column"))))
+        params.append(Buffer("weight", shape))
+        weight_read: Expr = Load("weight", packed_weight_index(wp, *wc))
+    else:
+        params.append(cd.weight)
+        weight_read = Load("weight", wc)
+    params += [b for b in (cd.bias, cd.residual) if b is not None] + [cd.out]
+
+    def finalize(acc: Expr, idx: tuple[Expr, ...]) -> Expr:
+        return cd.finalize(acc, dict(zip("nkpq", idx)))
+
+    packed_reads = state.data_packing is not None and state.weight_packing is not None
+    stages += reduction_stages(d, data_read * weight_read, cd.out, (ax["n"], ax["k"], ax["p"], ax["q"]), finalize,
+                               packed_reads)
     return Kernel("conv2d", tuple(params + scratch), seq(*stages), notes=state.trace)
 
 
@@ -174,22 +222,18 @@ def _implicit_cache_point(state: ScheduleState) -> str | None:
     return order[last_spatial].name if last_spatial < first_reduce else None
 
 
-def _pack_stage(state: ScheduleState, packed: Buffer) -> Stmt:
+def pack_stage(wl: Conv2D, block: int, packed: Buffer) -> Stmt:
     """data_packed[n, cb, h, w, ci] = data[n, cb*B + ci, h - pt, w - pl], zero outside."""
-    wl = state.compute.workload
-    block = state.data_packing.block  # type: ignore[union-attr]
     n, cb, h, w, ci = (Var(x) for x in ("n", "cb", "h", "w", "ci"))
     ch, y, x = cb * block + ci, h - wl.padding[0], w - wl.padding[1]
     inside = conj(Cmp("<", ch, Const(wl.C)), Cmp(">=", y, Const(0)), Cmp("<", y, Const(wl.H)),
                   Cmp(">=", x, Const(0)), Cmp("<", x, Const(wl.W)))
     value = Select(inside, Load("data", (n, ch, y, x)), fconst(0.0))  # type: ignore[arg-type]
-    return _elementwise(packed.shape, ("n", "cb", "h", "w", "ci"), Store(packed.name, (n, cb, h, w, ci), value))
+    return elementwise(packed.shape, ("n", "cb", "h", "w", "ci"), Store(packed.name, (n, cb, h, w, ci), value))
 
 
-def _im2col_stage(state: ScheduleState, packed: Buffer) -> Stmt:
+def _im2col_stage(wl: Conv2D, block: int, packed: Buffer) -> Stmt:
     """data_packed[n, cb, r, s, pq, ci] = input pixel read by output pixel pq at tap (r, s)."""
-    wl = state.compute.workload
-    block = state.data_packing.block  # type: ignore[union-attr]
     n, cb, r, s, pq, ci = (Var(x) for x in ("n", "cb", "r", "s", "pq", "ci"))
     ch = cb * block + ci
     y = (pq // wl.Q) * wl.stride[0] + r * wl.dilation[0] - wl.padding[0]
@@ -198,5 +242,5 @@ def _im2col_stage(state: ScheduleState, packed: Buffer) -> Stmt:
                   Cmp("<", pq, Const(wl.P * wl.Q)), Cmp(">=", y, Const(0)), Cmp("<", y, Const(wl.H)),
                   Cmp(">=", x, Const(0)), Cmp("<", x, Const(wl.W)))
     value = Select(inside, Load("data", (n, ch, y, x)), fconst(0.0))  # type: ignore[arg-type]
-    return _elementwise(packed.shape, ("n", "cb", "r", "s", "pq", "ci"), Store(packed.name, (n, cb, r, s, pq, ci), value))
+    return elementwise(packed.shape, ("n", "cb", "r", "s", "pq", "ci"), Store(packed.name, (n, cb, r, s, pq, ci), value))
 

@@ -7,6 +7,7 @@ shows the primitives applied so far.
 from __future__ import annotations
 
 from ir.compute import ComputeDef
+from ir.winograd import WinogradCompute
 from ir.workload import Conv2D
 from schedules import primitives as prim
 from schedules.state import ScheduleState
@@ -16,14 +17,18 @@ class Schedule:
     """How to compute a conv2d workload; build it with ``codegen.build``.
 
     Axes are referred to by name. The initial loops are the compute's axes:
-    spatial ``n, k, p, q`` (batch, output channel, output row, output column)
-    and reduction ``c, r, s`` (input channel within the group, kernel row,
-    kernel column). ``split`` and ``fuse`` return the names of the new axes.
+    for a conv, spatial ``n, k, p, q`` (batch, output channel, output row,
+    output column) and reduction ``c, r, s`` (input channel within the group,
+    kernel row, kernel column); for ``Schedule(WinogradCompute(wl, m))``, the
+    batched GEMM's spatial ``e, k, t`` (transform element, output channel,
+    tile) and reduction ``c``. ``split`` and ``fuse`` return the new axes.
     """
 
-    def __init__(self, workload: Conv2D) -> None:
-        self.workload = workload
-        self.state = ScheduleState.initial(ComputeDef(workload))
+    def __init__(self, compute: Conv2D | ComputeDef | WinogradCompute) -> None:
+        if isinstance(compute, Conv2D):
+            compute = ComputeDef(compute)
+        self.workload = compute.workload
+        self.state = ScheduleState.initial(compute)
 
     @property
     def axes(self) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from ir.expr import (
     Cmp,
     Const,
     Expr,
+    Extract,
     Lanes,
     Load,
     Ramp,
@@ -29,7 +30,7 @@ from ir.expr import (
     free_vars,
     substitute,
 )
-from ir.loopnest import For, IfThen, Kernel, LoopKind, Seq, Stmt, Store, map_stmt, seq, walk
+from ir.loopnest import Assign, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store, map_stmt, seq, walk
 from ir.simplify import linear, simplify
 from schedules.state import ScheduleError
 
@@ -52,9 +53,29 @@ def _widen(e: Expr, lanes: int) -> Expr:
     return e if e.lanes > 1 else Broadcast(e, lanes)
 
 
-def vectorize_expr(e: Expr, v: str, lanes: int) -> Expr:
-    if v not in free_vars(e):
+class _Lanes:
+    """The loop being vectorized: its variable, its width and the vector
+    temporaries assigned in its body so far."""
+
+    def __init__(self, v: str, lanes: int) -> None:
+        self.v = v
+        self.lanes = lanes
+        self.temps: set[str] = set()
+
+    def varies(self, e: Expr) -> bool:
+        fv = free_vars(e)
+        return self.v in fv or bool(fv & self.temps)
+
+    def temp(self, name: str) -> Expr:
+        return Var(name, FLOAT, self.lanes)
+
+
+def vectorize_expr(e: Expr, ctx: _Lanes) -> Expr:
+    v, lanes = ctx.v, ctx.lanes
+    if not ctx.varies(e):
         return e
+    if isinstance(e, Var):
+        return ctx.temp(e.name)
     if isinstance(e, Load):
         return Load(e.buffer, (_vector_index(e.indices[0], v, lanes),), e.dtype)
     if isinstance(e, Select):
@@ -62,42 +83,56 @@ def vectorize_expr(e: Expr, v: str, lanes: int) -> Expr:
         if v in free_vars(e.cond) and not value_test:
             # An index test (e.g. padding): lanes may read different buffers
             # or nothing at all, so each lane is evaluated on its own.
-            return Lanes(tuple(_at_lane(e, v, i) for i in range(lanes)))
+            return Lanes(tuple(_at_lane(_lane_of_temps(e, ctx, i), v, i) for i in range(lanes)))
         cond = e.cond
         if isinstance(cond, Cmp):
-            cond = Cmp(cond.op, _widen(vectorize_expr(cond.a, v, lanes), lanes),
-                       _widen(vectorize_expr(cond.b, v, lanes), lanes))
-        return Select(cond, _widen(vectorize_expr(e.t, v, lanes), lanes), _widen(vectorize_expr(e.f, v, lanes), lanes))
+            cond = Cmp(cond.op, _widen(vectorize_expr(cond.a, ctx), lanes), _widen(vectorize_expr(cond.b, ctx), lanes))
+        return Select(cond, _widen(vectorize_expr(e.t, ctx), lanes), _widen(vectorize_expr(e.f, ctx), lanes))
     if isinstance(e, BinOp) and e.dtype == FLOAT:
-        a, b = vectorize_expr(e.a, v, lanes), vectorize_expr(e.b, v, lanes)
-        return BinOp(e.op, _widen(a, lanes), _widen(b, lanes))
+        return BinOp(e.op, _widen(vectorize_expr(e.a, ctx), lanes), _widen(vectorize_expr(e.b, ctx), lanes))
     raise ScheduleError(f"vectorize: cannot vectorize expression {e} over '{v}'")
 
 
-def _scalar_lanes(s: Stmt, v: str, lanes: int) -> Stmt:
+def _lane_of_temps(e: Expr, ctx: _Lanes, lane: int) -> Expr:
+    """``e`` with every vector temporary replaced by its lane ``lane``."""
+    return substitute(e, {t: Extract(ctx.temp(t), lane) for t in ctx.temps})
+
+
+def _scalar_lanes(s: Stmt, ctx: _Lanes) -> Stmt:
     """The statement once per lane, with v replaced by the lane number."""
-    return seq(*(x for x in (simplify_stmt(substitute_stmt(s, {v: Const(i)}), {}) for i in range(lanes)) if x))
+    copies = []
+    for i in range(ctx.lanes):
+        lane = {ctx.v: Const(i), **{t: Extract(ctx.temp(t), i) for t in ctx.temps}}
+        copies.append(simplify_stmt(substitute_stmt(s, lane), {}))
+    return seq(*(x for x in copies if x))
 
 
-def _vectorize_body(s: Stmt, v: str, lanes: int) -> Stmt:
+def _vectorize_body(s: Stmt, ctx: _Lanes) -> Stmt:
+    v, lanes = ctx.v, ctx.lanes
     if isinstance(s, Seq):
-        return seq(*(_vectorize_body(x, v, lanes) for x in s.stmts))
+        return seq(*(_vectorize_body(x, ctx) for x in s.stmts))
+    if isinstance(s, Assign):
+        value = vectorize_expr(s.value, ctx)
+        if value.lanes == 1:
+            return s
+        ctx.temps.add(s.var)
+        return Assign(s.var, value)
     if isinstance(s, IfThen):
         uniform = conj(*(c for c in conjuncts(s.cond) if v not in free_vars(c)))
         varying = conj(*(c for c in conjuncts(s.cond) if v in free_vars(c)))
         if varying is None:
-            body = _vectorize_body(s.body, v, lanes)
+            body = _vectorize_body(s.body, ctx)
         else:
-            body = _scalar_lanes(IfThen(varying, s.body), v, lanes)
+            body = _scalar_lanes(IfThen(varying, s.body), ctx)
             all_lanes = _all_lanes_pass(varying, v, lanes)
             if all_lanes is not None:
-                body = IfThen(all_lanes, _vectorize_body(s.body, v, lanes), body)
+                body = IfThen(all_lanes, _vectorize_body(s.body, ctx), body)
         return body if uniform is None else IfThen(uniform, body)
     if isinstance(s, Store):
         idx = s.indices[0]
         if v not in free_vars(idx):
             raise ScheduleError(f"vectorize: every lane of '{v}' would write {s.buffer}[{idx}]")
-        return Store(s.buffer, (_vector_index(idx, v, lanes),), _widen(vectorize_expr(s.value, v, lanes), lanes))
+        return Store(s.buffer, (_vector_index(idx, v, lanes),), _widen(vectorize_expr(s.value, ctx), lanes))
     if isinstance(s, For):
         raise ScheduleError(f"vectorize: loop '{v}' is not innermost: it contains loop '{s.var}'")
     raise ScheduleError(f"vectorize: cannot vectorize {type(s).__name__} inside loop '{v}'")
@@ -127,7 +162,7 @@ def vectorize_kernel(k: Kernel) -> Kernel:
             inner = [x for x in walk(s.body) if isinstance(x, For)]
             if inner:
                 raise ScheduleError(f"vectorize: loop '{s.var}' is not innermost: it contains loop '{inner[0].var}'")
-            return _vectorize_body(s.body, s.var, s.extent)
+            return _vectorize_body(s.body, _Lanes(s.var, s.extent))
         return None
 
     return k.with_body(map_stmt(k.body, visit))

@@ -15,7 +15,7 @@ from schedules.schedule import Schedule
 from schedules.space import Config, Space
 from schedules.state import ScheduleError
 from schedules.target import CpuTarget, host_target
-from schedules.templates import depthwise, direct, gemm
+from schedules.templates import depthwise, direct, gemm, winograd
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,10 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template(gemm.NAME, gemm.applies, gemm.space, gemm.schedule),
     Template(depthwise.CHANNELS, depthwise.applies, depthwise.channels_space, depthwise.channels_schedule),
     Template(depthwise.WIDTH, depthwise.applies, depthwise.width_space, depthwise.width_schedule),
+    Template(winograd.NAME, winograd.applies, winograd.space, winograd.schedule),
 )}
+BUILTIN = tuple(TEMPLATES)
+"""Names of the templates shipped with convtune (plugins may register more)."""
 
 
 def search_space(wl: Conv2D, target: CpuTarget | None = None) -> dict[str, Space]:
@@ -45,6 +48,8 @@ def default_algorithm(wl: Conv2D) -> str:
         return depthwise.CHANNELS
     if wl.R == wl.S == 1:
         return gemm.NAME
+    if winograd.applies(wl):
+        return winograd.NAME
     return direct.NAME
 
 

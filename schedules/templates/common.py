@@ -15,13 +15,14 @@ def channel_blocks(channels: int, largest: int = 32) -> tuple[int, ...]:
 
 
 def vector_blocks(channels: int, target: CpuTarget, most: int = 4) -> tuple[int, ...]:
-    """Multiples of the vector width up to ``most`` vectors, capped at the
-    channel count rounded up to a vector (smaller when channels < lanes)."""
+    """1, 2 or 4 vectors (a power-of-two lane count: LLVM legalises odd vector
+    widths such as <24 x float> slowly, once measured at 136 s for a kernel),
+    capped at the channel count rounded up to a vector."""
     v = target.vector_lanes
     if channels < v:
         return (channels,)
     cap = -(-channels // v) * v
-    return tuple(m * v for m in range(1, most + 1) if m * v <= cap)
+    return tuple(m * v for m in (1, 2, 4) if m <= most and m * v <= cap)
 
 
 def fits_registers(target: CpuTarget, accumulators: int, vectors_per_step: int) -> bool:

@@ -60,14 +60,15 @@ def channels_schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
 def width_space(wl: Conv2D, target: CpuTarget) -> Space:
     v = target.vector_lanes
     widths = tuple(sorted({min(w, wl.Q) for w in (v, 2 * v)}))
-    default = {"vw": widths[0], "nv": min(4, -(-wl.Q // widths[0])), "ohb": 1, "unroll_rs": True, "parallel": "nkp"}
+    most = max(1, min(4, wl.Q // widths[0]))  # more vectors than fit the row are never valid
+    default = {"vw": widths[0], "nv": most, "ohb": 1, "unroll_rs": True, "parallel": "nkp"}
 
     def fits(c: Config) -> bool:
         vecs = -(-c["vw"] // v)
         return fits_registers(target, c["ohb"] * c["nv"] * vecs, 1)
 
     knobs = (Knob("vw", widths, "output columns per vector"),
-             Knob("nv", (1, 2, 3, 4), "vectors per register tile along the row"),
+             Knob("nv", tuple(range(1, most + 1)), "vectors per register tile along the row"),
              *_tail_knobs(wl))
     return Space(WIDTH, knobs, (
         Constraint(f"the register tile must fit {target.vector_registers} vector registers", fits),

@@ -1,0 +1,105 @@
+"""Hoist index arithmetic out of inner loops and share it between accesses.
+
+Every flat offset is an affine sum of terms, each owned by the innermost loop
+whose variable it uses. The offset is rebuilt as a chain of partial sums, one
+per loop level, each assigned once at the top of its loop's body and shared
+by every access with the same prefix; the access itself keeps only the terms
+of its own innermost loop and a constant:
+
+    for c_o ...:                      for c_o ...:
+      for r ...:                        i2 = i1 + c_o * 1152
+        w = weight[n // 56 * 9216        for r ...:
+          + c_o * 1152 + r * 384]          i3 = i2 + r * 384
+                                           w = weight[i3]
+
+LLVM would find this too, but only after Numba has typed and lowered every
+repeated subexpression; on transform-heavy kernels that dominated build time.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ir.expr import INT, Const, Expr, Lanes, Load, Ramp, Var, free_vars, map_children
+from ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store, seq
+from ir.simplify import Linear, linear
+
+
+class _Hoister:
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+        self.pending: list[list[Stmt]] = []
+        self.memo: dict[tuple[int, frozenset], Var] = {}
+        self.count = 0
+
+    def _level(self, atom: Expr) -> int:
+        return max((self.stack.index(v) for v in free_vars(atom) if v in self.stack), default=-1)
+
+    def offset(self, e: Expr) -> Expr:
+        if e.dtype != INT or e.lanes > 1 or isinstance(e, (Const, Var)):
+            return e
+        lin = linear(e)
+        levels: dict[int, dict[Expr, int]] = {}
+        for atom, coef in lin.terms.items():
+            levels.setdefault(self._level(atom), {})[atom] = coef
+        inner = max(levels, default=-1)
+        if inner < 0:
+            return e
+        prefix: Expr | None = None
+        terms: dict[Expr, int] = {}
+        for level in range(-1, inner):
+            if level not in levels:
+                continue
+            terms.update(levels[level])
+            prefix = self._partial(max(level, 0), frozenset(terms.items()), prefix, levels[level])
+        rest = Linear(levels[inner], lin.const).to_expr()
+        return rest if prefix is None else prefix + rest
+
+    def _partial(self, level: int, key: frozenset, prev: Expr | None, new_terms: dict[Expr, int]) -> Var:
+        if (level, key) not in self.memo:
+            value = Linear(new_terms).to_expr()
+            var = Var(f"i{self.count}")
+            self.count += 1
+            self.pending[level].append(Assign(var.name, value if prev is None else prev + value))
+            self.memo[(level, key)] = var
+        return self.memo[(level, key)]
+
+    def expr(self, e: Expr) -> Expr:
+        if isinstance(e, Load):
+            return Load(e.buffer, tuple(self.index(i) for i in e.indices), e.dtype)
+        return map_children(e, self.expr)
+
+    def index(self, i: Expr) -> Expr:
+        if isinstance(i, Ramp):
+            return replace(i, base=self.offset(i.base))
+        if isinstance(i, Lanes):
+            return Lanes(tuple(self.offset(x) for x in i.elems))
+        return self.offset(i)
+
+    def stmt(self, s: Stmt) -> Stmt:
+        if isinstance(s, For):
+            self.stack.append(s.var)
+            self.pending.append([])
+            body = self.stmt(s.body)
+            hoisted = self.pending.pop()
+            level = len(self.stack) - 1
+            self.stack.pop()
+            self.memo = {k: v for k, v in self.memo.items() if k[0] != level}
+            return replace(s, body=seq(*hoisted, body))
+        if isinstance(s, Seq):
+            return seq(*(self.stmt(x) for x in s.stmts))
+        if isinstance(s, IfThen):
+            return IfThen(self.expr(s.cond), self.stmt(s.body), None if s.orelse is None else self.stmt(s.orelse))
+        if isinstance(s, Allocate):
+            return replace(s, body=self.stmt(s.body))
+        if isinstance(s, Store):
+            return Store(s.buffer, tuple(self.index(i) for i in s.indices), self.expr(s.value))
+        if isinstance(s, Assign):
+            return Assign(s.var, self.expr(s.value))
+        return s
+
+
+def hoist_indices(k: Kernel) -> Kernel:
+    """Each stage (top-level statement) is hoisted on its own: stages become
+    separate functions, so temporaries must not cross them."""
+    stages = k.body.stmts if isinstance(k.body, Seq) else (k.body,)
+    return k.with_body(seq(*(_Hoister().stmt(st) for st in stages)))

@@ -1,0 +1,61 @@
+"""Every template and every value of every knob builds a correct kernel.
+
+Configs are chosen greedily so that each (knob, value) pair of a template
+appears in at least one built kernel, with as few kernels as that takes.
+"""
+import itertools
+
+import pytest
+
+from conftest import assert_correct
+from ir import conv2d
+from schedules.target import host_target
+from schedules.templates import BUILTIN, TEMPLATES, default_config, schedule_from_config, search_space
+
+WORKLOADS = {
+    "direct": conv2d(1, 16, 10, 14, 32, 3, padding=1, bias=True, activation="relu"),
+    "gemm": conv2d(1, 16, 9, 8, 32, 3, stride=(1, 2), padding=1),
+    "depthwise_c": conv2d(1, 32, 10, 14, 32, 3, padding=1, groups=32, residual=True),
+    "depthwise_w": conv2d(1, 8, 11, 20, 8, 3, padding=1, groups=8, bias=True),
+    "winograd": conv2d(1, 16, 10, 14, 32, 3, padding=1, bias=True, residual=True, activation="relu6"),
+}
+
+
+def covering_configs(space, limit=3000):
+    """Few valid configs in which every (knob, value) pair appears."""
+    configs = list(itertools.islice(space.configs(), limit))
+    uncovered = {(k.name, v) for k in space.knobs for v in k.values}
+    chosen = []
+    while uncovered:
+        best = max(configs, key=lambda c: len(uncovered & set(c.items())))
+        gained = uncovered & set(best.items())
+        if not gained:
+            raise AssertionError(f"no valid config has {sorted(uncovered)}")
+        chosen.append(best)
+        uncovered -= gained
+    return chosen
+
+
+def cases():
+    for name, wl in WORKLOADS.items():
+        space = TEMPLATES[name].space(wl, host_target())
+        for i, config in enumerate(covering_configs(space)):
+            yield pytest.param(wl, {"algorithm": name, **config}, id=f"{name}-{i}")
+
+
+def test_every_template_has_a_workload():
+    assert set(WORKLOADS) == set(BUILTIN)
+
+
+@pytest.mark.parametrize("wl,config", list(cases()))
+def test_template_config_is_correct(wl, config):
+    assert_correct(schedule_from_config(wl, config))
+
+
+@pytest.mark.parametrize("wl", [conv2d(1, 3, 20, 20, 8, 7, stride=2, padding=3), conv2d(2, 12, 9, 9, 20, 1),
+                                conv2d(1, 6, 8, 8, 6, 3, padding=1, groups=6), conv2d(1, 10, 6, 6, 12, 3, padding=1),
+                                conv2d(1, 4, 5, 5, 4, 3, groups=2)])
+def test_default_config_is_valid_and_correct(wl):
+    config = default_config(wl)
+    assert config["algorithm"] in search_space(wl)
+    assert_correct(schedule_from_config(wl, config))
