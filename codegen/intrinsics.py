@@ -91,6 +91,42 @@ def vld(typingctx, arr, idx, lanes):  # type: ignore[no-untyped-def]
     return F32Vec(n)(arr, idx, lanes), codegen
 
 
+@intrinsic(prefer_literal=True)
+def vldmask(typingctx, arr, base, stride, lo, hi, lanes):  # type: ignore[no-untyped-def]
+    """Lane i = ``arr[base + i*stride]`` if ``lo <= i*stride < hi``, else 0.
+
+    One masked load (``vmaskmovps``) of the ``lanes*stride`` elements that
+    span the lanes, then a shuffle that keeps every ``stride``-th: border
+    lanes of a padded convolution never touch memory outside the input, and a
+    strided row costs one load instead of ``lanes``.
+    """
+    n, step = _lanes(lanes), _lanes(stride)
+    width = n * step
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        i64 = ir.IntType(64)
+        lo_v = context.cast(builder, args[3], sig.args[3], types.int64)
+        hi_v = context.cast(builder, args[4], sig.args[4], types.int64)
+        hi_v = builder.select(builder.icmp_signed("<", hi_v, ir.Constant(i64, (n - 1) * step + 1)),
+                              hi_v, ir.Constant(i64, (n - 1) * step + 1))
+        j = ir.Constant(ir.VectorType(i64, width), list(range(width)))
+        vty = ir.VectorType(ir.IntType(64), width)
+        lo_s = builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), lo_v, ir.Constant(_I32, 0)),
+                                      ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(_I32, width), [0] * width))
+        hi_s = builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), hi_v, ir.Constant(_I32, 0)),
+                                      ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(_I32, width), [0] * width))
+        mask = builder.and_(builder.icmp_signed(">=", j, lo_s), builder.icmp_signed("<", j, hi_s))
+        fty = ir.VectorType(ir.FloatType(), width)
+        ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), fty.as_pointer())
+        fnty = ir.FunctionType(fty, [fty.as_pointer(), _I32, mask.type, fty])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{width}f32.p0")
+        wide = builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(fty, None)])
+        if step == 1:
+            return wide
+        return builder.shuffle_vector(wide, wide, ir.Constant(ir.VectorType(_I32, n), [i * step for i in range(n)]))
+    return F32Vec(n)(arr, base, stride, lo, hi, lanes), codegen
+
+
 @intrinsic
 def vst(typingctx, arr, idx, vec):  # type: ignore[no-untyped-def]
     """``arr[idx : idx + lanes] = vec``."""

@@ -62,14 +62,14 @@ class Domain:
     state: ScheduleState
     ranges: Ranges
     ax: dict[str, Expr]
-    overhang: tuple[tuple[str, Expr], ...]
+    overhang: tuple[tuple[frozenset[str], str, Expr], ...]
 
     @staticmethod
     def of(state: ScheduleState) -> Domain:
         ranges = {a.name: (0, a.extent - 1) for a in state.leaf_axes()}
         roots = state.root_exprs()
         return Domain(state, ranges, {a.name: simplify(roots[a.name], ranges) for a in state.compute.axes},
-                      tuple((kind, simplify_cond(cond, ranges)) for kind, cond in state.overhang()))
+                      tuple((axes, kind, simplify_cond(cond, ranges)) for axes, kind, cond in state.overhang()))
 
     def cover(self, e: Expr, what: str) -> int:
         """One past the largest value ``e`` takes over the loop domain."""
@@ -79,20 +79,24 @@ class Domain:
         return b[1] + 1
 
     def guard(self, kinds: tuple[str, ...]) -> Expr | None:
-        return conj(*(c for kind, c in self.overhang if kind in kinds))
+        return conj(*(c for _, kind, c in self.overhang if kind in kinds))
+
+    def overruns(self, axes: set[str]) -> bool:
+        """Whether any of these compute axes runs past its extent somewhere."""
+        return any(roots & axes for roots, _, _ in self.overhang)
 
 
 def reduction_stages(d: Domain, prod: Expr, target: Buffer, target_idx: tuple[Expr, ...], finalize: Finalize,
-                     packed: bool) -> list[Stmt]:
+                     reads_safe: bool) -> list[Stmt]:
     """The scheduled loops computing ``target[target_idx] = finalize(sum(prod))``.
 
     With ``cache_write`` (or implicitly when every reduction loop is inside
     every spatial loop) each tile accumulates in a local buffer, written once;
     otherwise ``target`` is zeroed, accumulated into, then finalized.
-    ``packed``: every read is in bounds over the whole domain and reads zero
-    outside the tensors, so overhang iterations need no guard except where
-    they write ``target`` (and not even there when ``target`` covers the
-    whole domain, as scratch buffers do).
+    ``reads_safe``: every read of ``prod`` is in bounds over the whole domain
+    and past the tensors' ends reads zero (or multiplies a zero), so overhang
+    iterations need no guard except where they write ``target`` (and not even
+    there when ``target`` covers the whole domain, as scratch buffers do).
     """
     state = d.state
     order = list(state.leaves)
@@ -116,7 +120,7 @@ def reduction_stages(d: Domain, prod: Expr, target: Buffer, target_idx: tuple[Ex
         update = Store("acc", tile_idx, Load("acc", tile_idx) + prod)
         body = seq(
             nest(tile, Store("acc", tile_idx, fconst(0.0))),
-            nest(inner, _guard(None if packed else all_guard, update)),
+            nest(inner, _guard(None if reads_safe else all_guard, update)),
             nest(tile, _guard(write_guard, Store(target.name, target_idx, finalize(Load("acc", tile_idx), target_idx)))),
         )
         return [nest(order[:at + 1], Allocate(acc, body))]
@@ -207,9 +211,13 @@ def _lower_conv(state: ScheduleState) -> Kernel:
     def finalize(acc: Expr, idx: tuple[Expr, ...]) -> Expr:
         return cd.finalize(acc, dict(zip("nkpq", idx)))
 
-    packed_reads = state.data_packing is not None and state.weight_packing is not None
+    # Packed weights are zero past every edge. Packed data is too; unpacked data
+    # is read behind the padding test, which covers rows and columns but not
+    # a batch or channel index past the end.
+    reads_safe = state.weight_packing is not None and (
+        state.data_packing is not None or not d.overruns({"n", "k", "c"}))
     stages += reduction_stages(d, data_read * weight_read, cd.out, (ax["n"], ax["k"], ax["p"], ax["q"]), finalize,
-                               packed_reads)
+                               reads_safe)
     return Kernel("conv2d", tuple(params + scratch), seq(*stages), notes=state.trace)
 
 

@@ -79,7 +79,7 @@ def lower_winograd(state: ScheduleState) -> Kernel:
     data_read = Load(v.name, (ax["e"], ax["c"] // cb, ax["t"], ax["c"] % cb))
     weight_read = Load("weight", packed_weight_index(wp, ax["k"], ax["c"], ax["e"], Const(0)))
     gemm = reduction_stages(d, data_read * weight_read, mm, (ax["e"], ax["k"] // ob, ax["t"], ax["k"] % ob),
-                            lambda acc, idx: acc, packed=True)
+                            lambda acc, idx: acc, reads_safe=True)
 
     # Output transform with the epilogue: per (n, k block, tile row), tile column, pixel, lane.
     ko, ki = Var("ko"), Var("ki")

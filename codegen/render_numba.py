@@ -20,6 +20,7 @@ from ir.expr import (
     Extract,
     Lanes,
     Load,
+    MaskedLoad,
     Ramp,
     Select,
     Var,
@@ -28,7 +29,8 @@ from ir.expr import (
 from ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
 from ir.printer import expr_str
 
-INTRINSICS = ("ld", "st", "vld", "vst", "vgather", "vscatter", "vsplat", "vfromtuple", "vget",
+MAX_WIDE_STRIDE = 4
+INTRINSICS = ("ld", "st", "vld", "vldmask", "vst", "vgather", "vscatter", "vsplat", "vfromtuple", "vget",
               "vadd", "vsub", "vmul", "vmin", "vmax", "vfma", "vselect")
 FASTMATH = "{'contract', 'arcp', 'nsz', 'reassoc', 'afn'}"
 """LLVM fast-math flags that keep NaN/inf semantics ('nnan'/'ninf' are left
@@ -60,6 +62,10 @@ class _Renderer:
             return e.name
         if isinstance(e, Load):
             return self.load(e)
+        if isinstance(e, MaskedLoad):
+            idx = e.index
+            return (f"vldmask({e.buffer}, {self.expr(idx.base)}, {idx.stride}, {self.expr(e.lo)}, "  # type: ignore[attr-defined]
+                    f"{self.expr(e.hi)}, {idx.lanes})")
         if isinstance(e, BinOp):
             return self.binop(e)
         if isinstance(e, Cmp):
@@ -99,6 +105,9 @@ class _Renderer:
         if isinstance(idx, Ramp):
             if idx.stride == 1:
                 return f"vld({e.buffer}, {self.expr(idx.base)}, {idx.lanes})"
+            if 1 < idx.stride <= MAX_WIDE_STRIDE:  # one wide load and a shuffle beat `lanes` scalar loads
+                span = (idx.lanes - 1) * idx.stride + 1
+                return f"vldmask({e.buffer}, {self.expr(idx.base)}, {idx.stride}, 0, {span}, {idx.lanes})"
             return f"vgather({e.buffer}, {self.expr(idx.base)}, {idx.stride}, {idx.lanes})"
         if isinstance(idx, Lanes):
             return f"vfromtuple(({', '.join(f'ld({e.buffer}, {self.expr(i)})' for i in idx.elems)},))"

@@ -166,6 +166,23 @@ class Load(Expr):
 
 
 @dataclass(frozen=True, eq=True)
+class MaskedLoad(Expr):
+    """A vector read at ``index`` (a Ramp) in which only the lanes whose element
+    offset ``j = lane * stride`` satisfies ``lo <= j < hi`` touch memory; the
+    others are 0. What a padding test becomes when it is affine in the lane."""
+
+    buffer: str
+    index: Expr
+    lo: Expr
+    hi: Expr
+    dtype: str = FLOAT
+
+    @property
+    def lanes(self) -> int:  # type: ignore[override]
+        return self.index.lanes
+
+
+@dataclass(frozen=True, eq=True)
 class Ramp(Expr):
     """The vector ``base + stride * [0, 1, ..., lanes-1]`` (an index vector)."""
 

@@ -1,7 +1,7 @@
 """Human-readable text for expressions and loop nests (never fed to a compiler)."""
 from __future__ import annotations
 
-from ir.expr import And, BinOp, Broadcast, Cmp, Const, Expr, Extract, Lanes, Load, Not, Ramp, Select, Var
+from ir.expr import And, BinOp, Broadcast, Cmp, Const, Expr, Extract, Lanes, Load, MaskedLoad, Not, Ramp, Select, Var
 from ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
 
 _PREC = {"+": 1, "-": 1, "*": 2, "//": 2, "%": 2}
@@ -32,6 +32,8 @@ def expr_str(e: Expr, parent_prec: int = 0) -> str:
         return f"select({expr_str(e.cond)}, {expr_str(e.t)}, {expr_str(e.f)})"
     if isinstance(e, Load):
         return f"{e.buffer}[{', '.join(expr_str(i) for i in e.indices)}]"
+    if isinstance(e, MaskedLoad):
+        return f"{e.buffer}[{expr_str(e.index)} where {expr_str(e.lo)} <= j < {expr_str(e.hi)}]"
     if isinstance(e, Ramp):
         return f"ramp({expr_str(e.base)}, {e.stride}, {e.lanes})"
     if isinstance(e, Broadcast):

@@ -123,16 +123,27 @@ class ScheduleState:
                 exprs[rel.inner] = exprs[rel.fused] % inner_extent
         return exprs
 
-    def overhang(self) -> list[tuple[str, Expr]]:
-        """(axis kind, condition) for every split that does not divide its
-        parent: iterations past the parent's extent must not take effect."""
+    def roots_of(self, name: str) -> frozenset[str]:
+        """The compute axes an axis is derived from."""
+        for rel in self.relations:
+            if isinstance(rel, Split) and name in (rel.outer, rel.inner):
+                return self.roots_of(rel.parent)
+            if isinstance(rel, Fuse) and name == rel.fused:
+                return self.roots_of(rel.outer) | self.roots_of(rel.inner)
+        return frozenset({name})
+
+    def overhang(self) -> list[tuple[frozenset[str], str, Expr]]:
+        """(compute axes concerned, kind, condition) for every split that does
+        not divide its parent: iterations past the parent's extent must not
+        take effect."""
         exprs = self.root_exprs()
         out = []
         for rel in self.relations:
             if isinstance(rel, Split):
                 parent = self.axis(rel.parent)
                 if parent.extent % rel.factor:
-                    out.append((parent.kind, Cmp("<", exprs[rel.parent], Const(parent.extent))))
+                    out.append((self.roots_of(rel.parent), parent.kind,
+                                Cmp("<", exprs[rel.parent], Const(parent.extent))))
         return out
 
     def spatial_leaves(self) -> list[IterVar]:

@@ -22,11 +22,15 @@ from ir.expr import (
     Extract,
     Lanes,
     Load,
+    MaskedLoad,
     Ramp,
     Select,
     Var,
     conj,
     conjuncts,
+    emax,
+    emin,
+    fconst,
     free_vars,
     substitute,
 )
@@ -81,8 +85,11 @@ def vectorize_expr(e: Expr, ctx: _Lanes) -> Expr:
     if isinstance(e, Select):
         value_test = isinstance(e.cond, Cmp) and e.cond.a.dtype == FLOAT
         if v in free_vars(e.cond) and not value_test:
-            # An index test (e.g. padding): lanes may read different buffers
-            # or nothing at all, so each lane is evaluated on its own.
+            # An index test (e.g. padding): a masked load when the test is a
+            # range of lanes, else each lane is evaluated on its own.
+            masked = _masked_load(e, ctx)
+            if masked is not None:
+                return masked
             return Lanes(tuple(_at_lane(_lane_of_temps(e, ctx, i), v, i) for i in range(lanes)))
         cond = e.cond
         if isinstance(cond, Cmp):
@@ -91,6 +98,39 @@ def vectorize_expr(e: Expr, ctx: _Lanes) -> Expr:
     if isinstance(e, BinOp) and e.dtype == FLOAT:
         return BinOp(e.op, _widen(vectorize_expr(e.a, ctx), lanes), _widen(vectorize_expr(e.b, ctx), lanes))
     raise ScheduleError(f"vectorize: cannot vectorize expression {e} over '{v}'")
+
+
+def _masked_load(e: Select, ctx: _Lanes) -> Expr | None:
+    """``select(cond, load, 0)`` with ``cond`` a conjunction of bounds on the
+    load's own (affine, positive-stride) offset: a masked vector load."""
+    if not (isinstance(e.t, Load) and isinstance(e.f, Const) and e.f.value == 0.0):
+        return None
+    index = _vector_index(e.t.indices[0], ctx.v, ctx.lanes)
+    if not (isinstance(index, Ramp) and index.stride > 0):
+        return None
+    lows: list[Expr] = [Const(0)]
+    highs: list[Expr] = [Const(ctx.lanes * index.stride)]
+    uniform: list[Expr] = []
+    for c in conjuncts(e.cond):
+        if ctx.v not in free_vars(c):
+            uniform.append(c)
+            continue
+        if not (isinstance(c, Cmp) and c.op in ("<", "<=", ">", ">=")):
+            return None
+        lin = linear(simplify(c.a - c.b))  # the test is  coef*v + rest  OP  0
+        if lin.terms.get(Var(ctx.v)) != index.stride or any(
+                ctx.v in free_vars(a) for a in lin.terms if a != Var(ctx.v)):
+            return None
+        rest = simplify(substitute(c.a - c.b, {ctx.v: Const(0)}))  # in element units j = v * stride
+        bound = {">=": Const(0) - rest, ">": Const(1) - rest, "<": Const(0) - rest, "<=": Const(1) - rest}[c.op]
+        (lows if c.op in (">=", ">") else highs).append(simplify(bound))
+    lo, hi = lows[0], highs[0]
+    for x in lows[1:]:
+        lo = emax(lo, x)
+    for x in highs[1:]:
+        hi = emin(hi, x)
+    load = MaskedLoad(e.t.buffer, index, lo, hi)
+    return load if not uniform else Select(conj(*uniform), load, Broadcast(fconst(0.0), ctx.lanes))
 
 
 def _lane_of_temps(e: Expr, ctx: _Lanes, lane: int) -> Expr:

@@ -45,7 +45,7 @@ def search_space(wl: Conv2D, target: CpuTarget | None = None) -> dict[str, Space
 
 def default_algorithm(wl: Conv2D) -> str:
     if depthwise.applies(wl):
-        return depthwise.CHANNELS
+        return depthwise.WIDTH
     if wl.R == wl.S == 1:
         return gemm.NAME
     if winograd.applies(wl):

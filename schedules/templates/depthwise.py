@@ -2,9 +2,9 @@
 
 - ``depthwise_c``: data in NCHW[kb]c, a vector of ``kb`` channels per output
   pixel; weights are vectors too. Any stride costs the same.
-- ``depthwise_w``: data kept NCHW (padded), a vector along the output row,
-  one weight broadcast per tap; stores are contiguous, but stride > 1 turns
-  the input reads into gathers.
+- ``depthwise_w``: the NCHW input read in place, a vector along the output
+  row, one weight broadcast per tap; border lanes are masked loads, strided
+  rows one wide load and a shuffle, stores contiguous. No copy of the input.
 
 Depthwise layers do ~9 FMAs per output, so reads and writes, not FMAs, bound
 them; the two layouts trade those differently and tuning picks.
@@ -78,8 +78,7 @@ def width_space(wl: Conv2D, target: CpuTarget) -> Space:
 
 def width_schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
     sch = Schedule(wl)
-    sch.pack_data(1)
-    sch.pack_weights(1, 1)
+    sch.pack_weights(1, 1)  # the input is read in place: masked loads at the borders
     po, pi = sch.split("p", c["ohb"])
     qo, qt = sch.split("q", c["vw"] * c["nv"])
     qm, qi = sch.split(qt, c["vw"])
