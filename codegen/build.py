@@ -1,6 +1,8 @@
 """The pipeline: schedule -> loop nest -> passes -> Numba source -> compiled kernel."""
 from __future__ import annotations
 
+import os
+
 
 from codegen.kernel import CompiledKernel
 from codegen.kernel_cache import CODEGEN_VERSION, compile_source
@@ -43,7 +45,10 @@ def source(schedule: Schedule | ScheduleState, target: str = "cpu") -> str:
         *(f"  {t}" for t in state.trace),
         f"codegen {CODEGEN_VERSION}",
     ]
-    return render(lower_schedule(state), header)
+    check = os.environ.get("CONVTUNE_CHECK_BOUNDS", "") not in ("", "0")
+    if check:
+        header.append("bounds-checked build (CONVTUNE_CHECK_BOUNDS): every access raises IndexError if out of range")
+    return render(lower_schedule(state), header, check_bounds=check)
 
 
 def build(schedule: Schedule | ScheduleState, target: str = "cpu") -> CompiledKernel:

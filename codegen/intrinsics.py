@@ -18,7 +18,7 @@ by reference, so this module must stay importable under the same name.
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, models, register_model
@@ -273,3 +273,12 @@ def call_stage(typingctx, addr, index, bufs):  # type: ignore[no-untyped-def]
         context.call_conv.call_function(builder, fnptr, types.void, argtys, vals)
         return context.get_dummy_value()
     return types.void(addr, index, bufs), codegen
+
+
+@njit(cache=True)
+def checked(arr, first, last):  # type: ignore[no-untyped-def]
+    """``first`` if elements ``first..last`` of ``arr`` exist, else IndexError.
+    Kernels rendered with ``CONVTUNE_CHECK_BOUNDS=1`` wrap every access in it."""
+    if first < 0 or last >= arr.shape[0]:
+        raise IndexError("convtune kernel accessed memory outside a buffer")
+    return first

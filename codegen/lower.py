@@ -177,7 +177,7 @@ def _lower_conv(state: ScheduleState) -> Kernel:
         n, ch = coords[0], coords[1]
         pq = ax["p"] * wl.Q + ax["q"]
         packed = Buffer("data_packed", im2col_shape(
-            packing, wl.N, max(wl.C, d.cover(ch, "input channel")), max(wl.R, d.cover(ax["r"], "kernel row")),
+            packing, max(wl.N, d.cover(n, "batch")), max(wl.C, d.cover(ch, "input channel")), max(wl.R, d.cover(ax["r"], "kernel row")),
             max(wl.S, d.cover(ax["s"], "kernel column")), max(wl.P * wl.Q, d.cover(pq, "output pixel"))))
         scratch.append(packed)
         data_read: Expr = Load(packed.name, im2col_index(packing, n, ch, ax["r"], ax["s"], pq))
@@ -186,7 +186,7 @@ def _lower_conv(state: ScheduleState) -> Kernel:
         n, ch, h, w = coords
         h, w = h + wl.padding[0], w + wl.padding[1]
         packed = Buffer("data_packed", packed_data_shape(
-            packing, wl.N, max(wl.C, d.cover(ch, "input channel")),
+            packing, max(wl.N, d.cover(n, "batch")), max(wl.C, d.cover(ch, "input channel")),
             max(wl.H + wl.padding[0] + wl.padding[2], d.cover(h, "input row")),
             max(wl.W + wl.padding[1] + wl.padding[3], d.cover(w, "input column"))))
         scratch.append(packed)
@@ -234,8 +234,8 @@ def pack_stage(wl: Conv2D, block: int, packed: Buffer) -> Stmt:
     """data_packed[n, cb, h, w, ci] = data[n, cb*B + ci, h - pt, w - pl], zero outside."""
     n, cb, h, w, ci = (Var(x) for x in ("n", "cb", "h", "w", "ci"))
     ch, y, x = cb * block + ci, h - wl.padding[0], w - wl.padding[1]
-    inside = conj(Cmp("<", ch, Const(wl.C)), Cmp(">=", y, Const(0)), Cmp("<", y, Const(wl.H)),
-                  Cmp(">=", x, Const(0)), Cmp("<", x, Const(wl.W)))
+    inside = conj(Cmp("<", n, Const(wl.N)), Cmp("<", ch, Const(wl.C)), Cmp(">=", y, Const(0)),
+                  Cmp("<", y, Const(wl.H)), Cmp(">=", x, Const(0)), Cmp("<", x, Const(wl.W)))
     value = Select(inside, Load("data", (n, ch, y, x)), fconst(0.0))  # type: ignore[arg-type]
     return elementwise(packed.shape, ("n", "cb", "h", "w", "ci"), Store(packed.name, (n, cb, h, w, ci), value))
 
@@ -246,7 +246,8 @@ def _im2col_stage(wl: Conv2D, block: int, packed: Buffer) -> Stmt:
     ch = cb * block + ci
     y = (pq // wl.Q) * wl.stride[0] + r * wl.dilation[0] - wl.padding[0]
     x = (pq % wl.Q) * wl.stride[1] + s * wl.dilation[1] - wl.padding[1]
-    inside = conj(Cmp("<", ch, Const(wl.C)), Cmp("<", r, Const(wl.R)), Cmp("<", s, Const(wl.S)),
+    inside = conj(Cmp("<", n, Const(wl.N)), Cmp("<", ch, Const(wl.C)), Cmp("<", r, Const(wl.R)),
+                  Cmp("<", s, Const(wl.S)),
                   Cmp("<", pq, Const(wl.P * wl.Q)), Cmp(">=", y, Const(0)), Cmp("<", y, Const(wl.H)),
                   Cmp(">=", x, Const(0)), Cmp("<", x, Const(wl.W)))
     value = Select(inside, Load("data", (n, ch, y, x)), fconst(0.0))  # type: ignore[arg-type]

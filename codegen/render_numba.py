@@ -30,7 +30,7 @@ from ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind
 from ir.printer import expr_str
 
 MAX_WIDE_STRIDE = 4
-INTRINSICS = ("ld", "st", "vld", "vldmask", "vst", "vgather", "vscatter", "vsplat", "vfromtuple", "vget",
+INTRINSICS = ("checked", "ld", "st", "vld", "vldmask", "vst", "vgather", "vscatter", "vsplat", "vfromtuple", "vget",
               "vadd", "vsub", "vmul", "vmin", "vmax", "vfma", "vselect")
 FASTMATH = "{'contract', 'arcp', 'nsz', 'reassoc', 'afn'}"
 """LLVM fast-math flags that keep NaN/inf semantics ('nnan'/'ninf' are left
@@ -44,9 +44,22 @@ class RenderError(ValueError):
 
 
 class _Renderer:
-    def __init__(self) -> None:
+    def __init__(self, check_bounds: bool) -> None:
         self.consts: dict[float, str] = {}
         self.temps = 0
+        self.check_bounds = check_bounds
+
+    def at(self, buf: str, first: Expr, span: int = 1, lo: Expr | None = None, hi: Expr | None = None) -> str:
+        """The offset of an access touching elements first..first+span-1 (of
+        which, for a masked load, only lo..hi-1): checked in debug builds."""
+        off = self.expr(first)
+        if not self.check_bounds:
+            return off
+        if lo is None:
+            return f"checked({buf}, {off}, {off} + {span - 1})"
+        lo_s, hi_s = self.expr(lo), self.expr(hi)  # type: ignore[arg-type]
+        return (f"({off} if {lo_s} >= min({hi_s}, {span}) else "
+                f"checked({buf}, {off} + max({lo_s}, 0), {off} + min({hi_s}, {span}) - 1) - max({lo_s}, 0))")
 
     def const(self, value: float) -> str:
         if value not in self.consts:
@@ -64,8 +77,9 @@ class _Renderer:
             return self.load(e)
         if isinstance(e, MaskedLoad):
             idx = e.index
-            return (f"vldmask({e.buffer}, {self.expr(idx.base)}, {idx.stride}, {self.expr(e.lo)}, "  # type: ignore[attr-defined]
-                    f"{self.expr(e.hi)}, {idx.lanes})")
+            span = (idx.lanes - 1) * idx.stride + 1  # type: ignore[attr-defined]
+            at = self.at(e.buffer, idx.base, span, e.lo, e.hi)  # type: ignore[attr-defined]
+            return f"vldmask({e.buffer}, {at}, {idx.stride}, {self.expr(e.lo)}, {self.expr(e.hi)}, {idx.lanes})"  # type: ignore[attr-defined]
         if isinstance(e, BinOp):
             return self.binop(e)
         if isinstance(e, Cmp):
@@ -103,15 +117,16 @@ class _Renderer:
     def load(self, e: Load) -> str:
         idx = e.indices[0]
         if isinstance(idx, Ramp):
+            span = (idx.lanes - 1) * idx.stride + 1
+            at = self.at(e.buffer, idx.base, span)
             if idx.stride == 1:
-                return f"vld({e.buffer}, {self.expr(idx.base)}, {idx.lanes})"
+                return f"vld({e.buffer}, {at}, {idx.lanes})"
             if 1 < idx.stride <= MAX_WIDE_STRIDE:  # one wide load and a shuffle beat `lanes` scalar loads
-                span = (idx.lanes - 1) * idx.stride + 1
-                return f"vldmask({e.buffer}, {self.expr(idx.base)}, {idx.stride}, 0, {span}, {idx.lanes})"
-            return f"vgather({e.buffer}, {self.expr(idx.base)}, {idx.stride}, {idx.lanes})"
+                return f"vldmask({e.buffer}, {at}, {idx.stride}, 0, {span}, {idx.lanes})"
+            return f"vgather({e.buffer}, {at}, {idx.stride}, {idx.lanes})"
         if isinstance(idx, Lanes):
-            return f"vfromtuple(({', '.join(f'ld({e.buffer}, {self.expr(i)})' for i in idx.elems)},))"
-        return f"ld({e.buffer}, {self.expr(idx)})"
+            return f"vfromtuple(({', '.join(f'ld({e.buffer}, {self.at(e.buffer, i)})' for i in idx.elems)},))"
+        return f"ld({e.buffer}, {self.at(e.buffer, idx)})"
 
     def stmt(self, s: Stmt, depth: int) -> list[str]:
         pad = "    " * depth
@@ -138,15 +153,16 @@ class _Renderer:
     def store(self, s: Store, pad: str) -> list[str]:
         idx, value = s.indices[0], self.expr(s.value)
         if isinstance(idx, Ramp):
+            at = self.at(s.buffer, idx.base, (idx.lanes - 1) * idx.stride + 1)
             if idx.stride == 1:
-                return [f"{pad}vst({s.buffer}, {self.expr(idx.base)}, {value})"]
-            return [f"{pad}vscatter({s.buffer}, {self.expr(idx.base)}, {idx.stride}, {value})"]
+                return [f"{pad}vst({s.buffer}, {at}, {value})"]
+            return [f"{pad}vscatter({s.buffer}, {at}, {idx.stride}, {value})"]
         if isinstance(idx, Lanes):
             self.temps += 1
             tmp = f"_v{self.temps}"
             return [f"{pad}{tmp} = {value}"] + [
-                f"{pad}st({s.buffer}, {self.expr(i)}, vget({tmp}, {lane}))" for lane, i in enumerate(idx.elems)]
-        return [f"{pad}st({s.buffer}, {self.expr(idx)}, {value})"]
+                f"{pad}st({s.buffer}, {self.at(s.buffer, i)}, vget({tmp}, {lane}))" for lane, i in enumerate(idx.elems)]
+        return [f"{pad}st({s.buffer}, {self.at(s.buffer, idx)}, {value})"]
 
 
 def _stages(k: Kernel) -> list[tuple[str, int, Stmt]]:
@@ -162,14 +178,14 @@ def _stages(k: Kernel) -> list[tuple[str, int, Stmt]]:
     return out
 
 
-def render(k: Kernel, header: list[str]) -> str:
+def render(k: Kernel, header: list[str], check_bounds: bool = False) -> str:
     """The module source; ``header`` lines become leading comments.
 
     Each stage becomes a serial function ``stageN(i, *buffers)``; the module's
     ``STAGES`` lists (name, extent) and ``codegen.launch.run_stages`` runs
     stage N for ``i in prange(extent)``, in order.
     """
-    r = _Renderer()
+    r = _Renderer(check_bounds)
     functions: list[str] = []
     stages = []
     for n, (var, extent, body) in enumerate(_stages(k)):

@@ -72,3 +72,16 @@ def test_everything_prints(kernel):
     assert src == kernel.source
     assert "vfma(" in src and "def stage1(n_k_o_p" in src
     compile(src, "<generated>", "exec")  # valid Python
+
+
+def test_bounds_checked_build_raises_instead_of_corrupting_memory(monkeypatch, rng):
+    monkeypatch.setenv("CONVTUNE_CHECK_BOUNDS", "1")
+    wl = conv2d(1, 8, 6, 6, 8, 3, padding=1)
+    kernel = build(packed_schedule(wl))
+    assert "checked(" in kernel.source
+    x = random_inputs(wl, rng)
+    conv = kernel.prepare(x.weight)
+    conv(x.data)  # in range: runs
+    conv._scratch["data_packed"] = np.empty(10, np.float32)  # sabotage: scratch far too small
+    with pytest.raises(IndexError, match="outside a buffer"):
+        conv(x.data)

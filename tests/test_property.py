@@ -3,6 +3,8 @@ reference result. Illegal steps must be refused by the primitive itself (a
 ScheduleError); what is left is a legal schedule that must build and be right."""
 import os
 
+import pytest
+
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
@@ -65,6 +67,13 @@ def apply(sch: Schedule, action: str, a: int, b: int) -> None:
         sch.pack_data(1 + a % 8)
     elif action == "pack_weights":
         sch.pack_weights(1 + a % 8, 1 + b % 8)
+
+
+@pytest.fixture(autouse=True)
+def bounds_checked_kernels(monkeypatch):
+    """Raw-pointer kernels would read past a buffer silently: here every
+    access is checked at run time and raises IndexError instead."""
+    monkeypatch.setenv("CONVTUNE_CHECK_BOUNDS", "1")
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
