@@ -270,7 +270,9 @@ def call_stage(typingctx, addr, index, bufs):  # type: ignore[no-untyped-def]
         vals += [builder.extract_value(tup_v, i) for i in range(len(argtys) - 1)]
         fnty = context.call_conv.get_function_type(types.void, argtys)
         fnptr = builder.inttoptr(addr_v, fnty.as_pointer())
-        context.call_conv.call_function(builder, fnptr, types.void, argtys, vals)
+        status, _ = context.call_conv.call_function(builder, fnptr, types.void, argtys, vals)
+        with cgutils.if_unlikely(builder, status.is_error):  # a stage's exception is not swallowed
+            context.call_conv.return_status_propagate(builder, status)
         return context.get_dummy_value()
     return types.void(addr, index, bufs), codegen
 

@@ -98,5 +98,5 @@ class PreparedConv:
                              f"got {out.dtype} {out.shape}")
         args["out"] = out.reshape(-1)
         compiled = self.kernel.compiled
-        run_stages(compiled.addresses, compiled.extents, tuple(args[n] for n in self._order))
+        run_stages(compiled.checked)(compiled.addresses, compiled.extents, tuple(args[n] for n in self._order))
         return out

@@ -25,7 +25,7 @@ from numba import types
 
 _HERE = Path(__file__).parent
 CODEGEN_VERSION = hashlib.sha256(
-    b"".join((_HERE / f).read_bytes() for f in ("intrinsics.py", "render_numba.py"))).hexdigest()[:12]
+    b"".join((_HERE / f).read_bytes() for f in ("intrinsics.py", "render_numba.py", "launch.py"))).hexdigest()[:12]
 
 _loaded: dict[str, Any] = {}
 
@@ -49,6 +49,8 @@ class CompiledModule:
     """Time to compile (or load from the disk cache) in this process."""
     disk_cache_hit: bool
     """True when numba loaded machine code compiled by an earlier process."""
+    checked: bool = False
+    """Bounds-checked build (``CONVTUNE_CHECK_BOUNDS``)."""
 
 
 def _address(dispatcher: Any, sig: tuple) -> int:
@@ -56,26 +58,37 @@ def _address(dispatcher: Any, sig: tuple) -> int:
     return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
 
 
-def compile_source(source: str) -> CompiledModule:
-    """Import a generated module and compile its stages for flat float32 arrays."""
+def load_module(source: str, prefix: str) -> Any:
+    """Import generated source from ``<cache dir>/<prefix>_<hash>.py``
+    (written atomically, once)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:24]
-    if digest in _loaded:
-        return _loaded[digest]
+    name = f"convtune_{prefix}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
     directory = cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"k_{digest}.py"
+    path = directory / f"{prefix}_{digest}.py"
     if not path.exists():
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(source)
         os.replace(tmp, path)
-    name = f"convtune_kernel_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     # Numba keys its cache on the function's module: it must be findable in
     # sys.modules, or numba treats the function as dynamic and cannot reload it.
     sys.modules[name] = module
     spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def compile_source(source: str) -> CompiledModule:
+    """Import a generated module and compile its stages for flat float32 arrays."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:24]
+    if digest in _loaded:
+        return _loaded[digest]
+    module = load_module(source, "k")
+    path = Path(module.__file__)
     sig = (types.int64,) + (types.Array(types.float32, 1, "C"),) * len(module.BUFFERS)
     start = time.perf_counter()
     dispatchers = tuple(getattr(module, stage) for stage, _ in module.STAGES)
@@ -85,6 +98,6 @@ def compile_source(source: str) -> CompiledModule:
     hit = all(sum(d.stats.cache_hits.values()) > 0 for d in dispatchers)
     compiled = CompiledModule(
         dispatchers, np.array([_address(d, sig) for d in dispatchers], np.int64),
-        np.array([extent for _, extent in module.STAGES], np.int64), path, seconds, hit)
+        np.array([extent for _, extent in module.STAGES], np.int64), path, seconds, hit, module.CHECKED)
     _loaded[digest] = compiled
     return compiled

@@ -207,6 +207,7 @@ def render(k: Kernel, header: list[str], check_bounds: bool = False) -> str:
         f"from codegen.intrinsics import {', '.join(INTRINSICS)}",
         "",
         f"BUFFERS = ({', '.join(repr(b.name) for b in k.params)},)",
+        f"CHECKED = {check_bounds}",
         f"STAGES = ({', '.join(stages)},)",
         "",
     ]
