@@ -125,6 +125,22 @@ def make_sampler(strategy: str, grid: Optional[list[Config]], seed: Optional[int
     raise ValueError(f"strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
 
 
+def _open_study(name: str, storage: str, sampler: optuna.samplers.BaseSampler, attempts: int = 5) -> optuna.Study:
+    """Create or load the study. Workers started together on a fresh database
+    race to create Optuna's tables; the loser retries after a short wait."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="maximize",
+                                       load_if_exists=True)
+        except sqlalchemy.exc.SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -207,8 +223,7 @@ def tune(
     study_name = f"convtune-{_digest(workload.key, 12)}-{_digest(target.key, 6)}-{strategy}-{space_id}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     Path(log).parent.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(study_name=study_name, storage=storage or default_storage(log),
-                                sampler=make_sampler(strategy, grid, seed), direction="maximize", load_if_exists=True)
+    study = _open_study(study_name, storage or default_storage(log), make_sampler(strategy, grid, seed))
     study.set_user_attr("workload", workload.key)
     study.set_user_attr("target", target.key)
     cache: dict[str, Record] = {}
