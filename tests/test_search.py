@@ -18,13 +18,14 @@ from tuner import records
 from tuner.measure import MeasureOptions, Measurer, MeasureResult
 from tuner.search import default_storage, tune
 
-WL = conv2d(1, 8, 8, 8, 16, 3, padding=1)
+WL = conv2d(1, 8, 8, 8, 32, 3, padding=1)
 FAST = MeasureOptions(repeats=2, min_repeat_seconds=0.002, timeout=60)
 
 
 def small_space():
     space = search_space(WL, host_target())["direct"]
-    return {"direct": space.restrict(cb=(4, 8), kb=(8, 16), owb=(2, 3, 4, 8), ohb=(1, 2), reduction_order=("c_rs",),
+    kbs = next(k.values for k in space.knobs if k.name == "kb")[:2]  # one and two vectors of this machine
+    return {"direct": space.restrict(cb=(4, 8), kb=kbs, owb=(2, 3, 4, 8), ohb=(1, 2), reduction_order=("c_rs",),
                                      unroll_s=(False,), parallel=("nkp",))}
 
 

@@ -9,8 +9,9 @@ import pytest
 
 from conftest import assert_correct
 from ir import conv2d
-from schedules.target import host_target
+from schedules.target import CpuTarget, host_target
 from schedules.templates import BUILTIN, TEMPLATES, default_config, schedule_from_config, search_space
+from tuner.suites import load_suite
 
 WORKLOADS = {
     "direct": conv2d(1, 16, 10, 14, 32, 3, padding=1, bias=True, activation="relu"),
@@ -73,3 +74,28 @@ def test_depthwise_rows_read_the_input_in_place(wl):
     body = source(sch).split("def stage0", 1)[1]
     assert "vldmask(data," in body and "data_packed" not in body and "vfromtuple(" not in body
     assert_correct(sch)
+
+
+AVX2 = CpuTarget("haswell", ("avx2", "fma", "avx"), vector_lanes=8, vector_registers=16, cores=2)
+AVX512 = CpuTarget("znver5", ("avx512f", "avx512bw", "avx512vl", "avx2", "fma", "avx"), vector_lanes=16,
+                   vector_registers=32, cores=2)
+
+
+@pytest.mark.parametrize("target", [AVX2, AVX512], ids=["avx2", "avx512"])
+@pytest.mark.parametrize("suite", ["resnet18", "mobilenetv2_dw", "resnet50_b32"])
+def test_every_space_and_default_is_valid_on_every_isa(target, suite):
+    """Spaces depend on the target (vector width, register count): a default
+    that only fits one ISA would break tuning on the other machines."""
+    for layer in load_suite(suite)[1]:
+        spaces = search_space(layer.workload, target)  # a Space refuses an invalid default when built
+        config = default_config(layer.workload, target)
+        assert config["algorithm"] in spaces
+        assert spaces[config["algorithm"]].invalid_reason(config) is None
+
+
+@pytest.mark.parametrize("target", [AVX2, AVX512], ids=["avx2", "avx512"])
+def test_kernels_for_another_isa_still_compute_correctly(target):
+    """A kernel sized for the other vector width still runs here: LLVM
+    legalises the vectors, so only speed, never the result, depends on it."""
+    wl = WORKLOADS["direct"]
+    assert_correct(schedule_from_config(wl, default_config(wl, target), target))

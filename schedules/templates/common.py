@@ -42,6 +42,14 @@ def register_constraint(target: CpuTarget, tile: str, block: str, rows: str | No
     return Constraint(f"the register tile must fit {target.vector_registers} vector registers", holds)
 
 
+def tile_sizes(extent: int, target: CpuTarget) -> tuple[int, ...]:
+    """Candidate register-tile lengths: up to what one vector of accumulators
+    per element leaves of the register file (14 on AVX2, 30 on AVX-512), and
+    never past the extent being tiled. The register constraint prunes the
+    lengths too big for wider output-channel blocks."""
+    return tuple(range(1, min(extent, target.vector_registers - 2) + 1))
+
+
 def best_tile(extent: int, limit: int) -> int:
     """The tile size <= limit with the most useful elements per tile (a big
     tile reuses each loaded operand more; a ragged last tile wastes work).

@@ -15,7 +15,7 @@ from ir.workload import Conv2D
 from schedules.schedule import Schedule
 from schedules.space import Config, Constraint, Knob, Space
 from schedules.target import CpuTarget
-from schedules.templates.common import best_tile, fits_registers, register_constraint, vector_blocks
+from schedules.templates.common import best_tile, fits_registers, register_constraint, tile_sizes, vector_blocks
 
 CHANNELS = "depthwise_c"
 WIDTH = "depthwise_w"
@@ -40,7 +40,7 @@ def channels_space(wl: Conv2D, target: CpuTarget) -> Space:
     owb = best_tile(wl.Q, max(1, (target.vector_registers - vecs - 1) // vecs))
     default = {"kb": kb, "owb": owb, "ohb": 1, "unroll_rs": True, "parallel": "nkp"}
     knobs = (Knob("kb", kbs, "channels per vector (block of the packed data)"),
-             Knob("owb", tuple(range(1, min(wl.Q, 14) + 1)), "output columns per register tile"),
+             Knob("owb", tile_sizes(wl.Q, target), "output columns per register tile"),
              *_tail_knobs(wl))
     return Space(CHANNELS, knobs, (register_constraint(target, "owb", "kb", "ohb"),), default)
 

@@ -11,7 +11,7 @@ from ir.workload import Conv2D
 from schedules.schedule import Schedule
 from schedules.space import Config, Knob, Space
 from schedules.target import CpuTarget
-from schedules.templates.common import best_tile, channel_blocks, register_constraint, vector_blocks
+from schedules.templates.common import best_tile, channel_blocks, register_constraint, tile_sizes, vector_blocks
 
 NAME = "direct"
 
@@ -32,7 +32,7 @@ def space(wl: Conv2D, target: CpuTarget) -> Space:
     knobs = (
         Knob("cb", channel_blocks(wl.Cg), "input-channel block of the packed data (innermost reduction)"),
         Knob("kb", kbs, "output-channel block: the vector axis of the register tile"),
-        Knob("owb", tuple(range(1, min(wl.Q, 14) + 1)), "output columns per register tile"),
+        Knob("owb", tile_sizes(wl.Q, target), "output columns per register tile"),
         Knob("ohb", tuple(h for h in (1, 2, 3, 4) if h <= wl.P), "output rows per register tile"),
         Knob("reduction_order", ("c_rs", "rs_c"), "channel blocks outside (c_rs) or inside (rs_c) the kernel taps"),
         Knob("unroll_s", (False, True), "unroll the kernel-width loop"),

@@ -15,7 +15,7 @@ from ir.workload import Conv2D
 from schedules.schedule import Schedule
 from schedules.space import Config, Knob, Space
 from schedules.target import CpuTarget
-from schedules.templates.common import best_tile, channel_blocks, register_constraint, vector_blocks
+from schedules.templates.common import best_tile, channel_blocks, register_constraint, tile_sizes, vector_blocks
 
 NAME = "gemm"
 
@@ -36,7 +36,7 @@ def space(wl: Conv2D, target: CpuTarget) -> Space:
     knobs = (
         Knob("cb", channel_blocks(wl.Cg), "input-channel block (innermost reduction)"),
         Knob("kb", kbs, "output-channel block: the vector axis of the register tile"),
-        Knob("tb", tuple(range(1, min(pixels, 14) + 1)), "output pixels per register tile"),
+        Knob("tb", tile_sizes(pixels, target), "output pixels per register tile"),
         Knob("reduction_order", ("c_rs", "rs_c"), "channel blocks outside or inside the kernel taps"),
         Knob("unroll_s", (False, True), "unroll the kernel-width loop"),
     )

@@ -14,7 +14,7 @@ from ir.workload import Conv2D
 from schedules.schedule import Schedule
 from schedules.space import Config, Knob, Space
 from schedules.target import CpuTarget
-from schedules.templates.common import best_tile, channel_blocks, register_constraint, vector_blocks
+from schedules.templates.common import best_tile, channel_blocks, register_constraint, tile_sizes, vector_blocks
 
 NAME = "winograd"
 
@@ -32,7 +32,7 @@ def space(wl: Conv2D, target: CpuTarget) -> Space:
         Knob("m", (2, 4), "output tile size: F(2x2, 3x3) or F(4x4, 3x3)"),
         Knob("cb", channel_blocks(wl.C), "input-channel block (vector width of the input transform)"),
         Knob("kb", kbs, "output-channel block: the vector axis of the GEMM tile"),
-        Knob("tb", tuple(range(1, min(tiles, 14) + 1)), "tiles per register tile"),
+        Knob("tb", tile_sizes(tiles, target), "tiles per register tile"),
     )
     return Space(NAME, knobs, (register_constraint(target, "tb", "kb"),), default)
 
