@@ -24,6 +24,8 @@ def test_parse_conv():
     wl = parse_conv("N=2,C=8,H=9,W=7,K=4,R=3,S=1,stride=1:2,pad=same,dilation=2,groups=4")
     assert (wl.N, wl.C, wl.K, wl.S, wl.stride, wl.dilation, wl.groups) == (2, 8, 4, 1, (1, 2), (2, 2), 4)
     assert parse_conv("N=1,C=3,H=5,W=5,K=4,R=3,pad=0:1:2:0").padding == (0, 1, 2, 0)
+    fused = parse_conv("N=1,C=3,H=5,W=5,K=4,R=3,bias=1,residual=1,act=relu6")
+    assert fused.bias and fused.residual and fused.activation.kind == "clip"
 
 
 @pytest.mark.parametrize("args,message", [

@@ -7,12 +7,41 @@ from pathlib import Path
 from typing import Sequence
 
 
+def _search_bench(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    from tuner.search_bench import plot, run_search_bench, to_json
+
+    workdir = Path(args.search_dir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tol = 0.05
+    results = run_search_bench(workdir, seeds=args.seeds, tolerance=tol, on_layer=lambda r: console.print(
+        f"  {r.name}: grid of {r.grid_size} measured, best {r.grid_best:.1f} GFLOP/s", highlight=False))
+    table = Table(title=f"trials to reach {100 - 100 * tol:.0f}% of the exhaustive grid's best "
+                        f"(median over {args.seeds} seeds; grid measured once, strategies replayed on it)")
+    for col in ("layer", "grid size", "grid best GFLOP/s", "random", "tpe", "tpe / grid"):
+        table.add_column(col, justify="right")
+    for r in results:
+        rnd, tpe = r.median_trials("random", tol), r.median_trials("tpe", tol)
+        table.add_row(r.name, str(r.grid_size), f"{r.grid_best:.1f}", f"{rnd:g}", f"{tpe:g}",
+                      f"{100 * tpe / r.grid_size:.0f}%")
+    console.print(table)
+    plot(results, workdir / "search_efficiency.png")
+    (workdir / "search_efficiency.json").write_text(to_json(results, tol))
+    console.print(f"plot: {workdir / 'search_efficiency.png'}; numbers: {workdir / 'search_efficiency.json'}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from tuner.bench import render_table, run_bench
 
     console = Console(width=None if sys.stdout.isatty() else 200)
+    if args.search:
+        return _search_bench(args, console)
+    if not args.suite:
+        raise ValueError("give a suite (or --search)")
     configs = None
     if args.log:
         from tuner.dispatch import ApplyHistoryBest
@@ -31,11 +60,11 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-CONV_KEYS = ("N", "C", "H", "W", "K", "R", "S", "stride", "pad", "dilation", "groups")
+CONV_KEYS = ("N", "C", "H", "W", "K", "R", "S", "stride", "pad", "dilation", "groups", "bias", "residual", "act")
 
 
 def parse_conv(spec: str):  # type: ignore[no-untyped-def]
-    """``N=1,C=64,H=56,W=56,K=64,R=3,S=3,stride=1,pad=1[,dilation=1,groups=1]``;
+    """``N=1,C=64,H=56,W=56,K=64,R=3,S=3,stride=1,pad=1[,dilation=1,groups=1,bias=1,residual=1,act=relu]``;
     pairs as ``1:2``, padding also as ``same``/``valid`` or ``top:left:bottom:right``."""
     from ir.workload import conv2d
 
@@ -45,7 +74,7 @@ def parse_conv(spec: str):  # type: ignore[no-untyped-def]
         key = key.strip()
         if not sep or key not in CONV_KEYS:
             raise ValueError(f"--conv: expected KEY=VALUE with KEY in {', '.join(CONV_KEYS)}, got {part!r}")
-        if key == "pad" and value in ("same", "valid", "same_lower"):
+        if (key == "pad" and value in ("same", "valid", "same_lower")) or key == "act":
             fields[key] = value
             continue
         try:
@@ -58,7 +87,8 @@ def parse_conv(spec: str):  # type: ignore[no-untyped-def]
         raise ValueError(f"--conv: missing {', '.join(missing)}")
     return conv2d(fields["N"], fields["C"], fields["H"], fields["W"], fields["K"], fields["R"], fields.get("S"),
                   stride=fields.get("stride", 1), padding=fields.get("pad", 0),
-                  dilation=fields.get("dilation", 1), groups=fields.get("groups", 1))
+                  dilation=fields.get("dilation", 1), groups=fields.get("groups", 1), bias=bool(fields.get("bias", 0)),
+                  residual=bool(fields.get("residual", 0)), activation=fields.get("act"))
 
 
 def _workloads(args: argparse.Namespace) -> list[tuple[str, object]]:
@@ -161,12 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="compare convtune with onnxruntime and PyTorch on a suite of layers")
-    bench.add_argument("suite", help="built-in suite (resnet18, mobilenetv2_dw, resnet50_b32) or FILE.json[:NAME]")
+    bench.add_argument("suite", nargs="?", help="built-in suite (resnet18, mobilenetv2_dw, resnet50_b32) or "
+                       "FILE.json[:NAME]")
     bench.add_argument("--log", help="tuning log: use each layer's best config (else the untuned default)")
     bench.add_argument("--threads", type=int, help="threads for every contender (default: all cores)")
     bench.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per layer (default 7)")
     bench.add_argument("--peers", help="comma-separated peers (default: onnxruntime,torch_nchw,torch_cl)")
     bench.add_argument("--json", help="also write the numbers to this JSON file")
+    bench.add_argument("--search", action="store_true", help="instead: search efficiency of grid / random / TPE "
+                       "on r18_c2, r18_c5, r18_c8")
+    bench.add_argument("--seeds", type=int, default=5, help="seeds per strategy for --search (default 5)")
+    bench.add_argument("--search-dir", default="logs/search", help="where --search writes logs, JSON and plot")
     bench.set_defaults(run=_bench)
 
     tune = sub.add_parser("tune", help="tune conv layers and append every measured candidate to a log")

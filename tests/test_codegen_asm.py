@@ -1,0 +1,29 @@
+"""The hot loop of the packed direct template compiles to packed FMAs with the
+register tile held in registers (skipped only on CPUs without FMA)."""
+import re
+
+import pytest
+
+from codegen import build
+from ir import conv2d
+from schedules.target import host_target
+from schedules.templates import schedule_from_config
+
+
+@pytest.mark.skipif("fma" not in host_target().isa, reason="this CPU has no FMA instructions")
+def test_direct_template_hot_loop_is_packed_fma(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVTUNE_CACHE_DIR", str(tmp_path))  # numba cannot inspect code loaded from its cache
+    target = host_target()
+    lanes, wide = target.vector_lanes, "zmm" if target.vector_lanes == 16 else "ymm"
+    kb, owb = 2 * lanes, 5
+    wl = conv2d(1, 24, 13, 15, 2 * kb, 3, padding=1)  # a shape no other test builds
+    config = {"algorithm": "direct", "cb": 8, "kb": kb, "owb": owb, "ohb": 1, "reduction_order": "c_rs",
+              "unroll_s": False, "parallel": "nkp"}
+    kernel = build(schedule_from_config(wl, config, target))
+    compute = kernel.compiled.stages[-1]
+    asm = "\n".join(compute.inspect_asm().values())
+    packed = [line for line in asm.splitlines() if re.search(rf"vfmadd\d+ps\s+.*%{wide}", line)]
+    # One FMA per accumulator (owb columns x kb/lanes vectors) per input channel step, at least.
+    assert len(packed) >= owb * (kb // lanes), asm[:2000]
+    scalar = [line for line in asm.splitlines() if re.search(r"vfmadd\d+ss", line)]
+    assert not scalar, scalar[:3]
