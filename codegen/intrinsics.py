@@ -91,6 +91,13 @@ def vld(typingctx, arr, idx, lanes):  # type: ignore[no-untyped-def]
     return F32Vec(n)(arr, idx, lanes), codegen
 
 
+def _clamp(builder, v, lo: int, hi: int):  # type: ignore[no-untyped-def]
+    """``min(max(v, lo), hi)`` for an i64 ``v`` and constant bounds."""
+    i64 = ir.IntType(64)
+    v = builder.select(builder.icmp_signed("<", v, ir.Constant(i64, lo)), ir.Constant(i64, lo), v)
+    return builder.select(builder.icmp_signed(">", v, ir.Constant(i64, hi)), ir.Constant(i64, hi), v)
+
+
 @intrinsic(prefer_literal=True)
 def vldmask(typingctx, arr, base, stride, lo, hi, lanes):  # type: ignore[no-untyped-def]
     """Lane i = ``arr[base + i*stride]`` if ``lo <= i*stride < hi``, else 0.
@@ -104,18 +111,23 @@ def vldmask(typingctx, arr, base, stride, lo, hi, lanes):  # type: ignore[no-unt
     width = n * step
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        i64 = ir.IntType(64)
-        lo_v = context.cast(builder, args[3], sig.args[3], types.int64)
-        hi_v = context.cast(builder, args[4], sig.args[4], types.int64)
-        hi_v = builder.select(builder.icmp_signed("<", hi_v, ir.Constant(i64, (n - 1) * step + 1)),
-                              hi_v, ir.Constant(i64, (n - 1) * step + 1))
-        j = ir.Constant(ir.VectorType(i64, width), list(range(width)))
-        vty = ir.VectorType(ir.IntType(64), width)
-        lo_s = builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), lo_v, ir.Constant(_I32, 0)),
-                                      ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(_I32, width), [0] * width))
-        hi_s = builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), hi_v, ir.Constant(_I32, 0)),
-                                      ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(_I32, width), [0] * width))
-        mask = builder.and_(builder.icmp_signed(">=", j, lo_s), builder.icmp_signed("<", j, hi_s))
+        # The mask as an integer, bit j set for lo <= j < hi: two shifts and
+        # an and-not, then one move into a mask register. (Comparing a lane
+        # index vector with lo and hi took 16 vector instructions a load.)
+        bits = ir.IntType(width + 1)  # room for 1 << width
+        lo_v = _clamp(builder, context.cast(builder, args[3], sig.args[3], types.int64), 0, width)
+        hi_v = _clamp(builder, context.cast(builder, args[4], sig.args[4], types.int64), 0, (n - 1) * step + 1)
+        one = ir.Constant(bits, 1)
+
+        def below(v):  # type: ignore[no-untyped-def]
+            """The integer with the low ``v`` bits set."""
+            if bits.width != 64:
+                v = builder.trunc(v, bits) if bits.width < 64 else builder.zext(v, bits)
+            return builder.sub(builder.shl(one, v), one)
+
+        below_hi, below_lo = below(hi_v), below(lo_v)
+        mask = builder.bitcast(builder.trunc(builder.and_(below_hi, builder.not_(below_lo)), ir.IntType(width)),
+                               ir.VectorType(ir.IntType(1), width))
         fty = ir.VectorType(ir.FloatType(), width)
         ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), fty.as_pointer())
         fnty = ir.FunctionType(fty, [fty.as_pointer(), _I32, mask.type, fty])

@@ -1,0 +1,42 @@
+"""The vector intrinsics generated kernels are built from, checked lane by
+lane against plain numpy indexing."""
+import numpy as np
+import pytest
+from numba import njit
+
+from codegen.intrinsics import vfma, vld, vldmask, vsplat, vst
+
+
+def masked_loader(stride: int, lanes: int):  # type: ignore[no-untyped-def]
+    @njit
+    def load(a, o, base, lo, hi):  # type: ignore[no-untyped-def]
+        vst(o, 0, vldmask(a, base, stride, lo, hi, lanes))
+    return load
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 4])
+@pytest.mark.parametrize("lanes", [4, 7, 16, 32])
+def test_masked_load_keeps_exactly_the_lanes_inside_lo_hi(stride, lanes):
+    """Lane i is a[base + i*stride] when lo <= i*stride < hi, else 0: the
+    border rule of padded convolutions, for every clamp case of lo and hi."""
+    load = masked_loader(stride, lanes)
+    a = np.arange(1, 4 * lanes * stride + 8, dtype=np.float32)
+    out = np.empty(lanes, np.float32)
+    span = lanes * stride
+    for lo in (-5, 0, 1, 3, span - 1, span, span + 9):
+        for hi in (-1, 0, 2, 5, span - stride, span - 1, span, span + 3):
+            load(a, out, 3, lo, hi)
+            expected = [a[3 + i * stride] if lo <= i * stride < hi else 0.0 for i in range(lanes)]
+            np.testing.assert_array_equal(out, expected, err_msg=f"lo={lo} hi={hi}")
+
+
+def test_fma_load_store_broadcast():
+    @njit
+    def axpy(x, y, out, alpha):  # type: ignore[no-untyped-def]
+        vst(out, 0, vfma(vsplat(alpha, 16), vld(x, 0, 16), vld(y, 0, 16)))
+
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal(16, dtype=np.float32), rng.standard_normal(16, dtype=np.float32)
+    out = np.full(16, np.nan, np.float32)
+    axpy(x, y, out, np.float32(0.5))
+    np.testing.assert_allclose(out, 0.5 * x + y, rtol=1e-6)
