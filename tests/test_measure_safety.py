@@ -1,6 +1,5 @@
 """A candidate that crashes, hangs, computes a wrong answer or fails to build
 is recorded as failed, and tuning goes on."""
-import pytest
 
 import faulty_template
 from ir import conv2d

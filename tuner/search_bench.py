@@ -10,6 +10,7 @@ best-so-far GFLOP/s against trials.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import tempfile
@@ -84,15 +85,21 @@ def _curve(log: Path) -> list[float]:
     return out
 
 
-def run_search_bench(workdir: Path, seeds: int = 5, tolerance: float = 0.05, layers: tuple[str, ...] = LAYERS,
+def resnet18_layers(names: tuple[str, ...] = LAYERS) -> dict[str, Conv2D]:
+    by_name = {layer.name: layer.workload for layer in load_suite("resnet18")[1]}
+    return {name: by_name[name] for name in names}
+
+
+def run_search_bench(workdir: Path, seeds: int = 5, tolerance: float = 0.05,
+                     layers: Optional[dict[str, Conv2D]] = None, measurer: Optional[Measurer] = None,
                      on_layer: Callable[[LayerSearch], None] = lambda r: None) -> list[LayerSearch]:
+    """Measure each layer's restricted grid with ``measurer`` (default: the
+    real, sandboxed one), then replay random and TPE search on it."""
     target = host_target()
-    _, suite = load_suite("resnet18")
-    by_name = {layer.name: layer.workload for layer in suite}
     results = []
-    with Measurer(MeasureOptions()) as measurer:
-        for name in layers:
-            wl = by_name[name]
+    with contextlib.ExitStack() as stack:
+        measurer = measurer or stack.enter_context(Measurer(MeasureOptions()))
+        for name, wl in (layers or resnet18_layers()).items():
             spaces = restricted_space(wl, target)
             grid_log = workdir / f"{name}.grid.jsonl"
             size = len(list(spaces["direct"].configs()))
@@ -109,8 +116,7 @@ def run_search_bench(workdir: Path, seeds: int = 5, tolerance: float = 0.05, lay
                         log = Path(tmp) / "replay.jsonl"
                         tune(wl, log=log, strategy=strategy, n_trials=size, spaces=spaces, seed=seed, measurer=replay)
                         result.curves.append(StrategyCurve(strategy, seed, _curve(log)))
-            grid_curve = _curve(grid_log)
-            result.curves.append(StrategyCurve("grid", 0, grid_curve))
+            result.curves.append(StrategyCurve("grid", 0, _curve(grid_log)))
             results.append(result)
             on_layer(result)
     return results

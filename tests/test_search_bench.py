@@ -1,0 +1,42 @@
+"""The search-efficiency benchmark: the grid is measured once, random and TPE
+are replayed over those very measurements, and the report is built from the
+curves (here on a fake machine, so the test checks the method, not speed)."""
+import json
+
+from ir import conv2d
+from schedules.target import host_target
+from tuner.measure import MeasureResult
+from tuner.search_bench import plot, restricted_space, run_search_bench, to_json
+
+WL = conv2d(1, 16, 6, 4, 64, 3, padding=1)
+
+
+class LandscapeMeasurer:
+    """A deterministic cost with one best config and many near-misses."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def measure(self, workload, config):
+        self.calls += 1
+        cost = 1e-3 * (1 + abs(config["owb"] - 3) + abs(config["cb"] - 8) / 8 + (config["kb"] != 32) * 0.4
+                       + (config["ohb"] == 2) * 0.2 + (config["reduction_order"] == "rs_c") * 0.1)
+        return MeasureResult([cost, cost], compile_seconds=0.5)
+
+
+def test_grid_is_measured_once_and_replays_reach_its_best(tmp_path):
+    measurer = LandscapeMeasurer()
+    [layer] = run_search_bench(tmp_path, seeds=2, layers={"tiny": WL}, measurer=measurer)
+    size = len(list(restricted_space(WL, host_target())["direct"].configs()))
+    assert measurer.calls == layer.grid_size == size  # replays never measure again
+    assert layer.grid_best == max(layer.curves[-1].best_so_far)
+    for strategy in ("random", "tpe"):
+        curves = [c for c in layer.curves if c.strategy == strategy]
+        assert len(curves) == 2
+        for c in curves:  # a replay with the grid's budget measures every config, so it ends at the grid's best
+            assert c.best_so_far == sorted(c.best_so_far) and c.best_so_far[-1] == layer.grid_best
+        assert 1 <= layer.median_trials(strategy, 0.05) <= size
+    report = json.loads(to_json([layer], 0.05))
+    assert report[0]["median_trials"]["tpe"] == layer.median_trials("tpe", 0.05)
+    plot([layer], tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
