@@ -204,6 +204,42 @@ def vfromtuple(typingctx, tup):  # type: ignore[no-untyped-def]
     return F32Vec(n)(tup), codegen
 
 
+@intrinsic
+def vinterleave(typingctx, parts):  # type: ignore[no-untyped-def]
+    """``B`` vectors of ``L`` lanes zipped into one of ``B*L``: lane
+    ``j*B + i`` is lane ``j`` of vector ``i`` (a B x L transpose). The
+    vectors come as a tuple of tuples (Python compiles a tuple display of
+    more than 30 items into a list conversion Numba cannot type).
+
+    ``log2(B)`` rounds of zipping vector ``i`` with vector ``i + B/2``, each
+    zip two two-source shuffles (one ``vpermt2ps`` each on AVX-512); the
+    result is the concatenation of the last round, which LLVM stores as the
+    ``B`` vectors it is made of.
+    """
+    if not (isinstance(parts, types.BaseTuple) and all(
+            isinstance(p, types.UniTuple) and isinstance(p.dtype, F32Vec) for p in parts)):
+        raise TypingError("vinterleave takes a tuple of tuples of vectors")
+    shape = [(i, j) for i, p in enumerate(parts) for j in range(p.count)]
+    b, lanes = len(shape), parts[0].dtype.lanes
+    if b & (b - 1) or any(p.dtype.lanes != lanes for p in parts):
+        raise TypingError("vinterleave needs a power-of-two number of vectors of one width")
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        vs = [builder.extract_value(builder.extract_value(args[0], i), j) for i, j in shape]
+        half = lanes // 2
+        zip_lo = ir.Constant(ir.VectorType(_I32, lanes), [x for j in range(half) for x in (j, lanes + j)])
+        zip_hi = ir.Constant(ir.VectorType(_I32, lanes), [x for j in range(half, lanes) for x in (j, lanes + j)])
+        for _ in range(b.bit_length() - 1):
+            vs = [z for i in range(b // 2) for z in (builder.shuffle_vector(vs[i], vs[i + b // 2], zip_lo),
+                                                    builder.shuffle_vector(vs[i], vs[i + b // 2], zip_hi))]
+        while len(vs) > 1:  # concatenate pairwise
+            width = vs[0].type.count
+            both = ir.Constant(ir.VectorType(_I32, 2 * width), list(range(2 * width)))
+            vs = [builder.shuffle_vector(vs[i], vs[i + 1], both) for i in range(0, len(vs), 2)]
+        return vs[0]
+    return F32Vec(b * lanes)(parts), codegen
+
+
 @intrinsic(prefer_literal=True)
 def vget(typingctx, vec, lane):  # type: ignore[no-untyped-def]
     """Lane ``lane`` (a literal) of a vector, as float32."""

@@ -134,10 +134,12 @@ def reduction_stages(d: Domain, prod: Expr, target: Buffer, target_idx: tuple[Ex
     return stages
 
 
-def elementwise(shape: tuple[int, ...], names: tuple[str, ...], body: Stmt, fused_dims: int | None = None) -> Stmt:
+def elementwise(shape: tuple[int, ...], names: tuple[str, ...], body: Stmt, fused_dims: int | None = None,
+                kinds: tuple[LoopKind, ...] = ()) -> Stmt:
     """A loop nest over ``shape`` with the leading ``fused_dims`` dims (default:
     all but the last two) fused into one parallel loop: enough parallelism
-    even when the batch is 1."""
+    even when the batch is 1. ``kinds`` gives the kinds of the loops after
+    the fused one (default: serial)."""
     lead = fused_dims or max(1, len(shape) - 2)
     fused = "_".join(names[:lead])
     total = 1
@@ -149,9 +151,39 @@ def elementwise(shape: tuple[int, ...], names: tuple[str, ...], body: Stmt, fuse
         decomposed[names[i]] = rest % shape[i] if i else rest
         rest = rest // shape[i]
     inner: Stmt = substitute_stmt(body, decomposed)
-    for name, extent in reversed(list(zip(names[lead:], shape[lead:]))):
-        inner = For(name, extent, LoopKind.SERIAL, inner)
+    loops = list(zip(names[lead:], shape[lead:]))
+    kinds = kinds or (LoopKind.SERIAL,) * len(loops)
+    for (name, extent), kind in reversed(list(zip(loops, kinds))):
+        inner = For(name, extent, kind, inner)
     return For(fused, total, LoopKind.PARALLEL, inner)
+
+
+PACK_LANES = 16
+"""Vector width of the packing stages (one AVX-512 vector, two AVX2 ones).
+Packed rows are padded to a multiple of it."""
+
+
+def pack_width(columns: int) -> int:
+    """Columns of a packed row: ``columns`` rounded up to whole vectors."""
+    return -(-columns // PACK_LANES) * PACK_LANES
+
+
+def blocked_copy(shape: tuple[int, ...], names: tuple[str, ...], body: Stmt) -> Stmt:
+    """The loops filling a blocked buffer ``shape = (..., X, B)`` (block
+    innermost) from sources contiguous along X: leading dims fused in
+    parallel, then whole vectors of X, the B block unrolled, and X's lanes
+    vectorized. Each vector step is then B contiguous-source loads and B
+    stores of stride B, which ``codegen.passes.interleave`` turns into a
+    register transpose and contiguous stores. ``X`` must be a multiple of
+    ``PACK_LANES`` (see ``pack_width``)."""
+    *lead, x, block = names
+    xo, xi = f"{x}_o", f"{x}_i"
+    vectors, rest = divmod(shape[-2], PACK_LANES)
+    if rest:
+        raise LoweringError(f"blocked copy: {shape[-2]} {x} columns are not whole vectors of {PACK_LANES}")
+    body = substitute_stmt(body, {x: Var(xo) * PACK_LANES + Var(xi)})
+    return elementwise((*shape[:-2], vectors, shape[-1], PACK_LANES), (*lead, xo, block, xi), body,
+                       fused_dims=len(lead), kinds=(LoopKind.SERIAL, LoopKind.UNROLLED, LoopKind.VECTORIZED))
 
 
 def lower(state: ScheduleState) -> Kernel:
@@ -188,7 +220,7 @@ def _lower_conv(state: ScheduleState) -> Kernel:
         packed = Buffer("data_packed", packed_data_shape(
             packing, max(wl.N, d.cover(n, "batch")), max(wl.C, d.cover(ch, "input channel")),
             max(wl.H + wl.padding[0] + wl.padding[2], d.cover(h, "input row")),
-            max(wl.W + wl.padding[1] + wl.padding[3], d.cover(w, "input column"))))
+            pack_width(max(wl.W + wl.padding[1] + wl.padding[3], d.cover(w, "input column")))))
         scratch.append(packed)
         data_read = Load(packed.name, packed_data_index(packing, n, ch, h, w))
         stages.append(pack_stage(wl, packing.block, packed))
@@ -218,7 +250,7 @@ def _lower_conv(state: ScheduleState) -> Kernel:
         state.data_packing is not None or not d.overruns({"n", "k", "c"}))
     stages += reduction_stages(d, data_read * weight_read, cd.out, (ax["n"], ax["k"], ax["p"], ax["q"]), finalize,
                                reads_safe)
-    return Kernel("conv2d", tuple(params + scratch), seq(*stages), notes=state.trace)
+    return Kernel("conv2d", tuple(params + scratch), tuple(stages), notes=state.trace)
 
 
 def _implicit_cache_point(state: ScheduleState) -> str | None:
@@ -237,7 +269,7 @@ def pack_stage(wl: Conv2D, block: int, packed: Buffer) -> Stmt:
     inside = conj(Cmp("<", n, Const(wl.N)), Cmp("<", ch, Const(wl.C)), Cmp(">=", y, Const(0)),
                   Cmp("<", y, Const(wl.H)), Cmp(">=", x, Const(0)), Cmp("<", x, Const(wl.W)))
     value = Select(inside, Load("data", (n, ch, y, x)), fconst(0.0))  # type: ignore[arg-type]
-    return elementwise(packed.shape, ("n", "cb", "h", "w", "ci"), Store(packed.name, (n, cb, h, w, ci), value))
+    return blocked_copy(packed.shape, ("n", "cb", "h", "w", "ci"), Store(packed.name, (n, cb, h, w, ci), value))
 
 
 def _im2col_stage(wl: Conv2D, block: int, packed: Buffer) -> Stmt:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from codegen.lower import Domain, elementwise, pack_stage, reduction_stages
+from codegen.lower import Domain, elementwise, pack_stage, pack_width, reduction_stages
 from ir.expr import FLOAT, Cmp, Const, Expr, Load, Var, conj, fconst
 from ir.loopnest import Assign, Buffer, For, IfThen, Kernel, LoopKind, Stmt, Store, seq
 from ir.winograd import MATRICES, WinogradCompute
@@ -56,7 +56,7 @@ def lower_winograd(state: ScheduleState) -> Kernel:
     c_cover = max(wl.C, d.cover(d.ax["c"], "input channel"))
     t_cover = max(wc.tiles, d.cover(d.ax["t"], "tile"))
     k_cover = max(wl.K, d.cover(d.ax["k"], "output channel"))
-    packed = Buffer("data_packed", (wl.N, ceil_div(c_cover, cb), th_n * m + 2, tw_n * m + 2, cb))
+    packed = Buffer("data_packed", (wl.N, ceil_div(c_cover, cb), th_n * m + 2, pack_width(tw_n * m + 2), cb))
     v = Buffer("V", (alpha * alpha, ceil_div(c_cover, cb), t_cover, cb))
     mm = Buffer("M", (alpha * alpha, ceil_div(k_cover, ob), t_cover, ob))
     weight = Buffer("weight", packed_weight_shape(wp, k_cover, c_cover, alpha * alpha, 1))
@@ -100,5 +100,5 @@ def lower_winograd(state: ScheduleState) -> Kernel:
 
     params = [cd.data, weight] + [b for b in (cd.bias, cd.residual) if b is not None] + [cd.out]
     stages = [pack_stage(wl, cb, packed), transform_in, *gemm, transform_out]
-    return Kernel("conv2d_winograd", tuple(params + [packed, v, mm]), seq(*stages), notes=state.trace)
+    return Kernel("conv2d_winograd", tuple(params + [packed, v, mm]), tuple(stages), notes=state.trace)
 

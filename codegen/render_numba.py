@@ -18,6 +18,7 @@ from ir.expr import (
     Const,
     Expr,
     Extract,
+    Interleave,
     Lanes,
     Load,
     MaskedLoad,
@@ -30,8 +31,8 @@ from ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind
 from ir.printer import expr_str
 
 MAX_WIDE_STRIDE = 4
-INTRINSICS = ("checked", "ld", "st", "vld", "vldmask", "vst", "vgather", "vscatter", "vsplat", "vfromtuple", "vget",
-              "vadd", "vsub", "vmul", "vmin", "vmax", "vfma", "vselect")
+INTRINSICS = ("checked", "ld", "st", "vld", "vldmask", "vst", "vgather", "vscatter", "vsplat", "vfromtuple",
+              "vinterleave", "vget", "vadd", "vsub", "vmul", "vmin", "vmax", "vfma", "vselect")
 FASTMATH = "{'contract', 'arcp', 'nsz', 'reassoc', 'afn'}"
 """LLVM fast-math flags that keep NaN/inf semantics ('nnan'/'ninf' are left
 out): reassociation and contraction are what let LLVM fuse and reorder."""
@@ -97,6 +98,10 @@ class _Renderer:
             return f"vsplat({self.expr(e.value)}, {e.lanes})"
         if isinstance(e, Lanes):
             return f"vfromtuple(({', '.join(self.expr(x) for x in e.elems)},))"
+        if isinstance(e, Interleave):
+            vecs = [self.expr(v) for v in e.vecs]
+            parts = (f"({', '.join(vecs[i:i + 16])},)" for i in range(0, len(vecs), 16))
+            return f"vinterleave(({', '.join(parts)},))"
         if isinstance(e, Extract):
             return f"vget({self.expr(e.vec)}, {e.lane})"
         raise RenderError(f"cannot render {e!r}")
@@ -168,9 +173,8 @@ class _Renderer:
 def _stages(k: Kernel) -> list[tuple[str, int, Stmt]]:
     """(loop variable, extent, body) per stage: a top-level parallel loop is
     the stage's index; any other stage runs once."""
-    stages = k.body.stmts if isinstance(k.body, Seq) else (k.body,)
     out = []
-    for st in stages:
+    for st in k.stages:
         if isinstance(st, For) and st.kind == LoopKind.PARALLEL:
             out.append((st.var, st.extent, st.body))
         else:

@@ -217,6 +217,23 @@ class Lanes(Expr):
 
 
 @dataclass(frozen=True, eq=True)
+class Interleave(Expr):
+    """Vectors zipped lane by lane: lane ``j * len(vecs) + i`` is lane ``j`` of
+    ``vecs[i]``. Storing it is the transpose that blocked layouts need
+    (channel rows in, channel-innermost blocks out)."""
+
+    vecs: tuple[Expr, ...]
+
+    @property
+    def dtype(self) -> str:  # type: ignore[override]
+        return self.vecs[0].dtype
+
+    @property
+    def lanes(self) -> int:  # type: ignore[override]
+        return sum(v.lanes for v in self.vecs)
+
+
+@dataclass(frozen=True, eq=True)
 class Extract(Expr):
     """Lane ``lane`` of a vector."""
 

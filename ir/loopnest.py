@@ -103,15 +103,27 @@ class Comment(Stmt):
 
 @dataclass(frozen=True)
 class Kernel:
-    """A lowered kernel: named buffers in argument order plus a body."""
+    """A lowered kernel: named buffers in argument order and its stages.
+
+    Stages run one after another (pack, compute, transform, ...), each its own
+    function with its own parallel loop. They are kept apart explicitly:
+    a pass may turn a stage into a sequence of statements (inlining a
+    one-iteration loop, say) and that must not split it into several."""
 
     name: str
     params: tuple[Buffer, ...]
-    body: Stmt
+    stages: tuple[Stmt, ...]
     notes: tuple[str, ...] = field(default=())
 
-    def with_body(self, body: Stmt) -> Kernel:
-        return replace(self, body=body)
+    @property
+    def body(self) -> Stmt:
+        """All stages as one statement (for printing and walking)."""
+        return Seq(self.stages)
+
+    def map_stages(self, fn: Callable[[Stmt], Stmt | None]) -> Kernel:
+        """Each stage rewritten by ``fn`` on its own; a stage ``fn`` maps to
+        None (one that does nothing) is dropped."""
+        return replace(self, stages=tuple(x for x in (fn(st) for st in self.stages) if x is not None))
 
     def __str__(self) -> str:
         from ir.printer import kernel_str

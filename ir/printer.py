@@ -1,7 +1,8 @@
 """Human-readable text for expressions and loop nests (never fed to a compiler)."""
 from __future__ import annotations
 
-from ir.expr import And, BinOp, Broadcast, Cmp, Const, Expr, Extract, Lanes, Load, MaskedLoad, Not, Ramp, Select, Var
+from ir.expr import (And, BinOp, Broadcast, Cmp, Const, Expr, Extract, Interleave, Lanes, Load, MaskedLoad, Not, Ramp,
+                     Select, Var)
 from ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
 
 _PREC = {"+": 1, "-": 1, "*": 2, "//": 2, "%": 2}
@@ -40,6 +41,8 @@ def expr_str(e: Expr, parent_prec: int = 0) -> str:
         return f"x{e.lanes}({expr_str(e.value)})"
     if isinstance(e, Lanes):
         return f"lanes({', '.join(expr_str(x) for x in e.elems)})"
+    if isinstance(e, Interleave):
+        return f"interleave({', '.join(expr_str(x) for x in e.vecs)})"
     if isinstance(e, Extract):
         return f"{expr_str(e.vec, 3)}[lane {e.lane}]"
     return repr(e)

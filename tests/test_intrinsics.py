@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from codegen.intrinsics import vfma, vld, vldmask, vsplat, vst
+from codegen.intrinsics import vfma, vinterleave, vld, vldmask, vsplat, vst
 
 
 def masked_loader(stride: int, lanes: int):  # type: ignore[no-untyped-def]
@@ -40,3 +40,21 @@ def test_fma_load_store_broadcast():
     out = np.full(16, np.nan, np.float32)
     axpy(x, y, out, np.float32(0.5))
     np.testing.assert_allclose(out, 0.5 * x + y, rtol=1e-6)
+
+
+def interleaver(count: int, lanes: int):  # type: ignore[no-untyped-def]
+    vecs = [f"vld(a, {i * lanes}, {lanes})" for i in range(count)]
+    parts = ", ".join(f"({', '.join(vecs[i:i + 16])},)" for i in range(0, count, 16))  # as the renderer splits them
+    namespace = {"njit": njit, "vld": vld, "vst": vst, "vinterleave": vinterleave}
+    exec(f"@njit\ndef f(a, o):\n    vst(o, 0, vinterleave(({parts},)))", namespace)
+    return namespace["f"]
+
+
+@pytest.mark.parametrize("count", [2, 4, 8, 16, 32])
+@pytest.mark.parametrize("lanes", [4, 16])
+def test_interleave_is_a_transpose(count, lanes):
+    """Lane j*B + i of the result is lane j of vector i: rows in, blocks out."""
+    rows = np.arange(count * lanes, dtype=np.float32).reshape(count, lanes)
+    out = np.full(count * lanes, np.nan, np.float32)
+    interleaver(count, lanes)(rows.reshape(-1), out)
+    np.testing.assert_array_equal(out, rows.T.reshape(-1))

@@ -55,8 +55,11 @@ def test_template_config_is_correct(wl, config):
 
 @pytest.mark.parametrize("wl", [conv2d(1, 3, 20, 20, 8, 7, stride=2, padding=3), conv2d(2, 12, 9, 9, 20, 1),
                                 conv2d(1, 6, 8, 8, 6, 3, padding=1, groups=6), conv2d(1, 10, 6, 6, 12, 3, padding=1),
-                                conv2d(1, 4, 5, 5, 4, 3, groups=2)])
+                                conv2d(1, 4, 5, 5, 4, 3, groups=2),
+                                conv2d(1, 1, 1, 1, 1, 1), conv2d(1, 1, 3, 3, 1, 3, padding=1)])
 def test_default_config_is_valid_and_correct(wl):
+    """Including one-element workloads, whose every loop has one iteration
+    (once merged all stages into one and read an accumulator before setting it)."""
     config = default_config(wl)
     assert config["algorithm"] in search_space(wl)
     assert_correct(schedule_from_config(wl, config))

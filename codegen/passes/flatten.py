@@ -34,8 +34,7 @@ def flatten_kernel(k: Kernel) -> Kernel:
             return Store(s.buffer, (_offset(buffers[s.buffer], s.indices),), s.value)
         return None
 
-    body = map_exprs(k.body, expr)
-    return k.with_body(map_stmt(body, stmt))
+    return k.map_stages(lambda st: map_stmt(map_exprs(st, expr), stmt))
 
 
 def _allocations(s: Stmt) -> list[Allocate]:

@@ -99,7 +99,6 @@ class _Hoister:
 
 
 def hoist_indices(k: Kernel) -> Kernel:
-    """Each stage (top-level statement) is hoisted on its own: stages become
-    separate functions, so temporaries must not cross them."""
-    stages = k.body.stmts if isinstance(k.body, Seq) else (k.body,)
-    return k.with_body(seq(*(_Hoister().stmt(st) for st in stages)))
+    """Each stage is hoisted on its own: stages become separate functions, so
+    temporaries must not cross them."""
+    return k.map_stages(lambda st: _Hoister().stmt(st))

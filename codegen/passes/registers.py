@@ -4,7 +4,7 @@ registers. Anything else stays a small heap array."""
 from __future__ import annotations
 
 from ir.expr import FLOAT, Const, Expr, Extract, Load, Ramp, Var, loads, map_children
-from ir.loopnest import Allocate, Assign, IfThen, Kernel, Seq, Stmt, Store, map_stmt, walk
+from ir.loopnest import Allocate, Assign, IfThen, Kernel, Stmt, Store, map_stmt, walk
 from codegen.passes.substitute import map_exprs
 
 
@@ -89,4 +89,4 @@ def promote_registers(k: Kernel) -> Kernel:
 
         return map_stmt(map_exprs(s.body, expr), stmt)
 
-    return k.with_body(map_stmt(k.body, visit))
+    return k.map_stages(lambda st: map_stmt(st, visit))

@@ -44,4 +44,4 @@ def simplify_stmt(s: Stmt, ranges: Ranges) -> Stmt | None:
 
 
 def simplify_kernel(k: Kernel) -> Kernel:
-    return k.with_body(simplify_stmt(k.body, {}) or seq())
+    return k.map_stages(lambda st: simplify_stmt(st, {}))

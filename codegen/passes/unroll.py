@@ -24,4 +24,4 @@ def unroll_kernel(k: Kernel) -> Kernel:
         copies = (simplify_stmt(substitute_stmt(s.body, {s.var: Const(i)}), {}) for i in range(s.extent))
         return seq(*(c for c in copies if c is not None))
 
-    return k.with_body(map_stmt(k.body, visit))
+    return k.map_stages(lambda st: map_stmt(st, visit))

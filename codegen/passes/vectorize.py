@@ -205,4 +205,4 @@ def vectorize_kernel(k: Kernel) -> Kernel:
             return _vectorize_body(s.body, _Lanes(s.var, s.extent))
         return None
 
-    return k.with_body(map_stmt(k.body, visit))
+    return k.map_stages(lambda st: map_stmt(st, visit))
