@@ -10,7 +10,7 @@ from codegen.lower import lower
 from codegen.passes.bounds_check import check_bounds
 from codegen.passes.flatten import flatten_kernel
 from codegen.passes.hoist import hoist_indices
-from codegen.passes.interleave import interleave_stores
+from codegen.passes.combine_stores import combine_stores
 from codegen.passes.registers import promote_registers
 from codegen.passes.simplify import simplify_kernel
 from codegen.passes.unroll import unroll_kernel
@@ -33,7 +33,7 @@ def lower_schedule(schedule: Schedule | ScheduleState, optimize: bool = True) ->
     check_bounds(k)
     if not optimize:
         return k
-    return hoist_indices(simplify_kernel(promote_registers(interleave_stores(unroll_kernel(vectorize_kernel(k))))))
+    return hoist_indices(simplify_kernel(promote_registers(combine_stores(unroll_kernel(vectorize_kernel(k))))))
 
 
 def source(schedule: Schedule | ScheduleState, target: str = "cpu") -> str:

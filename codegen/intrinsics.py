@@ -204,40 +204,91 @@ def vfromtuple(typingctx, tup):  # type: ignore[no-untyped-def]
     return F32Vec(n)(tup), codegen
 
 
+def _vector_parts(parts: types.Type) -> tuple[list[tuple[int, int]], int]:
+    """(positions, lanes) of the vectors in a tuple of tuples of vectors."""
+    if not (isinstance(parts, types.BaseTuple) and all(
+            isinstance(p, types.UniTuple) and isinstance(p.dtype, F32Vec) for p in parts)):
+        raise TypingError("expected a tuple of tuples of vectors")
+    lanes = parts[0].dtype.lanes
+    if any(p.dtype.lanes != lanes for p in parts):
+        raise TypingError("expected vectors of one width")
+    return [(i, j) for i, p in enumerate(parts) for j in range(p.count)], lanes
+
+
+def _zip_rounds(builder, vs: list, lanes: int) -> list:  # type: ignore[no-untyped-def, type-arg]
+    """The transpose of a power-of-two number ``B`` of ``lanes``-wide vectors:
+    ``log2(B)`` rounds of zipping vector ``i`` with vector ``i + B/2`` (two
+    two-source shuffles a pair, one ``vpermt2ps`` each on AVX-512). Lane
+    ``j*B + i`` of the concatenated result is lane ``j`` of input ``i``."""
+    b, half = len(vs), lanes // 2
+    zip_lo = ir.Constant(ir.VectorType(_I32, lanes), [x for j in range(half) for x in (j, lanes + j)])
+    zip_hi = ir.Constant(ir.VectorType(_I32, lanes), [x for j in range(half, lanes) for x in (j, lanes + j)])
+    for _ in range(b.bit_length() - 1):
+        vs = [z for i in range(b // 2) for z in (builder.shuffle_vector(vs[i], vs[i + b // 2], zip_lo),
+                                                builder.shuffle_vector(vs[i], vs[i + b // 2], zip_hi))]
+    return vs
+
+
+def _concat(builder, vs: list):  # type: ignore[no-untyped-def, type-arg]
+    while len(vs) > 1:
+        width = vs[0].type.count
+        both = ir.Constant(ir.VectorType(_I32, 2 * width), list(range(2 * width)))
+        vs = [builder.shuffle_vector(vs[i], vs[i + 1], both) for i in range(0, len(vs), 2)]
+    return vs[0]
+
+
 @intrinsic
 def vinterleave(typingctx, parts):  # type: ignore[no-untyped-def]
     """``B`` vectors of ``L`` lanes zipped into one of ``B*L``: lane
     ``j*B + i`` is lane ``j`` of vector ``i`` (a B x L transpose). The
-    vectors come as a tuple of tuples (Python compiles a tuple display of
-    more than 30 items into a list conversion Numba cannot type).
-
-    ``log2(B)`` rounds of zipping vector ``i`` with vector ``i + B/2``, each
-    zip two two-source shuffles (one ``vpermt2ps`` each on AVX-512); the
-    result is the concatenation of the last round, which LLVM stores as the
-    ``B`` vectors it is made of.
+    vectors come as a tuple of tuples (see ``render_numba``); ``B`` is a
+    power of two. LLVM stores the result as the ``B`` vectors it is made of.
     """
-    if not (isinstance(parts, types.BaseTuple) and all(
-            isinstance(p, types.UniTuple) and isinstance(p.dtype, F32Vec) for p in parts)):
-        raise TypingError("vinterleave takes a tuple of tuples of vectors")
-    shape = [(i, j) for i, p in enumerate(parts) for j in range(p.count)]
-    b, lanes = len(shape), parts[0].dtype.lanes
-    if b & (b - 1) or any(p.dtype.lanes != lanes for p in parts):
-        raise TypingError("vinterleave needs a power-of-two number of vectors of one width")
+    where, lanes = _vector_parts(parts)
+    b = len(where)
+    if b & (b - 1):
+        raise TypingError("vinterleave needs a power-of-two number of vectors")
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        vs = [builder.extract_value(builder.extract_value(args[0], i), j) for i, j in shape]
-        half = lanes // 2
-        zip_lo = ir.Constant(ir.VectorType(_I32, lanes), [x for j in range(half) for x in (j, lanes + j)])
-        zip_hi = ir.Constant(ir.VectorType(_I32, lanes), [x for j in range(half, lanes) for x in (j, lanes + j)])
-        for _ in range(b.bit_length() - 1):
-            vs = [z for i in range(b // 2) for z in (builder.shuffle_vector(vs[i], vs[i + b // 2], zip_lo),
-                                                    builder.shuffle_vector(vs[i], vs[i + b // 2], zip_hi))]
-        while len(vs) > 1:  # concatenate pairwise
-            width = vs[0].type.count
-            both = ir.Constant(ir.VectorType(_I32, 2 * width), list(range(2 * width)))
-            vs = [builder.shuffle_vector(vs[i], vs[i + 1], both) for i in range(0, len(vs), 2)]
-        return vs[0]
+        vs = [builder.extract_value(builder.extract_value(args[0], i), j) for i, j in where]
+        return _concat(builder, _zip_rounds(builder, vs, lanes))
     return F32Vec(b * lanes)(parts), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vstrows(typingctx, arr, base, stride, parts):  # type: ignore[no-untyped-def]
+    """``arr[base + l*stride + i] = vecs[i][l]``: ``T`` vectors of ``L``
+    lanes written transposed, as ``L`` rows of ``T`` consecutive elements.
+
+    The vectors are padded (with undefined lanes) to a power of two ``B``,
+    transposed by zip rounds, and each row is one store of ``B`` lanes,
+    masked to its first ``T``: ``L`` vector stores where the scatters were
+    ``T*L`` scalar ones.
+    """
+    where, lanes = _vector_parts(parts)
+    t, step = len(where), _lanes(stride)
+    b = 1 << (t - 1).bit_length()
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        vty = ir.VectorType(ir.FloatType(), lanes)
+        vs = [builder.extract_value(builder.extract_value(args[3], i), j) for i, j in where]
+        flat = _concat(builder, _zip_rounds(builder, vs + [ir.Constant(vty, ir.Undefined)] * (b - t), lanes))
+        rty = ir.VectorType(ir.FloatType(), b)
+        mask = ir.Constant(ir.VectorType(ir.IntType(1), b), [1] * t + [0] * (b - t))
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [rty, rty.as_pointer(), _I32, mask.type]),
+            f"llvm.masked.store.v{b}f32.p0")
+        for row in range(lanes):
+            lanes_of_row = ir.Constant(ir.VectorType(_I32, b), list(range(row * b, row * b + b)))
+            value = builder.shuffle_vector(flat, flat, lanes_of_row)
+            off = builder.add(args[1], ir.Constant(args[1].type, row * step))
+            ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], off), rty.as_pointer())
+            if t == b:
+                builder.store(value, ptr, align=4)
+            else:
+                builder.call(fn, [value, ptr, ir.Constant(_I32, 4), mask])
+        return context.get_dummy_value()
+    return types.void(arr, base, stride, parts), codegen
 
 
 @intrinsic(prefer_literal=True)

@@ -23,6 +23,7 @@ from ir.expr import (
     Load,
     MaskedLoad,
     Ramp,
+    Rows,
     Select,
     Var,
     loads,
@@ -32,7 +33,7 @@ from ir.printer import expr_str
 
 MAX_WIDE_STRIDE = 4
 INTRINSICS = ("checked", "ld", "st", "vld", "vldmask", "vst", "vgather", "vscatter", "vsplat", "vfromtuple",
-              "vinterleave", "vget", "vadd", "vsub", "vmul", "vmin", "vmax", "vfma", "vselect")
+              "vinterleave", "vstrows", "vget", "vadd", "vsub", "vmul", "vmin", "vmax", "vfma", "vselect")
 FASTMATH = "{'contract', 'arcp', 'nsz', 'reassoc', 'afn'}"
 """LLVM fast-math flags that keep NaN/inf semantics ('nnan'/'ninf' are left
 out): reassociation and contraction are what let LLVM fuse and reorder."""
@@ -99,9 +100,7 @@ class _Renderer:
         if isinstance(e, Lanes):
             return f"vfromtuple(({', '.join(self.expr(x) for x in e.elems)},))"
         if isinstance(e, Interleave):
-            vecs = [self.expr(v) for v in e.vecs]
-            parts = (f"({', '.join(vecs[i:i + 16])},)" for i in range(0, len(vecs), 16))
-            return f"vinterleave(({', '.join(parts)},))"
+            return f"vinterleave({self.vectors(e)})"
         if isinstance(e, Extract):
             return f"vget({self.expr(e.vec)}, {e.lane})"
         raise RenderError(f"cannot render {e!r}")
@@ -118,6 +117,14 @@ class _Renderer:
         if e.op not in _VOPS:
             raise RenderError(f"no vector form of '{e.op}'")
         return f"{_VOPS[e.op]}({self.expr(e.a)}, {self.expr(e.b)})"
+
+    def vectors(self, e: Interleave) -> str:
+        """The vectors as a tuple of tuples of at most 16 (CPython turns a
+        tuple display of more than 30 items into a list conversion that
+        Numba cannot type)."""
+        vecs = [self.expr(v) for v in e.vecs]
+        parts = (f"({', '.join(vecs[i:i + 16])},)" for i in range(0, len(vecs), 16))
+        return f"({', '.join(parts)},)"
 
     def load(self, e: Load) -> str:
         idx = e.indices[0]
@@ -156,7 +163,13 @@ class _Renderer:
         raise RenderError(f"cannot render {s!r}")
 
     def store(self, s: Store, pad: str) -> list[str]:
-        idx, value = s.indices[0], self.expr(s.value)
+        idx = s.indices[0]
+        if isinstance(idx, Rows):
+            if not isinstance(s.value, Interleave):
+                raise RenderError(f"a store of rows needs an interleaved value, got {s.value}")
+            at = self.at(s.buffer, idx.base, (idx.count - 1) * idx.stride + idx.length)
+            return [f"{pad}vstrows({s.buffer}, {at}, {idx.stride}, {self.vectors(s.value)})"]
+        value = self.expr(s.value)
         if isinstance(idx, Ramp):
             at = self.at(s.buffer, idx.base, (idx.lanes - 1) * idx.stride + 1)
             if idx.stride == 1:

@@ -192,6 +192,22 @@ class Ramp(Expr):
 
 
 @dataclass(frozen=True, eq=True)
+class Rows(Expr):
+    """``count`` runs of ``length`` consecutive indices, ``stride`` apart:
+    lane ``r * length + j`` is ``base + r * stride + j`` (the index of a
+    transposed tile store: one row of the tile per output channel)."""
+
+    base: Expr
+    length: int
+    stride: int
+    count: int
+
+    @property
+    def lanes(self) -> int:  # type: ignore[override]
+        return self.length * self.count
+
+
+@dataclass(frozen=True, eq=True)
 class Broadcast(Expr):
     value: Expr
     lanes: int

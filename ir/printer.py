@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ir.expr import (And, BinOp, Broadcast, Cmp, Const, Expr, Extract, Interleave, Lanes, Load, MaskedLoad, Not, Ramp,
-                     Select, Var)
+                     Rows, Select, Var)
 from ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
 
 _PREC = {"+": 1, "-": 1, "*": 2, "//": 2, "%": 2}
@@ -37,6 +37,8 @@ def expr_str(e: Expr, parent_prec: int = 0) -> str:
         return f"{e.buffer}[{expr_str(e.index)} where {expr_str(e.lo)} <= j < {expr_str(e.hi)}]"
     if isinstance(e, Ramp):
         return f"ramp({expr_str(e.base)}, {e.stride}, {e.lanes})"
+    if isinstance(e, Rows):
+        return f"rows({expr_str(e.base)}, {e.count} x {e.length}, stride {e.stride})"
     if isinstance(e, Broadcast):
         return f"x{e.lanes}({expr_str(e.value)})"
     if isinstance(e, Lanes):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from codegen.intrinsics import vfma, vinterleave, vld, vldmask, vsplat, vst
+from codegen.intrinsics import vfma, vinterleave, vld, vldmask, vsplat, vst, vstrows
 
 
 def masked_loader(stride: int, lanes: int):  # type: ignore[no-untyped-def]
@@ -58,3 +58,26 @@ def test_interleave_is_a_transpose(count, lanes):
     out = np.full(count * lanes, np.nan, np.float32)
     interleaver(count, lanes)(rows.reshape(-1), out)
     np.testing.assert_array_equal(out, rows.T.reshape(-1))
+
+
+def row_writer(count: int, lanes: int, stride: int):  # type: ignore[no-untyped-def]
+    vecs = [f"vld(a, {i * lanes}, {lanes})" for i in range(count)]
+    parts = ", ".join(f"({', '.join(vecs[i:i + 16])},)" for i in range(0, count, 16))
+    namespace = {"njit": njit, "vld": vld, "vstrows": vstrows}
+    exec(f"@njit\ndef f(a, o, base):\n    vstrows(o, base, {stride}, ({parts},))", namespace)
+    return namespace["f"]
+
+
+@pytest.mark.parametrize("count", [2, 3, 7, 8, 14])
+@pytest.mark.parametrize("lanes", [4, 16, 32])
+def test_row_store_writes_the_transposed_tile_and_nothing_else(count, lanes):
+    """out[base + l*stride + i] = vector i, lane l; every other element of the
+    (NaN-poisoned) output keeps its value, padding lanes included."""
+    stride, base = count + 5, 3
+    cols = np.random.default_rng(count).standard_normal((count, lanes)).astype(np.float32)
+    out = np.full(base + lanes * stride + 8, np.nan, np.float32)
+    row_writer(count, lanes, stride)(cols.reshape(-1), out, base)
+    expected = np.full_like(out, np.nan)
+    for lane in range(lanes):
+        expected[base + lane * stride: base + lane * stride + count] = cols[:, lane]
+    np.testing.assert_array_equal(out, expected)

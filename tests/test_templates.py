@@ -56,6 +56,7 @@ def test_template_config_is_correct(wl, config):
 @pytest.mark.parametrize("wl", [conv2d(1, 3, 20, 20, 8, 7, stride=2, padding=3), conv2d(2, 12, 9, 9, 20, 1),
                                 conv2d(1, 6, 8, 8, 6, 3, padding=1, groups=6), conv2d(1, 10, 6, 6, 12, 3, padding=1),
                                 conv2d(1, 4, 5, 5, 4, 3, groups=2),
+                                conv2d(1, 8, 14, 14, 16, 3, padding=1, groups=8),  # depthwise, channel multiplier 2
                                 conv2d(1, 1, 1, 1, 1, 1), conv2d(1, 1, 3, 3, 1, 3, padding=1)])
 def test_default_config_is_valid_and_correct(wl):
     """Including one-element workloads, whose every loop has one iteration
@@ -102,3 +103,14 @@ def test_kernels_for_another_isa_still_compute_correctly(target):
     legalises the vectors, so only speed, never the result, depends on it."""
     wl = WORKLOADS["direct"]
     assert_correct(schedule_from_config(wl, default_config(wl, target), target))
+
+
+def test_depthwise_layers_search_only_the_depthwise_templates():
+    """Blocking input channels means nothing with one channel per group: the
+    tuner's budget goes to the templates that can win."""
+    def builtin(wl):  # other tests register plugin templates
+        return set(search_space(wl)) & set(BUILTIN)
+
+    assert builtin(conv2d(1, 32, 14, 14, 32, 3, padding=1, groups=32)) == {"depthwise_c", "depthwise_w"}
+    assert builtin(conv2d(1, 8, 14, 14, 16, 3, padding=1, groups=8)) == {"depthwise_c", "depthwise_w"}
+    assert {"direct", "gemm"} <= builtin(conv2d(1, 32, 14, 14, 32, 3, padding=1, groups=2))

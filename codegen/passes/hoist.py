@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ir.expr import INT, Const, Expr, Lanes, Load, Ramp, Var, free_vars, map_children
+from ir.expr import INT, Const, Expr, Lanes, Load, Ramp, Rows, Var, free_vars, map_children
 from ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store, seq
 from ir.simplify import Linear, linear
 
@@ -69,7 +69,7 @@ class _Hoister:
         return map_children(e, self.expr)
 
     def index(self, i: Expr) -> Expr:
-        if isinstance(i, Ramp):
+        if isinstance(i, (Ramp, Rows)):
             return replace(i, base=self.offset(i.base))
         if isinstance(i, Lanes):
             return Lanes(tuple(self.offset(x) for x in i.elems))

@@ -1,8 +1,16 @@
 """Helpers shared by the CPU templates: block candidates and register budgets."""
 from __future__ import annotations
 
+from ir.workload import Conv2D
 from schedules.space import Config, Constraint
 from schedules.target import CpuTarget
+
+
+def one_channel_per_group(wl: Conv2D) -> bool:
+    """Depthwise (and depthwise with a channel multiplier): the depthwise
+    templates' case. The channel-blocked templates would reduce over one
+    input channel per output, a block of one, and never win there."""
+    return wl.Cg == 1 and wl.groups > 1
 
 
 def channel_blocks(channels: int, largest: int = 32) -> tuple[int, ...]:

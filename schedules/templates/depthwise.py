@@ -15,14 +15,16 @@ from ir.workload import Conv2D
 from schedules.schedule import Schedule
 from schedules.space import Config, Constraint, Knob, Space
 from schedules.target import CpuTarget
-from schedules.templates.common import best_tile, fits_registers, register_constraint, tile_sizes, vector_blocks
+from schedules.templates.common import (
+    best_tile, fits_registers, one_channel_per_group, register_constraint, tile_sizes, vector_blocks,
+)
 
 CHANNELS = "depthwise_c"
 WIDTH = "depthwise_w"
 
 
 def applies(wl: Conv2D) -> bool:
-    return wl.Cg == 1 and wl.groups > 1
+    return one_channel_per_group(wl)
 
 
 def _tail_knobs(wl: Conv2D) -> tuple[Knob, ...]:

@@ -15,13 +15,15 @@ from ir.workload import Conv2D
 from schedules.schedule import Schedule
 from schedules.space import Config, Knob, Space
 from schedules.target import CpuTarget
-from schedules.templates.common import best_tile, channel_blocks, register_constraint, tile_sizes, vector_blocks
+from schedules.templates.common import (
+    best_tile, channel_blocks, one_channel_per_group, register_constraint, tile_sizes, vector_blocks,
+)
 
 NAME = "gemm"
 
 
 def applies(wl: Conv2D) -> bool:
-    return True
+    return not one_channel_per_group(wl)
 
 
 def space(wl: Conv2D, target: CpuTarget) -> Space:
