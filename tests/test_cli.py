@@ -51,6 +51,7 @@ def test_tune_show_and_log_best(tmp_path):
     assert len(list(records.read(log))) == 3 and Path(str(log).replace(".jsonl", ".optuna.db")).exists()
     shown = convtune("show", str(log))
     assert shown.returncode == 0 and "N1 C8 8x8 K16 3x3 p1" in shown.stdout and "this machine" in shown.stdout
+    assert "s/trial" in shown.stdout and "compile s" in shown.stdout
     best = tmp_path / "best.jsonl"
     assert convtune("log", "best", str(log), str(best)).returncode == 0
     (rec,) = list(records.read(best))

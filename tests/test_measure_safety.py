@@ -1,5 +1,13 @@
 """A candidate that crashes, hangs, computes a wrong answer or fails to build
 is recorded as failed, and tuning goes on."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
 
 import faulty_template
 from ir import conv2d
@@ -31,3 +39,27 @@ def test_misbehaving_candidates_are_recorded_and_tuning_continues(tmp_path):
         assert by_mode[mode].costs == [] and not by_mode[mode].ok
     assert result.best is not None and result.best.config == {"algorithm": "faulty", "mode": "ok"}
     assert ApplyHistoryBest(log).config_for(WL) == ({"algorithm": "faulty", "mode": "ok"}, "tuned")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the worker's parent-death signal is Linux's prctl")
+def test_worker_does_not_outlive_a_killed_tuner():
+    """kill -9 of the tuner alone (not its process group) still ends the
+    worker: no candidate keeps running on after its tuning run is gone."""
+    script = ("import sys, time\nfrom tuner.measure import Measurer\nm = Measurer()\nm._start()\n"
+              "print(m._proc.pid, flush=True)\ntime.sleep(120)\n")
+    root = Path(__file__).resolve().parent.parent
+    tuner = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True)
+    worker = int(tuner.stdout.readline())
+    os.kill(tuner.pid, signal.SIGKILL)
+    tuner.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and Path(f"/proc/{worker}").exists() and "Z" not in _state(worker):
+        time.sleep(0.05)
+    assert not Path(f"/proc/{worker}").exists() or "Z" in _state(worker)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return "gone"

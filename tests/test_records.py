@@ -57,3 +57,15 @@ def test_record_has_the_fields_users_need():
     for field in ("workload", "target", "config", "costs", "error_code", "error", "compile_seconds", "timestamp",
                   "versions", "version"):
         assert field in d
+
+
+def test_pace_is_robust_to_the_pause_of_a_resumed_run():
+    recs = []
+    for t, (compile_s, measure_s) in zip((0.0, 2.0, 4.0, 3600.0, 3602.0), ((1.0, 0.3), (1.2, 0.2), (0.8, 0.4),
+                                                                           (1.1, 0.3), (5.0, 0.3))):
+        r = rec([1.0])
+        r.timestamp, r.compile_seconds, r.extra = t, compile_s, {"measure_seconds": measure_s}
+        recs.append(r)
+    pace = records.pace(reversed(recs))  # order of the log does not matter
+    assert pace.seconds_per_trial == 2.0  # the hour between the runs is not a trial
+    assert pace.compile_seconds == 1.1 and pace.measure_seconds == 0.3

@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from ir import conv2d
-from schedules.target import host_target
+from schedules.target import CpuTarget, host_target
 from schedules.templates import default_config, search_space
 from tuner import records
 from tuner.measure import MeasureOptions, Measurer, MeasureResult
@@ -101,6 +101,29 @@ def test_tpe_on_a_small_space_still_measures_new_configs(tmp_path):
                   measurer=FakeMeasurer())
     assert result.measured == n_valid  # every valid config, none twice
     assert len({json.dumps(c, sort_keys=True) for c in configs_in(tmp_path / "l.jsonl")}) == n_valid
+
+
+def test_tpe_learns_to_avoid_invalid_configs_and_never_gives_up_on_valid_ones(tmp_path):
+    """A space most of whose product overflows the register file: invalid
+    samples are refused (never measured) but told to TPE as the worst score,
+    and a run of them steers the search to an unmeasured valid config, so
+    tuning spends its whole budget on valid configs."""
+    avx512 = CpuTarget("znver5", ("avx512f", "avx2", "fma"), vector_lanes=16, vector_registers=32, cores=2)
+    wl = conv2d(1, 8, 8, 8, 64, 3, padding=1)
+    space = search_space(wl, avx512)["direct"]  # nothing is built: the fake measurer times configs
+    crowded = {"direct": space.restrict(cb=(4, 8), kb=(64,), owb=(2, 3, 4, 5, 6, 7, 8), ohb=(1, 2, 3, 4),
+                                        reduction_order=("c_rs", "rs_c"), unroll_s=(False,), parallel=("nkp",))}
+    n_valid = len(list(crowded["direct"].configs()))
+    assert 2 * n_valid < crowded["direct"].size()  # mostly invalid: 4 vectors x owb x ohb overflow 32 registers
+    log = tmp_path / "l.jsonl"
+    result = tune(wl, log=log, strategy="tpe", n_trials=n_valid, spaces=crowded, seed=3, target=avx512,
+                  measurer=FakeMeasurer())
+    assert result.stopped_reason == "budget" and result.measured == n_valid
+    assert all(crowded["direct"].invalid_reason({k: v for k, v in c.items() if k != "algorithm"}) is None
+               for c in configs_in(log))
+    study = optuna.load_study(study_name=result.study_name, storage=default_storage(log))
+    refused = [t for t in study.trials if "invalid" in t.user_attrs]
+    assert refused and all(t.state == optuna.trial.TrialState.COMPLETE and t.value == 0.0 for t in refused)
 
 
 def test_resume_after_kill_measures_nothing_twice(tmp_path):

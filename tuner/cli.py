@@ -157,14 +157,17 @@ def _show(args: argparse.Namespace) -> int:
     here = host_target().key
     best = records.best_records(recs)
     table = Table(title=f"{args.log}: best record per workload")
-    for col in ("workload", "target", "GFLOP/s", "trials", "failed", "config"):
-        table.add_column(col, justify="right" if col in ("GFLOP/s", "trials", "failed") else "left")
+    numbers = ("GFLOP/s", "trials", "failed", "s/trial", "compile s", "measure s")
+    for col in ("workload", "target", *numbers, "config"):
+        table.add_column(col, justify="right" if col in numbers else "left")
     for (wkey, tkey), rec in sorted(best.items(), key=lambda kv: kv[1].workload_obj.short()):
         if tkey != here and not args.all_targets:
             continue
         same = [r for r in recs if r.workload_key == wkey and r.target_key == tkey]
+        p = records.pace(same)
         table.add_row(rec.workload_obj.short(), "this machine" if tkey == here else rec.target["cpu"],
                       f"{rec.gflops:.1f}", str(len(same)), str(sum(1 for r in same if not r.ok)),
+                      f"{p.seconds_per_trial:.1f}", f"{p.compile_seconds:.2f}", f"{p.measure_seconds:.2f}",
                       " ".join(f"{k}={v}" for k, v in rec.config.items()))
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     others = sum(1 for (_, tkey) in best if tkey != here)

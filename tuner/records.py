@@ -163,3 +163,30 @@ def best_records(records: Iterable[Record]) -> dict[tuple[str, str], Record]:
         if key not in best or r.cost < best[key].cost:
             best[key] = r
     return best
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How fast a workload was tuned, from its records."""
+
+    seconds_per_trial: float
+    """Median wall time between consecutive records: search, compile and
+    measurement together, robust to the pauses of a resumed run."""
+    compile_seconds: float
+    """Median build time of a candidate (lowering and Numba/LLVM)."""
+    measure_seconds: float
+    """Median time to check and time a built candidate."""
+
+
+def pace(records: Iterable[Record]) -> Pace:
+    recs = sorted(records, key=lambda r: r.timestamp)
+    gaps = [b.timestamp - a.timestamp for a, b in zip(recs, recs[1:])]
+    return Pace(_median(gaps), _median([r.compile_seconds for r in recs]),
+                _median([r.extra.get("measure_seconds", 0.0) for r in recs]))
+
+
+def _median(xs: list[float]) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[len(s) // 2] if len(s) % 2 else 0.5 * (s[len(s) // 2 - 1] + s[len(s) // 2])

@@ -13,7 +13,21 @@ import sys
 from multiprocessing.connection import Connection
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker when the tuner dies (even
+    by SIGKILL), so a killed tuning run leaves no candidate running on."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def main() -> None:
+    _die_with_parent()
     # Ctrl-C in a terminal reaches the whole process group; the tuner decides
     # when this worker stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
