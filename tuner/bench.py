@@ -5,7 +5,9 @@ else the untuned default) and every available peer run on the same inputs.
 Contenders are interleaved: each round times one block of every contender,
 in rotating order, and a contender's result is the median over rounds, so
 drift on a shared machine hits all of them alike. GFLOP/s, ratios and the
-fraction of the machine's measured FMA and sgemm ceilings are reported.
+fraction of the machine's measured FMA and sgemm ceilings are reported. The
+FMA probe runs as one more contender in every layer's rounds, so a layer's
+"% FMA" compares two timings taken under the same conditions.
 """
 from __future__ import annotations
 
@@ -24,12 +26,13 @@ from ir.workload import Conv2D
 from schedules.space import Config
 from schedules.target import CpuTarget, host_target
 from schedules.templates import default_config, schedule_from_config
-from tuner.ceilings import fma_ceiling, sgemm_ceiling
+from tuner.ceilings import fma_ceiling, fma_probe, sgemm_ceiling
 from tuner.peers import PEERS, PeerUnavailable
 from tuner.suites import load_suite
 from tuner.timing import PEER_SETTLE_SECONDS, calls_per_block, median, time_calls
 
 CONVTUNE = "convtune"
+FMA_PROBE = "fma_probe"
 ConfigSource = Callable[[Conv2D], Optional[tuple[Config, str]]]
 """Workload -> (config, where it came from) or None for the default config."""
 
@@ -43,6 +46,12 @@ class LayerResult:
     config_source: str
     error: float
     gflops: dict[str, float]
+    fma_gflops: float
+    """The FMA probe, timed in this layer's rounds."""
+
+    @property
+    def fma_fraction(self) -> float:
+        return self.gflops[CONVTUNE] / self.fma_gflops
 
     @property
     def best_peer(self) -> Optional[str]:
@@ -67,18 +76,24 @@ class BenchReport:
         return names
 
     def geomean(self, name: str) -> float:
-        vals = [layer.gflops[name] for layer in self.layers if name in layer.gflops]
-        return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
+        return _geomean([layer.gflops[name] for layer in self.layers if name in layer.gflops])
 
     def best_peer_geomean(self) -> float:
-        vals = [layer.gflops[layer.best_peer] for layer in self.layers if layer.best_peer]
-        return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
+        return _geomean([layer.gflops[layer.best_peer] for layer in self.layers if layer.best_peer])
+
+    def fma_fraction_geomean(self) -> float:
+        return _geomean([layer.fma_fraction for layer in self.layers])
 
     def to_json(self) -> str:
         d = asdict(self)
         d["geomean"] = {n: self.geomean(n) for n in self.contenders()}
         d["geomean"]["best_peer_per_layer"] = self.best_peer_geomean()
+        d["geomean"]["fma_fraction"] = self.fma_fraction_geomean()
         return json.dumps(d, indent=1)
+
+
+def _geomean(vals: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
 
 
 def _inputs(wl: Conv2D) -> tuple[np.ndarray, np.ndarray]:
@@ -87,17 +102,16 @@ def _inputs(wl: Conv2D) -> tuple[np.ndarray, np.ndarray]:
             rng.standard_normal(wl.weight_shape, dtype=np.float32))
 
 
-def bench_layer(name: str, wl: Conv2D, contenders: dict[str, Callable[[], object]], rounds: int,
-                min_block_seconds: float) -> dict[str, float]:
-    """GFLOP/s per contender: median over rounds of the median call of one
-    block each, contenders in rotating order."""
+def bench_layer(contenders: dict[str, Callable[[], object]], rounds: int, min_block_seconds: float) -> dict[str, float]:
+    """Seconds per call of each contender: median over rounds of the median
+    call of one block each, contenders in rotating order."""
     numbers = {n: calls_per_block(fn, min_block_seconds) for n, fn in contenders.items()}
     samples: dict[str, list[float]] = {n: [] for n in contenders}
     names = list(contenders)
     for r in range(rounds):
         for n in names[r % len(names):] + names[:r % len(names)]:
             samples[n].append(median(time_calls(contenders[n], numbers[n], settle=PEER_SETTLE_SECONDS)))
-    return {n: wl.flops / median(s) / 1e9 for n, s in samples.items()}
+    return {n: median(s) for n, s in samples.items()}
 
 
 def run_bench(suite: str, configs: Optional[ConfigSource] = None, threads: Optional[int] = None,
@@ -109,6 +123,7 @@ def run_bench(suite: str, configs: Optional[ConfigSource] = None, threads: Optio
     numba.set_num_threads(threads)
     suite_name, layers = load_suite(suite)
     report = BenchReport(suite_name, target.to_dict(), threads, fma_ceiling(threads), sgemm_ceiling())
+    probe, probe_flops = fma_probe(threads, iterations=200_000)
     for layer in layers:
         wl = layer.workload
         found = configs(wl) if configs else None
@@ -121,7 +136,7 @@ def run_bench(suite: str, configs: Optional[ConfigSource] = None, threads: Optio
         error = relative_error(conv(x, out=out), ref)
         if error >= TOLERANCE:
             raise AssertionError(f"{layer.name}: convtune's kernel is wrong (relative error {error:.2g})")
-        contenders: dict[str, Callable[[], object]] = {CONVTUNE: lambda: conv(x, out=out)}
+        contenders: dict[str, Callable[[], object]] = {CONVTUNE: lambda: conv(x, out=out), FMA_PROBE: probe}
         for peer in peers if peers is not None else list(PEERS):
             try:
                 run = PEERS[peer](wl, x, w, threads)
@@ -132,8 +147,10 @@ def run_bench(suite: str, configs: Optional[ConfigSource] = None, threads: Optio
             if peer_error >= 1e-3:
                 raise AssertionError(f"{layer.name}: peer {peer} disagrees with the reference ({peer_error:.2g})")
             contenders[peer] = run
+        seconds = bench_layer(contenders, rounds, min_block_seconds)
+        probe_gflops = probe_flops / seconds.pop(FMA_PROBE) / 1e9
         result = LayerResult(layer.name, wl.key, wl.flops, config, source, error,
-                             bench_layer(layer.name, wl, contenders, rounds, min_block_seconds))
+                             {n: wl.flops / t / 1e9 for n, t in seconds.items()}, probe_gflops)
         report.layers.append(result)
         on_layer(result)
     return report
@@ -146,13 +163,15 @@ def render_table(report: BenchReport):  # type: ignore[no-untyped-def]
     names = report.contenders()
     peers = [n for n in names if n != CONVTUNE]
     table = Table(title=f"{report.suite}: GFLOP/s, {report.threads} threads on {report.target['cpu']} "
-                        f"(FMA ceiling {report.fma_ceiling:.0f}, sgemm {report.sgemm_ceiling:.0f})")
+                        f"(FMA ceiling {report.fma_ceiling:.0f}, sgemm {report.sgemm_ceiling:.0f})",
+                  caption="% FMA: of the FMA probe timed in the same rounds as the layer (column 'FMA probe')")
     table.add_column("layer")
     for n in names:
         table.add_column(n, justify="right")
     for p in peers:
         table.add_column(f"x{p}", justify="right")
     table.add_column("x best", justify="right")
+    table.add_column("FMA probe", justify="right")
     table.add_column("% FMA", justify="right")
     table.add_column("% sgemm", justify="right")
     table.add_column("config")
@@ -162,12 +181,14 @@ def render_table(report: BenchReport):  # type: ignore[no-untyped-def]
         table.add_row(
             layer.name, *(f"{layer.gflops[n]:.1f}" if n in layer.gflops else "-" for n in names),
             *(f"{ours / layer.gflops[p]:.2f}" if p in layer.gflops else "-" for p in peers),
-            f"{ours / best:.2f}", f"{100 * ours / report.fma_ceiling:.0f}", f"{100 * ours / report.sgemm_ceiling:.0f}",
+            f"{ours / best:.2f}", f"{layer.fma_gflops:.0f}", f"{100 * layer.fma_fraction:.0f}",
+            f"{100 * ours / report.sgemm_ceiling:.0f}",
             f"{layer.config['algorithm']} ({layer.config_source})")
     geo = {n: report.geomean(n) for n in names}
     best = report.best_peer_geomean()
     table.add_row("geomean", *(f"{geo[n]:.1f}" for n in names), *(f"{geo[CONVTUNE] / geo[p]:.2f}" for p in peers),
-                  f"{geo[CONVTUNE] / best:.2f}", f"{100 * geo[CONVTUNE] / report.fma_ceiling:.0f}",
+                  f"{geo[CONVTUNE] / best:.2f}", f"{_geomean([la.fma_gflops for la in report.layers]):.0f}",
+                  f"{100 * report.fma_fraction_geomean():.0f}",
                   f"{100 * geo[CONVTUNE] / report.sgemm_ceiling:.0f}", f"best peer per layer: {best:.1f}",
                   style="bold")
     return table

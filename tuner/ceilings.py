@@ -5,7 +5,9 @@ The FMA ceiling is a loop of independent FMAs on the target's native vector
 on every thread: the most any conv kernel could reach. The sgemm ceiling is
 numpy's BLAS on a large square matrix product. Both report the best of
 several runs: noise on a shared machine only ever slows a run down, and a
-ceiling is what the machine can do.
+ceiling is what the machine can do. The bench also times the FMA probe
+interleaved with each layer's contenders, as this machine's speed drifts by
+a third over minutes.
 """
 from __future__ import annotations
 
@@ -61,14 +63,20 @@ def _fma_loop(lanes: int) -> Callable[[np.ndarray, int], None]:
     return loop
 
 
-def fma_ceiling(threads: int, lanes: int | None = None, iterations: int = 2_000_000, repeats: int = 7) -> float:
-    """GFLOP/s of back-to-back ``lanes``-wide FMAs (default: the host's native
-    vector) on ``threads`` threads."""
+def fma_probe(threads: int, lanes: int | None = None, iterations: int = 2_000_000) -> tuple[Callable[[], object], int]:
+    """A call running back-to-back ``lanes``-wide FMAs (default: the host's
+    native vector) on ``threads`` threads, and the FLOPs it does: the bench
+    times it beside each layer so "% of the ceiling" compares like with like."""
     lanes = lanes or host_target().vector_lanes
     loop = _fma_loop(lanes)
     out = np.full(threads, 0.999, np.float32)
-    flops = threads * iterations * CHAINS * lanes * 2
-    return flops / min(time_calls(lambda: loop(out, iterations), repeats, warmup=1)) / 1e9
+    return (lambda: loop(out, iterations)), threads * iterations * CHAINS * lanes * 2
+
+
+def fma_ceiling(threads: int, lanes: int | None = None, iterations: int = 2_000_000, repeats: int = 7) -> float:
+    """GFLOP/s of the FMA probe, best of ``repeats`` runs."""
+    run, flops = fma_probe(threads, lanes, iterations)
+    return flops / min(time_calls(run, repeats, warmup=1)) / 1e9
 
 
 def sgemm_ceiling(n: int = 2048, repeats: int = 5) -> float:

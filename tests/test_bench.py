@@ -1,0 +1,75 @@
+"""``convtune bench`` on a tiny suite: convtune's kernel is checked and timed
+with every peer and the FMA probe in the same rounds, peers that are missing
+are reported, a peer that computes a different answer stops the run (a
+benchmark against a wrong result would be meaningless)."""
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from schedules.target import host_target
+from schedules.templates import default_config
+from tuner import bench
+from tuner.peers import PeerUnavailable
+from tuner.suites import load_suite
+
+
+@pytest.fixture
+def suite(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps({"tiny": [
+        {"name": "t3x3", "N": 1, "C": 8, "H": 9, "W": 7, "K": 16, "R": 3, "S": 3, "stride": 1, "pad": 1},
+        {"name": "tdw", "N": 1, "C": 16, "H": 8, "W": 8, "K": 16, "R": 3, "S": 3, "stride": 2, "pad": 1,
+         "groups": 16},
+    ]}))
+    return str(path)
+
+
+def _numpy_peer(wl, x, w, threads):
+    """A correct but slow peer: the float64 reference itself."""
+    from ir.reference import conv2d_reference
+
+    return lambda: conv2d_reference(wl, x, w)
+
+
+def _missing_peer(wl, x, w, threads):
+    raise PeerUnavailable("not installed here")
+
+
+def _run(suite, monkeypatch, peers, configs=None):
+    monkeypatch.setattr(bench, "PEERS", peers)
+    return bench.run_bench(suite, configs=configs, threads=1, rounds=2, min_block_seconds=0.001)
+
+
+def test_bench_times_convtune_peers_and_the_fma_probe_side_by_side(suite, monkeypatch):
+    report = _run(suite, monkeypatch, {"numpy_ref": _numpy_peer, "absent": _missing_peer})
+    assert [la.name for la in report.layers] == ["t3x3", "tdw"]
+    assert report.unavailable == {"absent": "not installed here"}
+    for layer in report.layers:
+        assert layer.config_source == "default" and layer.error < 1e-4
+        assert set(layer.gflops) == {bench.CONVTUNE, "numpy_ref"} and min(layer.gflops.values()) > 0
+        assert layer.fma_gflops > 0 and layer.fma_fraction == layer.gflops[bench.CONVTUNE] / layer.fma_gflops
+    data = json.loads(report.to_json())
+    assert data["geomean"]["fma_fraction"] == pytest.approx(
+        np.exp(np.mean([np.log(la.fma_fraction) for la in report.layers])))
+    assert data["geomean"]["best_peer_per_layer"] == pytest.approx(report.geomean("numpy_ref"))
+    console = Console(width=250, record=True)
+    console.print(bench.render_table(report))
+    text = console.export_text()
+    assert "t3x3" in text and "tdw" in text and "geomean" in text and "FMA probe" in text
+
+
+def test_bench_uses_the_config_it_is_given(suite, monkeypatch):
+    layers = dict((la.name, la.workload) for la in load_suite(suite)[1])
+    chosen = default_config(layers["t3x3"], host_target())
+    report = _run(suite, monkeypatch, {}, configs=lambda wl: (chosen, "tuned") if wl == layers["t3x3"] else None)
+    assert [(la.config_source, la.config == chosen) for la in report.layers] == [("tuned", True), ("default", False)]
+
+
+def test_a_peer_with_a_different_answer_stops_the_bench(suite, monkeypatch):
+    def wrong_peer(wl, x, w, threads):
+        return lambda: np.zeros(wl.out_shape, np.float32)
+
+    with pytest.raises(AssertionError, match="peer wrong disagrees with the reference"):
+        _run(suite, monkeypatch, {"wrong": wrong_peer})
