@@ -136,7 +136,8 @@ def run_bench(suite: str, configs: Optional[ConfigSource] = None, threads: Optio
         error = relative_error(conv(x, out=out), ref)
         if error >= TOLERANCE:
             raise AssertionError(f"{layer.name}: convtune's kernel is wrong (relative error {error:.2g})")
-        contenders: dict[str, Callable[[], object]] = {CONVTUNE: lambda: conv(x, out=out), FMA_PROBE: probe}
+        contenders: dict[str, Callable[[], object]] = {
+            CONVTUNE: lambda conv=conv, x=x, out=out: conv(x, out=out), FMA_PROBE: probe}
         for peer in peers if peers is not None else list(PEERS):
             try:
                 run = PEERS[peer](wl, x, w, threads)

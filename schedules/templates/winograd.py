@@ -9,7 +9,7 @@ check like any wrong kernel.
 """
 from __future__ import annotations
 
-from ir.winograd import WinogradCompute, applies
+from ir.winograd import WinogradCompute, applies  # noqa: F401  (the template protocol's applicability test)
 from ir.workload import Conv2D
 from schedules.schedule import Schedule
 from schedules.space import Config, Knob, Space
