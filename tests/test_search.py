@@ -81,6 +81,7 @@ class FakeMeasurer:
         return MeasureResult([cost, cost])
 
 
+@pytest.mark.filterwarnings("ignore:grid of 30 valid configs is larger than the budget")  # tested above
 @pytest.mark.parametrize("strategy", ["grid", "random", "tpe"])
 def test_seeded_search_is_reproducible(tmp_path, strategy):
     runs = []
