@@ -1,13 +1,16 @@
 """The hot loop of the packed direct template compiles to packed FMAs with the
-register tile held in registers (skipped only on CPUs without FMA)."""
+register tile held in registers, and so does the FMA ceiling's probe (skipped
+only on CPUs without FMA)."""
 import re
 
+import numpy as np
 import pytest
 
 from codegen import build
 from ir import conv2d
 from schedules.target import host_target
 from schedules.templates import schedule_from_config
+from tuner.ceilings import CHAINS, fma_chains
 
 
 @pytest.mark.skipif("fma" not in host_target().isa, reason="this CPU has no FMA instructions")
@@ -27,3 +30,17 @@ def test_direct_template_hot_loop_is_packed_fma(monkeypatch, tmp_path):
     assert len(packed) >= owb * (kb // lanes), asm[:2000]
     scalar = [line for line in asm.splitlines() if re.search(r"vfmadd\d+ss", line)]
     assert not scalar, scalar[:3]
+
+
+
+@pytest.mark.skipif("fma" not in host_target().isa, reason="this CPU has no FMA instructions")
+def test_fma_ceiling_probe_is_packed_fma_on_the_native_vector():
+    """The ceiling the bench divides by must be what the machine can do:
+    CHAINS packed FMAs a loop iteration on the widest vector, none scalar."""
+    target = host_target()
+    wide = "zmm" if target.vector_lanes == 16 else "ymm"
+    chains = fma_chains(target.vector_lanes)
+    chains(np.float32(1.0), 1)
+    asm = "\n".join(chains.inspect_asm().values())
+    assert len([line for line in asm.splitlines() if re.search(rf"vfmadd\d+ps\s+.*%{wide}", line)]) >= CHAINS, asm
+    assert not re.search(r"vfmadd\d+ss", asm)

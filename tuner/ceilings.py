@@ -25,11 +25,14 @@ CHAINS = 12
 
 
 @lru_cache(maxsize=None)
-def _fma_loop(lanes: int) -> Callable[[np.ndarray, int], None]:
-    """A parallel loop whose body, per thread, is ``CHAINS`` independent
-    chains of ``lanes``-wide FMAs. The body is its own serial function:
-    written inline in the ``prange`` it ran at half speed (numba's parfor
-    lowering kept the accumulators out of registers)."""
+def fma_chains(lanes: int) -> Callable[[float, int], float]:
+    """``CHAINS`` independent chains of ``lanes``-wide FMAs, ``iterations``
+    long: a serial function, as written inline in a ``prange`` it ran at half
+    speed (numba's parfor lowering kept the accumulators out of registers)."""
+
+    @njit(inline="always")
+    def fma4(a, b, c, d, x, y):  # type: ignore[no-untyped-def]
+        return vfma(a, x, y), vfma(b, x, y), vfma(c, x, y), vfma(d, x, y)
 
     @njit(nogil=True)
     def chains(x0, iterations):  # type: ignore[no-untyped-def]
@@ -37,23 +40,22 @@ def _fma_loop(lanes: int) -> Callable[[np.ndarray, int], None]:
         y = vsplat(x0 * 0.5, lanes)
         a0 = vsplat(0.0, lanes)
         a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11 = a0, a0, a0, a0, a0, a0, a0, a0, a0, a0, a0
-        for _ in range(iterations):
-            a0 = vfma(a0, x, y)
-            a1 = vfma(a1, x, y)
-            a2 = vfma(a2, x, y)
-            a3 = vfma(a3, x, y)
-            a4 = vfma(a4, x, y)
-            a5 = vfma(a5, x, y)
-            a6 = vfma(a6, x, y)
-            a7 = vfma(a7, x, y)
-            a8 = vfma(a8, x, y)
-            a9 = vfma(a9, x, y)
-            a10 = vfma(a10, x, y)
-            a11 = vfma(a11, x, y)
+        for _ in range(iterations):  # CHAINS = 12 independent accumulators
+            a0, a1, a2, a3 = fma4(a0, a1, a2, a3, x, y)
+            a4, a5, a6, a7 = fma4(a4, a5, a6, a7, x, y)
+            a8, a9, a10, a11 = fma4(a8, a9, a10, a11, x, y)
         s = a0
         for v in (a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11):
             s = vadd(s, v)
         return vget(s, 0)
+
+    return chains
+
+
+@lru_cache(maxsize=None)
+def _fma_loop(lanes: int) -> Callable[[np.ndarray, int], None]:
+    """``fma_chains`` on every thread."""
+    chains = fma_chains(lanes)
 
     @njit(parallel=True)
     def loop(out, iterations):  # type: ignore[no-untyped-def]
