@@ -75,7 +75,8 @@ def ld(typingctx, arr, idx):  # type: ignore[no-untyped-def]
 def st(typingctx, arr, idx, val):  # type: ignore[no-untyped-def]
     """``arr[idx] = val``, unchecked."""
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        builder.store(_f32(context, builder, args[2], sig.args[2]), _ptr(context, builder, sig.args[0], args[0], args[1]))
+        value = _f32(context, builder, args[2], sig.args[2])
+        builder.store(value, _ptr(context, builder, sig.args[0], args[0], args[1]))
         return context.get_dummy_value()
     return types.void(arr, idx, val), codegen
 
@@ -159,7 +160,8 @@ def vgather(typingctx, arr, base, stride, lanes):  # type: ignore[no-untyped-def
         v = ir.Constant(ir.VectorType(ir.FloatType(), n), ir.Undefined)
         for i in range(n):
             off = builder.add(base_v, builder.mul(stride_v, ir.Constant(base_v.type, i)))
-            x = _f32(context, builder, builder.load(_ptr(context, builder, sig.args[0], args[0], off)), sig.args[0].dtype)
+            loaded = builder.load(_ptr(context, builder, sig.args[0], args[0], off))
+            x = _f32(context, builder, loaded, sig.args[0].dtype)
             v = builder.insert_element(v, x, ir.Constant(_I32, i))
         return v
     return F32Vec(n)(arr, base, stride, lanes), codegen

@@ -121,7 +121,8 @@ def reduction_stages(d: Domain, prod: Expr, target: Buffer, target_idx: tuple[Ex
         body = seq(
             nest(tile, Store("acc", tile_idx, fconst(0.0))),
             nest(inner, _guard(None if reads_safe else all_guard, update)),
-            nest(tile, _guard(write_guard, Store(target.name, target_idx, finalize(Load("acc", tile_idx), target_idx)))),
+            nest(tile, _guard(write_guard,
+                              Store(target.name, target_idx, finalize(Load("acc", tile_idx), target_idx)))),
         )
         return [nest(order[:at + 1], Allocate(acc, body))]
     names = tuple(f"i{n}" for n in range(len(target.shape)))
@@ -209,7 +210,8 @@ def _lower_conv(state: ScheduleState) -> Kernel:
         n, ch = coords[0], coords[1]
         pq = ax["p"] * wl.Q + ax["q"]
         packed = Buffer("data_packed", im2col_shape(
-            packing, max(wl.N, d.cover(n, "batch")), max(wl.C, d.cover(ch, "input channel")), max(wl.R, d.cover(ax["r"], "kernel row")),
+            packing, max(wl.N, d.cover(n, "batch")), max(wl.C, d.cover(ch, "input channel")),
+            max(wl.R, d.cover(ax["r"], "kernel row")),
             max(wl.S, d.cover(ax["s"], "kernel column")), max(wl.P * wl.Q, d.cover(pq, "output pixel"))))
         scratch.append(packed)
         data_read: Expr = Load(packed.name, im2col_index(packing, n, ch, ax["r"], ax["s"], pq))
@@ -283,5 +285,6 @@ def _im2col_stage(wl: Conv2D, block: int, packed: Buffer) -> Stmt:
                   Cmp("<", pq, Const(wl.P * wl.Q)), Cmp(">=", y, Const(0)), Cmp("<", y, Const(wl.H)),
                   Cmp(">=", x, Const(0)), Cmp("<", x, Const(wl.W)))
     value = Select(inside, Load("data", (n, ch, y, x)), fconst(0.0))  # type: ignore[arg-type]
-    return elementwise(packed.shape, ("n", "cb", "r", "s", "pq", "ci"), Store(packed.name, (n, cb, r, s, pq, ci), value))
+    return elementwise(packed.shape, ("n", "cb", "r", "s", "pq", "ci"),
+                       Store(packed.name, (n, cb, r, s, pq, ci), value))
 

@@ -18,7 +18,8 @@ def conv2d_reference(
     Written independently of the IR (padding by ``np.pad``, one batched matmul
     per kernel tap) so a bug in the compute definition cannot hide in both.
     """
-    x = np.pad(data.astype(np.float64), ((0, 0), (0, 0), (wl.padding[0], wl.padding[2]), (wl.padding[1], wl.padding[3])))
+    top, left, bottom, right = wl.padding
+    x = np.pad(data.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
     w = weight.astype(np.float64).reshape(wl.groups, wl.Kg, wl.Cg, wl.R, wl.S)
     (sh, sw), (dh, dw), P, Q = wl.stride, wl.dilation, wl.P, wl.Q
     out = np.zeros((wl.N, wl.groups, wl.Kg, P * Q))

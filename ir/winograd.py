@@ -75,7 +75,8 @@ class WinogradCompute:
 
     @property
     def spatial(self) -> tuple[Axis, ...]:
-        return (Axis("e", self.alpha ** 2, SPATIAL), Axis("k", self.workload.K, SPATIAL), Axis("t", self.tiles, SPATIAL))
+        return (Axis("e", self.alpha ** 2, SPATIAL), Axis("k", self.workload.K, SPATIAL),
+                Axis("t", self.tiles, SPATIAL))
 
     @property
     def reduce(self) -> tuple[Axis, ...]:

@@ -28,7 +28,8 @@ def _leaf(state: ScheduleState, prim: str, axis: str) -> IterVar:
         return state.axis(axis)
     for rel in state.relations:
         if isinstance(rel, Split) and rel.parent == axis:
-            raise ScheduleError(f"{prim}: axis '{axis}' no longer exists: it was split into '{rel.outer}' and '{rel.inner}'")
+            raise ScheduleError(
+                f"{prim}: axis '{axis}' no longer exists: it was split into '{rel.outer}' and '{rel.inner}'")
         if isinstance(rel, Fuse) and axis in (rel.outer, rel.inner):
             raise ScheduleError(f"{prim}: axis '{axis}' no longer exists: it was fused into '{rel.fused}'")
     raise ScheduleError(f"{prim}: '{axis}' is not an axis of this schedule (axes: {', '.join(state.leaves)})")
@@ -102,7 +103,8 @@ def fuse(state: ScheduleState, outer: str, inner: str) -> tuple[ScheduleState, s
         raise ScheduleError(f"fuse: cannot fuse {a.kind} axis '{outer}' with {b.kind} axis '{inner}'")
     i = state.leaves.index(outer)
     if i + 1 >= len(state.leaves) or state.leaves[i + 1] != inner:
-        raise ScheduleError(f"fuse: '{outer}' and '{inner}' are not adjacent loops with '{outer}' outside; reorder first")
+        raise ScheduleError(
+            f"fuse: '{outer}' and '{inner}' are not adjacent loops with '{outer}' outside; reorder first")
     for n in (outer, inner):
         _not_annotated(state, "fuse", n)
         if state.cache_at == n:
@@ -136,7 +138,8 @@ def _annotate(state: ScheduleState, prim: str, axis: str, kind: LoopKind) -> Sch
         if state.annotated(kind):
             raise ScheduleError(f"{prim}: '{state.annotated(kind)[0]}' is already {kind.value}; only one loop can be")
     if kind == LoopKind.VECTORIZED and a.extent > MAX_VECTOR_LANES:
-        raise ScheduleError(f"vectorize: '{axis}' has extent {a.extent}; split it to at most {MAX_VECTOR_LANES} lanes first")
+        raise ScheduleError(
+            f"vectorize: '{axis}' has extent {a.extent}; split it to at most {MAX_VECTOR_LANES} lanes first")
     new = state.with_(f"{prim}({axis})", annotations=state.annotations + ((axis, kind),))
     return check(new, prim)
 

@@ -19,7 +19,8 @@ def rec(costs, config=None, code=0, target=None):
 
 def test_round_trip_and_best(tmp_path):
     log = tmp_path / "sub" / "log.jsonl"
-    for r in (rec([3.0, 2.0, 4.0]), rec([1.0, 1.5, 0.5]), rec([], code=ErrorCode.CRASH), rec([0.1], code=ErrorCode.WRONG_ANSWER)):
+    for r in (rec([3.0, 2.0, 4.0]), rec([1.0, 1.5, 0.5]), rec([], code=ErrorCode.CRASH),
+              rec([0.1], code=ErrorCode.WRONG_ANSWER)):
         records.append(log, r)
     back = list(records.read(log))
     assert len(back) == 4 and back[0].cost == 3.0 and back[1].cost == 1.0

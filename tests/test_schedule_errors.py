@@ -57,7 +57,8 @@ def test_reduction_axis_moved_outside_the_cache_attach_point():
     qo, qi = s.split("q", 4)
     s.reorder("n", "k", "p", qo, "c", "r", "s", qi)
     s.cache_write(qo)
-    with pytest.raises(ScheduleError, match=r"^reorder: reduction axis 'c' would be outside the cache_write attach point 'q_o'"):
+    with pytest.raises(ScheduleError,
+                       match=r"^reorder: reduction axis 'c' would be outside the cache_write attach point 'q_o'"):
         s.reorder("c", qo)
 
 
@@ -74,7 +75,8 @@ def test_parallel_inside_the_cache_tile():
 
 
 def test_parallel_loop_must_be_outermost():
-    with pytest.raises(ScheduleError, match=r"^parallel: parallel axis 'p' must be the outermost loop, but 'k' is outside"):
+    with pytest.raises(ScheduleError,
+                       match=r"^parallel: parallel axis 'p' must be the outermost loop, but 'k' is outside"):
         sch().parallel("p")
 
 

@@ -132,7 +132,8 @@ def test_resume_after_kill_measures_nothing_twice(tmp_path):
     cmd = [sys.executable, "-m", "tuner.cli", "tune", "--conv", "N=1,C=8,H=8,W=8,K=16,R=3,S=3,pad=1",
            "--strategy", "random", "--seed", "5", "--trials", "6", "--log", str(log), "--repeats", "2"]
     root = Path(__file__).resolve().parent.parent
-    first = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
         time.sleep(0.2)

@@ -18,7 +18,8 @@ def test_grouped_flops_count_only_group_channels():
     assert wl.flops == 2 * 32 * 10 * 10 * 9
 
 
-@pytest.mark.parametrize("size,k,s,d", [(7, 3, 2, 1), (8, 3, 2, 1), (224, 7, 2, 1), (5, 4, 1, 1), (9, 3, 1, 2), (6, 2, 3, 1)])
+@pytest.mark.parametrize("size,k,s,d",
+                         [(7, 3, 2, 1), (8, 3, 2, 1), (224, 7, 2, 1), (5, 4, 1, 1), (9, 3, 1, 2), (6, 2, 3, 1)])
 def test_same_padding_gives_ceil_output(size, k, s, d):
     for mode in ("same", "same_lower"):
         wl = conv2d(1, 1, size, size, 1, k, stride=s, dilation=d, padding=mode)
@@ -32,7 +33,8 @@ def test_same_upper_puts_extra_padding_at_the_end():
     assert wl.padding == (1, 1, 2, 2)
 
 
-@pytest.mark.parametrize("padding,expected", [(2, (2, 2, 2, 2)), ((1, 2), (1, 2, 1, 2)), ((0, 1, 2, 3), (0, 1, 2, 3)), ("valid", (0, 0, 0, 0))])
+@pytest.mark.parametrize("padding,expected", [(2, (2, 2, 2, 2)), ((1, 2), (1, 2, 1, 2)), ((0, 1, 2, 3), (0, 1, 2, 3)),
+                                              ("valid", (0, 0, 0, 0))])
 def test_padding_forms(padding, expected):
     assert conv2d(1, 1, 9, 9, 1, 3, padding=padding).padding == expected
 

@@ -162,7 +162,8 @@ class Measurer:
             code = self._proc.wait(5)
             self._kill()
             return MeasureResult(error_code=ErrorCode.CRASH,
-                                 error=f"worker process died (exit code {code}) after {time.perf_counter() - started:.1f} s")
+                                 error=f"worker process died (exit code {code}) after "
+                                       f"{time.perf_counter() - started:.1f} s")
         self._kill()
         return MeasureResult(error_code=ErrorCode.TIMEOUT,
                              error=f"no result within {self.options.timeout:g} s; worker killed")
