@@ -147,3 +147,53 @@ def test_resume_after_kill_measures_nothing_twice(tmp_path):
     assert len(measured) == 6  # the earlier records were kept, none measured again
     assert len({json.dumps(c, sort_keys=True) for c in measured}) == 6
     assert "6 measured" in second.stdout
+
+
+class InterruptingMeasurer(FakeMeasurer):
+    """Ctrl-C arrives while the ``at``-th candidate is being measured."""
+
+    def __init__(self, at):
+        self.calls, self.at = 0, at
+
+    def measure(self, workload, config):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().measure(workload, config)
+
+
+def test_a_grid_point_interrupted_mid_measurement_is_measured_on_resume(tmp_path):
+    spaces = small_space()
+    n_valid = len(list(spaces["direct"].configs()))
+    log = tmp_path / "l.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        tune(WL, log=log, strategy="grid", n_trials=n_valid, spaces=spaces, seed=0, measurer=InterruptingMeasurer(3))
+    assert len(configs_in(log)) == 2
+    result = tune(WL, log=log, strategy="grid", n_trials=n_valid, spaces=spaces, seed=0, measurer=FakeMeasurer())
+    keys = [json.dumps(c, sort_keys=True) for c in configs_in(log)]
+    assert len(keys) == len(set(keys)) == n_valid and result.measured == n_valid
+
+
+class FailingMeasurer(FakeMeasurer):
+    """Every config with a 3-column tile fails; counts what it is asked."""
+
+    def __init__(self):
+        self.asked = []
+
+    def measure(self, workload, config):
+        self.asked.append(json.dumps(config, sort_keys=True))
+        if config["owb"] == 3:
+            return MeasureResult(error_code=records.ErrorCode.RUNTIME_ERROR, error="boom")
+        return super().measure(workload, config)
+
+
+def test_a_second_worker_measures_nothing_the_first_measured_failures_included(tmp_path):
+    spaces, storage = small_space(), default_storage(tmp_path / "shared.jsonl")
+    first, second = FailingMeasurer(), FailingMeasurer()
+    tune(WL, log=tmp_path / "a.jsonl", strategy="random", n_trials=8, spaces=spaces, seed=1, storage=storage,
+         measurer=first)
+    assert any('"owb": 3' in k for k in first.asked)  # the first worker saw failures
+    # The second worker's log is empty: only the shared study tells it what was measured.
+    tune(WL, log=tmp_path / "b.jsonl", strategy="random", n_trials=16, spaces=spaces, seed=3, storage=storage,
+         measurer=second)
+    assert len(second.asked) == 8 and not set(first.asked) & set(second.asked)

@@ -15,9 +15,10 @@ refused before compiling and costs no measurement and no budget.
 The study lives in a SQLite file next to the log (or ``storage``, e.g. a
 PostgreSQL URL shared by workers on several machines); the log doubles as a
 cache of measured configs, so rerunning the same command resumes without
-measuring anything twice. A sample that repeats a measured (or another
-worker's running) config is not measured again: the next trial is steered to
-a random unmeasured config instead.
+measuring anything twice. A sample that repeats a config the study measured
+(failures included) or another worker is measuring is not measured again: the
+next trial is steered to a random unmeasured config instead. A trial
+interrupted before its measurement was logged is measured again on resume.
 """
 from __future__ import annotations
 
@@ -251,7 +252,15 @@ def tune(
     def measured_trials() -> list[optuna.trial.FrozenTrial]:
         return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("measured")]
 
+    def taken(but: int = -1) -> dict[str, int]:
+        """Config key -> trial number, for configs measured in the study (by
+        any worker, failures included) or being measured now."""
+        return {t.user_attrs["config"]: t.number for t in study.get_trials(deepcopy=False)
+                if t.number != but and "config" in t.user_attrs
+                and (t.user_attrs.get("measured") or t.state == TrialState.RUNNING)}
+
     valid = grid if grid is not None else _grid(spaces)
+    valid_keys = [json.dumps(c, sort_keys=True) for c in valid]
     rng = random.Random(seed)
     refusals = 0
     stopped = "budget"
@@ -260,7 +269,9 @@ def tune(
     try:
         while len(measured_trials()) < n_trials:
             trial = key = None
-            if grid is not None and study.sampler.is_exhausted(study):  # type: ignore[attr-defined]
+            # Not the GridSampler's own test: it counts an interrupted, never
+            # measured grid point as visited.
+            if grid is not None and set(valid_keys) <= taken().keys():
                 stopped = "grid exhausted"
                 break
             if refusals >= MAX_REFUSALS:
@@ -273,23 +284,21 @@ def tune(
             trial.set_user_attr("host", host)
             trial.set_user_attr("pid", pid)
             reason = invalid_reason(workload, config, target)
-            twin = None if reason else next(
-                (t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
-                 if t.number != trial.number and t.user_attrs.get("config") == key and "invalid" not in t.user_attrs),
-                None)
+            twin = None if reason else taken(but=trial.number).get(key)
             if reason or twin is not None:
                 if reason:
                     trial.set_user_attr("invalid", reason)
                     study.tell(trial, INVALID_SCORE)
                 else:
-                    trial.set_user_attr("duplicate_of", twin.number)  # type: ignore[union-attr]
+                    trial.set_user_attr("duplicate_of", twin)
                     study.tell(trial, state=TrialState.FAIL)
                 refusals += 1
                 # TPE on a small discrete space keeps proposing what it knows
                 # (or what it cannot have): steer the next trial to an
                 # unmeasured valid config instead.
                 if twin is not None or refusals % STEER_AFTER == 0:
-                    fresh = [c for c in valid if json.dumps(c, sort_keys=True) not in cache]
+                    busy = taken()
+                    fresh = [c for c, k in zip(valid, valid_keys) if k not in cache and k not in busy]
                     if not fresh:
                         stopped = "every valid config is measured"
                         break
