@@ -1,8 +1,10 @@
 """Several tuning processes share one Optuna study through PostgreSQL."""
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from glob import glob
 from pathlib import Path
@@ -17,16 +19,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def server_url():
+    """The server CI gives (CONVTUNE_TEST_POSTGRES), else one started here and
+    stopped after the tests."""
     url = os.environ.get("CONVTUNE_TEST_POSTGRES")
-    if not url and glob("/usr/lib/postgresql/*/bin/initdb"):
-        env = dict(os.environ, CONVTUNE_PG_PORT=str(55000 + os.getpid() % 400))
-        url = subprocess.run([str(ROOT / ".ci" / "start-postgres")], capture_output=True, text=True, check=True,
-                             env=env).stdout.strip()
-    if not url:
+    if url:
+        yield url
+        return
+    if not glob("/usr/lib/postgresql/*/bin/initdb"):
         if os.environ.get("CI"):
             pytest.fail("CI must provide PostgreSQL (.ci/run starts one; CONVTUNE_TEST_POSTGRES is unset)")
         pytest.skip("no PostgreSQL server and no initdb on this machine")
-    return url
+    folder = tempfile.mkdtemp(prefix="convtune-pg.")
+    env = dict(os.environ, CONVTUNE_PG_PORT=str(55000 + os.getpid() % 400), CONVTUNE_PG_DIR=folder)
+    yield subprocess.run([str(ROOT / ".ci" / "start-postgres")], capture_output=True, text=True, check=True,
+                         env=env).stdout.strip()
+    subprocess.run([str(ROOT / ".ci" / "stop-postgres"), folder], check=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
