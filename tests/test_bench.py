@@ -73,3 +73,12 @@ def test_a_peer_with_a_different_answer_stops_the_bench(suite, monkeypatch):
 
     with pytest.raises(AssertionError, match="peer wrong disagrees with the reference"):
         _run(suite, monkeypatch, {"wrong": wrong_peer})
+
+
+def test_an_unknown_peer_is_refused_before_anything_is_measured(suite, monkeypatch):
+    def no_ceilings(*args, **kw):
+        raise AssertionError("measured the ceilings before checking the peers")
+
+    monkeypatch.setattr(bench, "fma_ceiling", no_ceilings)
+    with pytest.raises(ValueError, match="peers: unknown nosuch"):
+        bench.run_bench(suite, peers=["onnxruntime", "nosuch"], threads=1, rounds=1)

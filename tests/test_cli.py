@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner import records
+from schedules import templates
+from tuner import records, search
 from tuner.cli import main, parse_conv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,38 @@ def test_bad_arguments_exit_2_with_one_line(args, message, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(message) and "\n" not in err
+
+
+PLUGIN = """
+from schedules import default_schedule
+from schedules.space import Knob, Space
+from schedules.templates import TEMPLATES, Template
+
+
+def space(wl, target):
+    return Space("probe", (Knob("x", (1,)),), (), {"x": 1})
+
+
+TEMPLATES["probe"] = Template("probe", lambda wl: True, space, lambda wl, config, target: default_schedule(wl))
+"""
+
+
+def test_plugin_templates_are_in_the_search_space(tmp_path, monkeypatch):
+    """The space is built in the tuning process, so ``--plugin`` must be
+    imported there too, not only in the measurement worker."""
+    (tmp_path / "cli_probe_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cli_probe_plugin", raising=False)
+    monkeypatch.setattr(templates, "TEMPLATES", dict(templates.TEMPLATES))  # the registration is undone after
+    spaces = []
+
+    def fake_tune(wl, **kw):
+        spaces.append(sorted(templates.search_space(wl)))
+        return search.TuneResult(wl, "study", 0, 0, None, "budget")
+
+    monkeypatch.setattr(search, "tune", fake_tune)
+    assert main(["tune", "--conv", CONV, "--log", str(tmp_path / "x.jsonl"), "--plugin", "cli_probe_plugin"]) == 0
+    assert len(spaces) == 1 and "probe" in spaces[0] and "direct" in spaces[0]
 
 
 def test_tune_show_and_log_best(tmp_path):

@@ -71,6 +71,26 @@ def test_a_nearest_config_invalid_here_is_skipped(log):
         assert apply_history_best(log).config_for(few_channels)[1] == "default"
 
 
+def test_a_tuned_config_no_longer_valid_is_not_applied(log):
+    """A knob's values changed since the log was written: the exact record's
+    config would fail to build. The best valid record of the workload is used
+    instead, and a workload with none falls back with one warning."""
+    stale = dict(BEST, owb=99)
+    records.append(log, Record(TUNED.to_dict(), host_target().to_dict(), stale, [1e-6]))  # fastest, invalid
+    near = conv2d(1, 16, 24, 24, 32, 3, padding=1)
+    records.append(log, Record(near.to_dict(), host_target().to_dict(), stale, [1e-6]))  # its only record
+    d = apply_history_best(log)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)
+        assert d.config_for(TUNED) == (BEST, "tuned")
+    with pytest.warns(FallbackWarning, match=r"N1 C16 24x24 K32 3x3 p1: tuned configs are not valid for the current "
+                                             r"templates; using the best config of the nearest tuned workload") as w:
+        assert d.config_for(near) == (BEST, "nearest N1 C16 12x12 K32 3x3 p1")
+        d.config_for(near)
+    assert len(w) == 1
+    assert check_kernel(d.kernel(near), np.random.default_rng(2)) < 1e-4
+
+
 def test_records_of_another_target_are_not_applied(log):
     d = apply_history_best(log)
     assert d.other_targets == 1

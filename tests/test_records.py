@@ -1,6 +1,7 @@
 """The tuning log: durable appends, corrupt lines skipped with a warning naming
 the file and line, best-record distillation."""
 import json
+import re
 
 import pytest
 
@@ -44,6 +45,38 @@ def test_corrupt_lines_are_skipped_with_file_and_line(tmp_path):
     messages = [str(w.message) for w in caught]
     assert any(f"{log}:2: skipped corrupt record" in m for m in messages)
     assert any(f"{log}:3:" in m for m in messages) and any(f"{log}:4:" in m and "missing fields" in m for m in messages)
+
+
+@pytest.mark.parametrize("field,value,why", [
+    ("target", {}, "target:"),
+    ("target", {"kind": "cpu", "cpu": "x", "isa": "avx2"}, "target:"),
+    ("costs", ["a"], "costs:"),
+    ("costs", 5, "costs:"),
+    ("costs", [0.0], "costs:"),
+    ("config", [1], "config:"),
+    ("config", {"owb": 2}, "config:"),
+    ("error_code", "0", "error_code:"),
+    ("error_code", 99, "error_code:"),
+    ("error_code", True, "error_code:"),
+    ("extra", [], "extra:"),
+    ("timestamp", "now", "timestamp:"),
+])
+def test_valid_json_with_bad_fields_is_skipped_as_corrupt(tmp_path, field, value, why):
+    """Such a line once passed and crashed ``convtune show``, ``tune`` and
+    ``apply_history_best`` later, far from the bad line."""
+    log = tmp_path / "log.jsonl"
+    bad = dict(json.loads(rec([2.0]).to_json()), **{field: value})
+    log.write_text(rec([1.0]).to_json() + "\n" + json.dumps(bad) + "\n")
+    with pytest.warns(LogWarning, match=re.escape(f"{log}:2: skipped corrupt record ({why}")):
+        back = list(records.read(log))
+    assert [r.cost for r in back] == [1.0]
+    assert records.best_records(back)  # what was kept is usable
+
+
+def test_cost_is_the_true_median():
+    assert rec([4.0, 1.0, 3.0, 2.0]).cost == 2.5
+    assert rec([3.0, 1.0, 2.0]).cost == 2.0
+    assert rec([5.0]).cost == 5.0
 
 
 def test_records_of_another_target_are_kept_apart(tmp_path):

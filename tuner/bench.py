@@ -118,6 +118,9 @@ def run_bench(suite: str, configs: Optional[ConfigSource] = None, threads: Optio
               peers: Optional[list[str]] = None, rounds: int = 7, min_block_seconds: float = 0.03,
               target: Optional[CpuTarget] = None, on_layer: Callable[[LayerResult], None] = lambda r: None,
               ) -> BenchReport:
+    unknown = [p for p in peers or () if p not in PEERS]
+    if unknown:  # checked first: the ceilings take a while to measure
+        raise ValueError(f"peers: unknown {', '.join(unknown)} (peers: {', '.join(PEERS)})")
     target = target or host_target()
     threads = threads or target.cores
     numba.set_num_threads(threads)

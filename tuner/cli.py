@@ -2,9 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import math
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tuner.measure import MeasureOptions
+    from tuner.search import TuneResult
 
 
 def _search_bench(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
@@ -48,8 +56,7 @@ def _bench(args: argparse.Namespace) -> int:
 
         best = ApplyHistoryBest(args.log)
         configs = best.config_for
-    report = run_bench(args.suite, configs=configs, threads=args.threads, rounds=args.rounds,
-                       peers=args.peers.split(",") if args.peers is not None else None,
+    report = run_bench(args.suite, configs=configs, threads=args.threads, rounds=args.rounds, peers=args.peers,
                        on_layer=lambda r: console.print(f"  {r.name}: " + ", ".join(
                            f"{k} {v:.1f}" for k, v in r.gflops.items()), highlight=False))
     console.print(render_table(report))
@@ -105,20 +112,67 @@ def _workloads(args: argparse.Namespace) -> list[tuple[str, object]]:
     return [(layer.name, layer.workload) for layer in layers if not wanted or layer.name in wanted]
 
 
-def _tune(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def _import_plugins(modules: Sequence[str]) -> None:
+    """Import ``--plugin`` modules here, not only in the measurement worker:
+    the search space is built in this process from the registered templates.
+    Any error of the plugin's own code is reported in one line."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001 - a plugin is user code and may raise anything
+            hint = " (is it on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError) else ""
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise ValueError(f"--plugin {module}: {type(e).__name__}: {first}{hint}") from None
 
-    from tuner.measure import MeasureOptions, Measurer
-    from tuner.search import tune
+
+def _storage_problem(e: Exception, args: argparse.Namespace) -> int:
+    """One line for a storage URL that does not parse or a database that
+    cannot be reached, instead of SQLAlchemy's traceback; 2 for a malformed
+    URL (a bad argument), 1 for a database that failed."""
+    import sqlalchemy.exc
+
+    from tuner.search import default_storage
+
+    url = args.storage or default_storage(args.log)
+    why = str(getattr(e, "orig", None) or e).splitlines()[0]
+    print(f"convtune tune: storage {url!r}: {why}", file=sys.stderr)
+    return 2 if isinstance(e, sqlalchemy.exc.ArgumentError) else 1
+
+
+def _tune(args: argparse.Namespace) -> int:
+    import sqlalchemy.exc
+    from rich.console import Console
+
+    from tuner.measure import MeasureOptions
 
     if args.target != "cpu":
         raise ValueError(f"--target: {args.target!r} is not supported (targets: cpu)")
-    if args.trials < 1:
-        raise ValueError("--trials must be at least 1")
+    _import_plugins(args.plugin)
     workloads = _workloads(args)
     console = Console(width=None if sys.stdout.isatty() else 160)
     options = MeasureOptions(repeats=args.repeats, timeout=args.timeout, plugins=tuple(args.plugin))
+    try:
+        results = _tune_workloads(args, workloads, options, console)
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        return _storage_problem(e, args)
+    if results is None:
+        return 130
+    for name, r in results:
+        best = f"{r.best.gflops:.1f} GFLOP/s {r.best.config}" if r.best else "no successful candidate"
+        console.print(f"{name}: {r.measured} measured ({r.failures} failed, stopped: {r.stopped_reason}); best {best}",
+                      highlight=False)
+    return 0
+
+
+def _tune_workloads(args: argparse.Namespace, workloads: list[tuple[str, object]], options: MeasureOptions,
+                    console: Console) -> list[tuple[str, TuneResult]] | None:
+    """Tune each workload under a progress bar: (name, TuneResult) pairs, or
+    None after Ctrl-C (said on the console)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from tuner.measure import Measurer
+    from tuner.search import tune
+
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("trial {task.completed}/{task.total}"),
                TextColumn("best {task.fields[best]:.1f} GFLOP/s"), TextColumn("failures {task.fields[failures]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
@@ -136,14 +190,10 @@ def _tune(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 progress.stop()
                 console.print(f"interrupted: {args.log} and the study are intact; rerun the same command to resume")
-                return 130
+                return None
             progress.update(task, completed=result.measured)
             results.append((name, result))
-    for name, r in results:
-        best = f"{r.best.gflops:.1f} GFLOP/s {r.best.config}" if r.best else "no successful candidate"
-        console.print(f"{name}: {r.measured} measured ({r.failures} failed, stopped: {r.stopped_reason}); best {best}",
-                      highlight=False)
-    return 0
+    return results
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -183,27 +233,67 @@ def _log_best(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists():
         raise ValueError(f"{out} exists; not overwriting it")
+    if not best:
+        print(f"convtune log best: no successful record in {args.input}; {out} not written", file=sys.stderr)
+        return 1
     for rec in best.values():
         records.append(out, rec)
     print(f"{len(best)} best record(s) written to {out}")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line, as the README promises, not argparse's usage block
+    followed by the error (subparsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: a finite number of ``kind`` above zero (a zero
+    timeout or repeat count would log every candidate as failed, or time
+    nothing, instead of telling the user)."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        return value
+
+    return parse
+
+
+def _peer_names(text: str) -> list[str]:
+    """``--peers``: comma-separated names of known peers (empty: none)."""
+    from tuner.peers import PEERS
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown peer(s) {', '.join(unknown)} (peers: {', '.join(PEERS)})")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="convtune", description="Autotune and benchmark conv2d kernels.")
+    parser = _Parser(prog="convtune", description="Autotune and benchmark conv2d kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="compare convtune with onnxruntime and PyTorch on a suite of layers")
     bench.add_argument("suite", nargs="?", help="built-in suite (resnet18, mobilenetv2_dw, resnet50_b32) or "
                        "FILE.json[:NAME]")
     bench.add_argument("--log", help="tuning log: use each layer's best config (else the untuned default)")
-    bench.add_argument("--threads", type=int, help="threads for every contender (default: all cores)")
-    bench.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per layer (default 7)")
-    bench.add_argument("--peers", help="comma-separated peers (default: onnxruntime,torch_nchw,torch_cl)")
+    bench.add_argument("--threads", type=_positive(int), help="threads for every contender (default: all cores)")
+    bench.add_argument("--rounds", type=_positive(int), default=7,
+                       help="interleaved timing rounds per layer (default 7)")
+    bench.add_argument("--peers", type=_peer_names,
+                       help="comma-separated peers (default: onnxruntime,torch_nchw,torch_cl)")
     bench.add_argument("--json", help="also write the numbers to this JSON file")
     bench.add_argument("--search", action="store_true", help="instead: search efficiency of grid / random / TPE "
                        "on r18_c2, r18_c5, r18_c8")
-    bench.add_argument("--seeds", type=int, default=5, help="seeds per strategy for --search (default 5)")
+    bench.add_argument("--seeds", type=_positive(int), default=5, help="seeds per strategy for --search (default 5)")
     bench.add_argument("--search-dir", default="logs/search", help="where --search writes logs, JSON and plot")
     bench.set_defaults(run=_bench)
 
@@ -215,13 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--layers", help="comma-separated layer names of the suite (default: all)")
     tune.add_argument("--target", default="cpu", help="target (only cpu)")
     tune.add_argument("--strategy", default="tpe", choices=("grid", "random", "tpe"))
-    tune.add_argument("--trials", type=int, default=100, help="measured candidates per workload (default 100)")
+    tune.add_argument("--trials", type=_positive(int), default=100,
+                      help="measured candidates per workload (default 100)")
     tune.add_argument("--log", default="logs/convtune.jsonl", help="tuning log (default logs/convtune.jsonl)")
     tune.add_argument("--storage", help="Optuna storage URL shared by workers, e.g. postgresql://user@host/db "
                       "(default: a SQLite file next to the log)")
     tune.add_argument("--seed", type=int, help="sampler seed (reproducible search)")
-    tune.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per candidate (default 120)")
-    tune.add_argument("--repeats", type=int, default=5, help="timed repeats per candidate (default 5)")
+    tune.add_argument("--timeout", type=_positive(float), default=120.0,
+                      help="seconds allowed per candidate (default 120)")
+    tune.add_argument("--repeats", type=_positive(int), default=5, help="timed repeats per candidate (default 5)")
     tune.add_argument("--plugin", action="append", default=[], help="module to import first, e.g. one that "
                       "registers extra templates (repeatable)")
     tune.set_defaults(run=_tune)

@@ -6,9 +6,12 @@ For a workload and the host target, the config comes from, in order:
    kernel size, stride, dilation and grouping; nearest in log-scale channels,
    size and batch), when that config is valid for this workload;
 3. the template default.
-Cases 2 and 3 warn once per workload, naming it, so a user knows which shapes
-run untuned. Kernels are built through the disk cache: a second process
-starting the same model does not recompile.
+Only records whose config is still valid for the current templates count (a
+template's knobs may have changed since the log was written, or a plugin
+template may be missing): such a config would fail to build. Cases 2 and 3
+warn once per workload, naming it, so a user knows which shapes run untuned.
+Kernels are built through the disk cache: a second process starting the same
+model does not recompile.
 """
 from __future__ import annotations
 
@@ -49,9 +52,14 @@ class ApplyHistoryBest:
         paths = [logs] if isinstance(logs, (str, Path)) else list(logs)
         self.target = target or host_target()
         recs = records.read_many(paths)
+        here = [r for r in recs if r.target_key == self.target.key and r.ok]
         self.other_targets = sum(1 for r in recs if r.target_key != self.target.key)
-        self.best: dict[str, Record] = {
-            wkey: rec for (wkey, tkey), rec in records.best_records(recs).items() if tkey == self.target.key}
+        self.best: dict[str, Record] = {}
+        for r in sorted(here, key=lambda r: r.cost):  # fastest first: usually one validity check a workload
+            if r.workload_key not in self.best and invalid_reason(r.workload_obj, r.config, self.target) is None:
+                self.best[r.workload_key] = r
+        # workloads tuned here whose every successful config is invalid now
+        self._stale = {r.workload_key for r in here} - set(self.best)
         self._warned: set[str] = set()
         self._kernels: dict[str, CompiledKernel] = {}
         self._token: Optional[contextvars.Token] = None
@@ -66,14 +74,15 @@ class ApplyHistoryBest:
         exact = self.best.get(wl.key)
         if exact is not None:
             return exact.config, "tuned"
+        why = "tuned configs are not valid for the current templates" if wl.key in self._stale else "not tuned"
         candidates = sorted((r for r in self.best.values() if _kind(r.workload_obj) == _kind(wl)),
                             key=lambda r: _distance(r.workload_obj, wl))
         for rec in candidates:
             if invalid_reason(wl, rec.config, self.target) is None:
                 near = rec.workload_obj.short()
-                self._warn(wl, f"not tuned; using the best config of the nearest tuned workload ({near})")
+                self._warn(wl, f"{why}; using the best config of the nearest tuned workload ({near})")
                 return rec.config, f"nearest {near}"
-        self._warn(wl, "not tuned and no similar tuned workload; using the untuned default config")
+        self._warn(wl, f"{why} and no similar tuned workload; using the untuned default config")
         return default_config(wl, self.target), "default"
 
     def kernel(self, wl: Conv2D) -> CompiledKernel:

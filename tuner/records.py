@@ -62,11 +62,9 @@ class Record:
 
     @property
     def cost(self) -> float:
-        """Median seconds per call (inf for a failed candidate)."""
-        if not self.ok:
-            return float("inf")
-        s = sorted(self.costs)
-        return s[len(s) // 2]
+        """Median seconds per call (inf for a failed candidate); the true
+        median, so an even number of repeats is not biased towards the slower."""
+        return _median(self.costs) if self.ok else float("inf")
 
     @property
     def gflops(self) -> float:
@@ -103,7 +101,35 @@ class Record:
             raise ValueError(f"written by a newer convtune (format {d['version']})")
         rec = Record(**{k: v for k, v in d.items() if k in Record.__dataclass_fields__})
         rec.workload_obj  # validates the workload  # noqa: B018
+        _check_fields(rec)
         return rec
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_fields(rec: Record) -> None:
+    """Refuse a record whose fields have the wrong types, so a line that is
+    valid JSON but not a record is skipped as corrupt when the log is read,
+    rather than crashing ``show``, ``tune`` or ``apply_history_best`` later."""
+    target = rec.target
+    if not (isinstance(target, dict) and isinstance(target.get("kind"), str) and isinstance(target.get("cpu"), str)
+            and isinstance(target.get("isa"), list) and all(isinstance(i, str) for i in target["isa"])):
+        raise ValueError("target: needs kind and cpu (strings) and isa (a list of strings)")
+    if not (isinstance(rec.config, dict) and isinstance(rec.config.get("algorithm"), str)):
+        raise ValueError(f"config: {rec.config!r} is not an object naming its algorithm")
+    if not (isinstance(rec.costs, list) and all(_is_number(c) and 0 < c < float("inf") for c in rec.costs)):
+        raise ValueError(f"costs: {rec.costs!r} is not a list of positive seconds")
+    if not (isinstance(rec.error_code, int) and not isinstance(rec.error_code, bool)
+            and rec.error_code in list(ErrorCode)):
+        raise ValueError(f"error_code: {rec.error_code!r} is not one of {[int(c) for c in ErrorCode]}")
+    for name, kind in (("error", str), ("versions", dict), ("extra", dict)):
+        if not isinstance(getattr(rec, name), kind):
+            raise ValueError(f"{name}: {getattr(rec, name)!r} is not a {kind.__name__}")
+    for name in ("compile_seconds", "timestamp"):
+        if not _is_number(getattr(rec, name)):
+            raise ValueError(f"{name}: {getattr(rec, name)!r} is not a number")
 
 
 def versions() -> dict[str, str]:
