@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence, Union
 
-ACTIVATIONS = ("relu", "relu6", "clip", "leaky_relu")
+ACTIVATION_PARAMS: dict[str, tuple[str, ...]] = {
+    "relu": (), "relu6": (), "clip": ("lo", "hi"), "leaky_relu": ("alpha",),
+}
+ACTIVATIONS = tuple(ACTIVATION_PARAMS)
 
 
 class WorkloadError(ValueError):
@@ -31,20 +35,39 @@ class Activation:
 
     @staticmethod
     def parse(spec: Union[str, Activation, None], **params: float) -> Activation | None:
+        if spec is not None and not isinstance(spec, Activation) and spec not in ACTIVATIONS:
+            raise WorkloadError(f"activation: {spec!r} is not one of {', '.join(ACTIVATIONS)}")
+        values = _activation_params(spec, params)
         if spec is None or isinstance(spec, Activation):
             return spec
-        if spec not in ACTIVATIONS:
-            raise WorkloadError(f"activation: {spec!r} is not one of {', '.join(ACTIVATIONS)}")
         if spec == "relu":
             return Activation("relu")
         if spec == "relu6":
             return Activation("clip", lo=0.0, hi=6.0)
         if spec == "clip":
-            lo, hi = float(params.get("lo", 0.0)), float(params.get("hi", 6.0))
+            lo, hi = values.get("lo", 0.0), values.get("hi", 6.0)
             if not lo < hi:
                 raise WorkloadError(f"activation: clip needs lo < hi, got lo={lo}, hi={hi}")
             return Activation("clip", lo=lo, hi=hi)
-        return Activation("leaky_relu", alpha=float(params.get("alpha", 0.01)))
+        return Activation("leaky_relu", alpha=values.get("alpha", 0.01))
+
+
+def _activation_params(spec: Union[str, Activation, None], params: dict[str, Any]) -> dict[str, float]:
+    """The parameters as plain floats (so the key stays JSON). Each must be one
+    that ``spec`` uses: an ignored parameter is a typo or the wrong activation,
+    and silently dropping it would tune and run a different workload."""
+    takes = ACTIVATION_PARAMS[spec] if isinstance(spec, str) else ()
+    values = {}
+    for name, v in params.items():
+        users = [kind for kind, names in ACTIVATION_PARAMS.items() if name in names]
+        if not users:
+            raise WorkloadError(f"{name}: not an argument of conv2d")
+        if name not in takes:
+            raise WorkloadError(f"{name}: only activation {' or '.join(users)} takes it, not {spec!r}")
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise WorkloadError(f"{name}: expected a finite number, got {type(v).__name__} {v!r}")
+        values[name] = float(v)
+    return values
 
 
 @dataclass(frozen=True)
@@ -149,19 +172,27 @@ class Conv2D:
         return " ".join(parts)
 
 
+def _is_int(v: Any) -> bool:
+    """Any integer type (numpy's too: shapes often come from arrays), but not bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def _pair(name: str, v: Union[int, Sequence[int]]) -> tuple[int, int]:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return (v, v)
+    """A positive int or a pair of them (stride, dilation), as plain ints."""
+    if _is_int(v):
+        v = (v, v)
     if isinstance(v, (tuple, list)) and len(v) == 2:
-        return (v[0], v[1])
+        return (_check_int(name, v[0], 1), _check_int(name, v[1], 1))
     raise WorkloadError(f"{name}: expected an int or a pair of ints, got {v!r}")
 
 
-def _check_int(name: str, v: Any, minimum: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, int):
+def _check_int(name: str, v: Any, minimum: int) -> int:
+    """``v`` as a plain int, so the canonical key stays JSON-serialisable."""
+    if not _is_int(v):
         raise WorkloadError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
     if v < minimum:
         raise WorkloadError(f"{name}: must be >= {minimum}, got {v}")
+    return int(v)
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
@@ -187,7 +218,7 @@ def _padding(
             left, right = same_padding(W, S, stride[1], dilation[1], upper)
             return (top, left, bottom, right)
         raise WorkloadError(f"padding: unknown mode {padding!r} (use 'valid', 'same', 'same_upper', 'same_lower')")
-    if isinstance(padding, int) and not isinstance(padding, bool):
+    if _is_int(padding):
         pads: tuple = (padding,) * 4
     elif isinstance(padding, (tuple, list)) and len(padding) == 2:
         pads = (padding[0], padding[1], padding[0], padding[1])
@@ -195,9 +226,9 @@ def _padding(
         pads = tuple(padding)
     else:
         raise WorkloadError(f"padding: expected int, (h, w), (top, left, bottom, right) or a mode, got {padding!r}")
-    for side, p in zip(("top", "left", "bottom", "right"), pads):
-        _check_int(f"padding ({side})", p, 0)
-    return pads  # type: ignore[return-value]
+    top, left, bottom, right = (_check_int(f"padding ({side})", p, 0)
+                                for side, p in zip(("top", "left", "bottom", "right"), pads))
+    return (top, left, bottom, right)
 
 
 def conv2d(
@@ -219,12 +250,9 @@ def conv2d(
     of relu, relu6, clip (``lo``, ``hi``) or leaky_relu (``alpha``).
     """
     S = R if S is None else S
-    for name, v in (("N", N), ("C", C), ("H", H), ("W", W), ("K", K), ("R", R), ("S", S), ("groups", groups)):
-        _check_int(name, v, 1)
+    N, C, H, W, K, R, S, groups = (_check_int(name, v, 1) for name, v in (
+        ("N", N), ("C", C), ("H", H), ("W", W), ("K", K), ("R", R), ("S", S), ("groups", groups)))
     st, dil = _pair("stride", stride), _pair("dilation", dilation)
-    for name, pair in (("stride", st), ("dilation", dil)):
-        for v in pair:
-            _check_int(name, v, 1)
     for name, flag in (("bias", bias), ("residual", residual)):
         if not isinstance(flag, bool):
             raise WorkloadError(f"{name}: expected a bool, got {flag!r}")

@@ -5,6 +5,8 @@ a user who chains ten primitives knows which one was illegal and why.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ir.compute import REDUCE, SPATIAL
 from ir.loopnest import LoopKind
 from schedules.state import (
@@ -79,11 +81,16 @@ def check(state: ScheduleState, prim: str) -> ScheduleState:
 def split(state: ScheduleState, axis: str, factor: int) -> tuple[ScheduleState, str, str]:
     """Split ``axis`` into (outer, inner) with inner extent ``factor``. A factor
     that does not divide the extent is allowed; the overhang is guarded."""
-    a = _leaf(state, "split", axis)
-    _positive_int("split", "factor", factor)
-    _not_annotated(state, "split", axis)
+    return _split(state, "split", axis, factor)
+
+
+def _split(state: ScheduleState, prim: str, axis: str, factor: int) -> tuple[ScheduleState, str, str]:
+    """``split``, with errors attributed to ``prim`` (the primitive the user called)."""
+    a = _leaf(state, prim, axis)
+    _positive_int(prim, "factor", factor)
+    _not_annotated(state, prim, axis)
     if factor > a.extent:
-        raise ScheduleError(f"split: factor {factor} exceeds the extent {a.extent} of '{axis}'")
+        raise ScheduleError(f"{prim}: factor {factor} exceeds the extent {a.extent} of '{axis}'")
     outer = IterVar(state.fresh_name(f"{axis}_o"), -(-a.extent // factor), a.kind)
     inner = IterVar(state.fresh_name(f"{axis}_i"), factor, a.kind)
     i = state.leaves.index(axis)
@@ -93,7 +100,7 @@ def split(state: ScheduleState, axis: str, factor: int) -> tuple[ScheduleState, 
         f"split({axis}, {factor}) -> {outer.name}, {inner.name}",
         axes=state.axes + (outer, inner), leaves=leaves,
         relations=state.relations + (Split(axis, outer.name, inner.name, factor),), cache_at=cache_at)
-    return check(new, "split"), outer.name, inner.name
+    return check(new, prim), outer.name, inner.name
 
 
 def fuse(state: ScheduleState, outer: str, inner: str) -> tuple[ScheduleState, str]:
@@ -118,15 +125,36 @@ def fuse(state: ScheduleState, outer: str, inner: str) -> tuple[ScheduleState, s
 
 def reorder(state: ScheduleState, *axes: str) -> ScheduleState:
     """Put the given loops in this order, in the positions they occupy now."""
-    names = [_leaf(state, "reorder", a).name for a in axes]
+    return _reorder(state, "reorder", axes)
+
+
+def _reorder(state: ScheduleState, prim: str, axes: tuple[str, ...]) -> ScheduleState:
+    """``reorder``, with errors attributed to ``prim`` (the primitive the user called)."""
+    names = [_leaf(state, prim, a).name for a in axes]
     if len(set(names)) != len(names):
-        raise ScheduleError(f"reorder: an axis is listed twice in ({', '.join(names)})")
+        raise ScheduleError(f"{prim}: an axis is listed twice in ({', '.join(names)})")
     slots = sorted(state.leaves.index(n) for n in names)
     leaves = list(state.leaves)
     for slot, n in zip(slots, names):
         leaves[slot] = n
     new = state.with_(f"reorder({', '.join(names)})", leaves=tuple(leaves))
-    return check(new, "reorder")
+    return check(new, prim)
+
+
+def tile(state: ScheduleState, x: str, y: str, x_factor: int,
+         y_factor: int) -> tuple[ScheduleState, tuple[str, str, str, str]]:
+    """Split ``x`` and ``y`` and order the four loops (x_o, y_o, x_i, y_i) in
+    the positions the split loops occupy. One primitive, not three: a failure
+    in any step leaves no partial split behind, and the error names ``tile``."""
+    _leaf(state, "tile", x)  # checked here so errors list the caller's axes, not a half-tiled state's
+    _leaf(state, "tile", y)
+    if x == y:
+        raise ScheduleError(f"tile: the two axes must differ, got '{x}' twice")
+    tiled, xo, xi = _split(state, "tile", x, x_factor)
+    tiled, yo, yi = _split(tiled, "tile", y, y_factor)
+    tiled = _reorder(tiled, "tile", (xo, yo, xi, yi))
+    record = f"tile({x}, {y}, {x_factor}, {y_factor}) -> {xo}, {yo}, {xi}, {yi}"
+    return replace(tiled, trace=state.trace + (record,)), (xo, yo, xi, yi)
 
 
 def _annotate(state: ScheduleState, prim: str, axis: str, kind: LoopKind) -> ScheduleState:

@@ -43,11 +43,9 @@ class Schedule:
         return outer, inner
 
     def tile(self, x: str, y: str, x_factor: int, y_factor: int) -> tuple[str, str, str, str]:
-        """Split two adjacent axes and order them (x_o, y_o, x_i, y_i)."""
-        xo, xi = self.split(x, x_factor)
-        yo, yi = self.split(y, y_factor)
-        self.reorder(xo, yo, xi, yi)
-        return xo, yo, xi, yi
+        """Split two axes and order them (x_o, y_o, x_i, y_i); all or nothing."""
+        self.state, axes = prim.tile(self.state, x, y, x_factor, y_factor)
+        return axes
 
     def fuse(self, outer: str, inner: str) -> str:
         self.state, fused = prim.fuse(self.state, outer, inner)

@@ -17,9 +17,9 @@ EXAMPLES = int(os.environ.get("CONVTUNE_PROPERTY_EXAMPLES", "40"))
 
 @st.composite
 def workloads(draw):
-    groups = draw(st.sampled_from(["1", "2", "dw"]))
+    groups = draw(st.sampled_from(["1", "2", "4", "dw"]))
     cg, kg = draw(st.integers(1, 6)), draw(st.integers(1, 6))
-    g = {"1": 1, "2": 2, "dw": draw(st.integers(2, 8))}[groups]
+    g = {"1": 1, "2": 2, "4": 4, "dw": draw(st.integers(2, 8))}[groups]
     if groups == "dw":
         cg = 1
     kw = dict(
@@ -39,7 +39,7 @@ def workloads(draw):
         assume(False)
 
 
-ACTIONS = ["split", "split", "fuse", "reorder", "reorder", "unroll", "vectorize", "parallel",
+ACTIONS = ["split", "split", "tile", "fuse", "reorder", "reorder", "unroll", "vectorize", "parallel",
            "cache_write", "pack_data", "pack_weights"]
 
 
@@ -48,6 +48,9 @@ def apply(sch: Schedule, action: str, a: int, b: int) -> None:
     pick = leaves[a % len(leaves)]
     if action == "split":
         sch.split(pick, 1 + b % sch.extent(pick))
+    elif action == "tile":
+        other = leaves[b % len(leaves)]
+        sch.tile(pick, other, 1 + b % sch.extent(pick), 1 + a % sch.extent(other))
     elif action == "fuse" and len(leaves) > 1:
         i = a % (len(leaves) - 1)
         sch.fuse(leaves[i], leaves[i + 1])

@@ -1,6 +1,7 @@
 """Illegal schedules raise ScheduleError naming the primitive and the reason."""
 import pytest
 
+from conftest import assert_correct
 from codegen import build, lower_schedule
 from ir import conv2d
 from schedules import Schedule, ScheduleError
@@ -133,6 +134,41 @@ def test_the_state_is_unchanged_by_a_rejected_primitive():
         s.fuse("n", "p")
     assert s.state is before
     lower_schedule(s)  # still a legal schedule
+
+
+@pytest.mark.parametrize("args, error", [
+    (("p", "z", 2, 2), r"^tile: 'z' is not an axis of this schedule \(axes: n, k_o, k_i, p, q, c, r, s\)"),
+    (("p", "q", 2, 0), r"^tile: factor must be a positive int, got 0"),
+    (("p", "q", 2, 20), r"^tile: factor 20 exceeds the extent 12 of 'q'"),
+    (("p", "p", 2, 2), r"^tile: the two axes must differ, got 'p' twice"),
+])
+def test_a_rejected_tile_names_tile_and_leaves_no_partial_split(args, error):
+    s = sch()
+    s.split("k", 4)
+    before = s.state
+    with pytest.raises(ScheduleError, match=error):
+        s.tile(*args)
+    assert s.state is before
+    assert s.axes == ("n", "k_o", "k_i", "p", "q", "c", "r", "s")
+
+
+def test_tile_that_would_break_an_annotation_is_rejected_whole():
+    s = sch()
+    s.reorder("n", "k", "p", "c", "r", "s", "q")
+    s.vectorize("q")
+    before = s.state
+    with pytest.raises(ScheduleError, match=r"^tile: axis 'q' is already vectorized"):
+        s.tile("p", "q", 2, 4)
+    assert s.state is before
+
+
+def test_tile_orders_outer_then_inner_and_builds_a_correct_kernel():
+    s = Schedule(conv2d(1, 6, 10, 9, 8, 3, padding=1, bias=True, activation="relu"))
+    assert s.tile("p", "q", 4, 3) == ("p_o", "q_o", "p_i", "q_i")
+    assert s.axes == ("n", "k", "p_o", "q_o", "p_i", "q_i", "c", "r", "s")
+    assert (s.extent("p_o"), s.extent("q_o"), s.extent("p_i"), s.extent("q_i")) == (3, 3, 4, 3)
+    assert s.state.trace == ("tile(p, q, 4, 3) -> p_o, q_o, p_i, q_i",)
+    assert_correct(s)  # p = 10 is not a multiple of 4: the overhang is guarded
 
 
 def test_unknown_target():

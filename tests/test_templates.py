@@ -21,6 +21,12 @@ WORKLOADS = {
     "winograd": conv2d(1, 16, 10, 14, 32, 3, padding=1, bias=True, residual=True, activation="relu6"),
 }
 
+# Paths a template takes only for some workloads, swept knob by knob as well:
+# (template, workload) under a test-id prefix.
+PATH_WORKLOADS = {
+    "gemm_1x1": ("gemm", conv2d(1, 24, 7, 5, 40, 1, stride=2, bias=True, activation="relu")),  # no im2col, subsampled
+}
+
 
 def covering_configs(space, limit=3000):
     """Few valid configs in which every (knob, value) pair appears."""
@@ -38,10 +44,12 @@ def covering_configs(space, limit=3000):
 
 
 def cases():
-    for name, wl in WORKLOADS.items():
+    sweeps = [(name, name, wl) for name, wl in WORKLOADS.items()]
+    sweeps += [(label, name, wl) for label, (name, wl) in PATH_WORKLOADS.items()]
+    for label, name, wl in sweeps:
         space = TEMPLATES[name].space(wl, host_target())
         for i, config in enumerate(covering_configs(space)):
-            yield pytest.param(wl, {"algorithm": name, **config}, id=f"{name}-{i}")
+            yield pytest.param(wl, {"algorithm": name, **config}, id=f"{label}-{i}")
 
 
 def test_every_template_has_a_workload():

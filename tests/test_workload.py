@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from ir import Conv2D, WorkloadError, conv2d
@@ -71,6 +72,14 @@ def test_key_is_canonical_and_round_trips():
         (dict(activation="clip", lo=2.0, hi=1.0), "activation"),
         (dict(bias=1), "bias"),
         (dict(groups=True), "groups"),
+        (dict(stride=(1, True)), "stride"),
+        (dict(activation=3), "activation"),
+        (dict(activation="leaky_relu", alpha=float("nan")), "alpha"),
+        (dict(activation="clip", lo="0", hi=1.0), "lo"),
+        (dict(activation="clip", lo=0.0, hi=True), "hi"),
+        (dict(activation="leaky_relu", lo=0.0), "lo"),
+        (dict(alpha=0.2), "alpha"),
+        (dict(pading=1), "pading"),
     ],
 )
 def test_invalid_workloads_name_the_field(kwargs, field):
@@ -79,3 +88,32 @@ def test_invalid_workloads_name_the_field(kwargs, field):
     with pytest.raises(WorkloadError, match=rf"^{field}"):
         conv2d(**args)
     assert issubclass(WorkloadError, ValueError)
+
+
+def test_numpy_integers_are_accepted_and_stored_as_int():
+    """Shapes often come from numpy arrays; the key must still be JSON."""
+    i = np.int64
+    wl = conv2d(i(1), np.int32(8), i(9), i(7), i(4), i(3), i(1), stride=(i(2), 1), padding=(np.uint8(1), i(0)),
+                dilation=i(1), groups=i(2))
+    assert wl == conv2d(1, 8, 9, 7, 4, 3, 1, stride=(2, 1), padding=(1, 0), groups=2)
+    for v in (wl.N, wl.C, wl.H, wl.W, wl.K, wl.R, wl.S, *wl.stride, *wl.padding, *wl.dilation, wl.groups):
+        assert type(v) is int
+    assert Conv2D.from_key(wl.key) == wl
+    assert conv2d(1, 1, 5, 5, 1, 3, padding=i(2)).padding == (2, 2, 2, 2)
+
+
+def test_activation_parameters_are_stored_as_float():
+    wl = conv2d(1, 1, 5, 5, 1, 3, activation="leaky_relu", alpha=np.float32(0.5))
+    assert type(wl.activation.alpha) is float and wl.activation.alpha == 0.5
+    assert Conv2D.from_key(wl.key) == wl
+
+
+@pytest.mark.parametrize("activation,params,message", [
+    ("relu", dict(alpha=0.2), r"^alpha: only activation leaky_relu takes it, not 'relu'"),
+    ("relu6", dict(lo=-1.0), r"^lo: only activation clip takes it, not 'relu6'"),
+    (None, dict(hi=1.0), r"^hi: only activation clip takes it, not None"),
+    ("leaky_relu", dict(alpha="x"), r"^alpha: expected a finite number, got str 'x'"),
+])
+def test_activation_parameters_that_would_be_ignored_or_are_not_numbers(activation, params, message):
+    with pytest.raises(WorkloadError, match=message):
+        conv2d(1, 1, 5, 5, 1, 3, activation=activation, **params)
