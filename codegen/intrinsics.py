@@ -277,7 +277,7 @@ def vstrows(typingctx, arr, base, stride, parts):  # type: ignore[no-untyped-def
         flat = _concat(builder, _zip_rounds(builder, vs + [ir.Constant(vty, ir.Undefined)] * (b - t), lanes))
         rty = ir.VectorType(ir.FloatType(), b)
         mask = ir.Constant(ir.VectorType(ir.IntType(1), b), [1] * t + [0] * (b - t))
-        fn = cgutils.get_or_insert_function(
+        masked_store = None if t == b else cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [rty, rty.as_pointer(), _I32, mask.type]),
             f"llvm.masked.store.v{b}f32.p0")
         for row in range(lanes):
@@ -285,10 +285,10 @@ def vstrows(typingctx, arr, base, stride, parts):  # type: ignore[no-untyped-def
             value = builder.shuffle_vector(flat, flat, lanes_of_row)
             off = builder.add(args[1], ir.Constant(args[1].type, row * step))
             ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], off), rty.as_pointer())
-            if t == b:
+            if masked_store is None:
                 builder.store(value, ptr, align=4)
             else:
-                builder.call(fn, [value, ptr, ir.Constant(_I32, 4), mask])
+                builder.call(masked_store, [value, ptr, ir.Constant(_I32, 4), mask])
         return context.get_dummy_value()
     return types.void(arr, base, stride, parts), codegen
 

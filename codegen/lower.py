@@ -174,7 +174,7 @@ def blocked_copy(shape: tuple[int, ...], names: tuple[str, ...], body: Stmt) -> 
     innermost) from sources contiguous along X: leading dims fused in
     parallel, then whole vectors of X, the B block unrolled, and X's lanes
     vectorized. Each vector step is then B contiguous-source loads and B
-    stores of stride B, which ``codegen.passes.interleave`` turns into a
+    stores of stride B, which ``codegen.passes.combine_stores`` turns into a
     register transpose and contiguous stores. ``X`` must be a multiple of
     ``PACK_LANES`` (see ``pack_width``)."""
     *lead, x, block = names

@@ -78,14 +78,10 @@ def check(state: ScheduleState, prim: str) -> ScheduleState:
     return state
 
 
-def split(state: ScheduleState, axis: str, factor: int) -> tuple[ScheduleState, str, str]:
+def split(state: ScheduleState, axis: str, factor: int, prim: str = "split") -> tuple[ScheduleState, str, str]:
     """Split ``axis`` into (outer, inner) with inner extent ``factor``. A factor
-    that does not divide the extent is allowed; the overhang is guarded."""
-    return _split(state, "split", axis, factor)
-
-
-def _split(state: ScheduleState, prim: str, axis: str, factor: int) -> tuple[ScheduleState, str, str]:
-    """``split``, with errors attributed to ``prim`` (the primitive the user called)."""
+    that does not divide the extent is allowed; the overhang is guarded.
+    Errors name ``prim``, the primitive the user called."""
     a = _leaf(state, prim, axis)
     _positive_int(prim, "factor", factor)
     _not_annotated(state, prim, axis)
@@ -123,13 +119,9 @@ def fuse(state: ScheduleState, outer: str, inner: str) -> tuple[ScheduleState, s
     return check(new, "fuse"), fused.name
 
 
-def reorder(state: ScheduleState, *axes: str) -> ScheduleState:
-    """Put the given loops in this order, in the positions they occupy now."""
-    return _reorder(state, "reorder", axes)
-
-
-def _reorder(state: ScheduleState, prim: str, axes: tuple[str, ...]) -> ScheduleState:
-    """``reorder``, with errors attributed to ``prim`` (the primitive the user called)."""
+def reorder(state: ScheduleState, *axes: str, prim: str = "reorder") -> ScheduleState:
+    """Put the given loops in this order, in the positions they occupy now.
+    Errors name ``prim``, the primitive the user called."""
     names = [_leaf(state, prim, a).name for a in axes]
     if len(set(names)) != len(names):
         raise ScheduleError(f"{prim}: an axis is listed twice in ({', '.join(names)})")
@@ -150,9 +142,9 @@ def tile(state: ScheduleState, x: str, y: str, x_factor: int,
     _leaf(state, "tile", y)
     if x == y:
         raise ScheduleError(f"tile: the two axes must differ, got '{x}' twice")
-    tiled, xo, xi = _split(state, "tile", x, x_factor)
-    tiled, yo, yi = _split(tiled, "tile", y, y_factor)
-    tiled = _reorder(tiled, "tile", (xo, yo, xi, yi))
+    tiled, xo, xi = split(state, x, x_factor, prim="tile")
+    tiled, yo, yi = split(tiled, y, y_factor, prim="tile")
+    tiled = reorder(tiled, xo, yo, xi, yi, prim="tile")
     record = f"tile({x}, {y}, {x_factor}, {y_factor}) -> {xo}, {yo}, {xi}, {yi}"
     return replace(tiled, trace=state.trace + (record,)), (xo, yo, xi, yi)
 

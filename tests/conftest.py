@@ -4,6 +4,8 @@ are drawn from a new seed on every run (a fixed seed would test one input
 forever); failures print the seed to reproduce them."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,10 @@ from codegen import build
 from codegen.verify import TOLERANCE, check_kernel
 from ir.workload import Conv2D
 from schedules import Schedule
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL_CONV = "N=1,C=8,H=8,W=8,K=16,R=3,S=3,stride=1,pad=1"
+"""A layer that tunes in seconds, in ``convtune tune --conv`` form."""
 
 
 def fresh_seed() -> int:

@@ -6,14 +6,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
+from conftest import ROOT
+from conftest import SMALL_CONV as CONV
 
 from schedules import templates
 from tuner import records, search
 from tuner.cli import main, parse_conv
-
-ROOT = Path(__file__).resolve().parent.parent
-CONV = "N=1,C=8,H=8,W=8,K=16,R=3,S=3,stride=1,pad=1"
 
 
 def convtune(*args, **kw):
@@ -27,20 +25,6 @@ def test_parse_conv():
     assert parse_conv("N=1,C=3,H=5,W=5,K=4,R=3,pad=0:1:2:0").padding == (0, 1, 2, 0)
     fused = parse_conv("N=1,C=3,H=5,W=5,K=4,R=3,bias=1,residual=1,act=relu6")
     assert fused.bias and fused.residual and fused.activation.kind == "clip"
-
-
-@pytest.mark.parametrize("args,message", [
-    (["tune", "--conv", "N=1,C=8,H=8"], "convtune tune: --conv: missing W, K, R"),
-    (["tune", "--conv", "N=1,C=8,H=8,W=8,K=4,R=3,groups=3"], "convtune tune: groups: 3 does not divide"),
-    (["tune", "--conv", "N=1,C=8,H=8,W=x,K=4,R=3"], "convtune tune: --conv: W='x' is not an integer"),
-    (["tune", "--suite", "nosuch"], "convtune tune: unknown suite 'nosuch'"),
-    (["tune", "--target", "gpu"], "convtune tune: --target: 'gpu' is not supported"),
-    (["show", "/nonexistent/log.jsonl"], "convtune show:"),
-])
-def test_bad_arguments_exit_2_with_one_line(args, message, capsys):
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(message) and "\n" not in err
 
 
 PLUGIN = """

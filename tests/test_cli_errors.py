@@ -2,18 +2,16 @@
 non-zero status, never a usage block or a traceback."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
+from conftest import SMALL_CONV as CONV
 
 from ir import conv2d
 from schedules.target import host_target
 from tuner import records
 from tuner.cli import main
 from tuner.records import ErrorCode, Record
-
-ROOT = Path(__file__).resolve().parent.parent
-CONV = "N=1,C=8,H=8,W=8,K=16,R=3,S=3,stride=1,pad=1"
 
 
 def one_line(capsys) -> str:
@@ -41,6 +39,19 @@ def test_argument_errors_are_one_line_with_status_2(args, message, tmp_path, cap
     with pytest.raises(SystemExit) as exited:
         main(args)
     assert exited.value.code == 2
+    assert one_line(capsys).startswith(message)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["tune", "--conv", "N=1,C=8,H=8"], "convtune tune: --conv: missing W, K, R"),
+    (["tune", "--conv", "N=1,C=8,H=8,W=8,K=4,R=3,groups=3"], "convtune tune: groups: 3 does not divide"),
+    (["tune", "--conv", "N=1,C=8,H=8,W=x,K=4,R=3"], "convtune tune: --conv: W='x' is not an integer"),
+    (["tune", "--suite", "nosuch"], "convtune tune: unknown suite 'nosuch'"),
+    (["tune", "--target", "gpu"], "convtune tune: --target: 'gpu' is not supported"),
+    (["show", "/nonexistent/log.jsonl"], "convtune show:"),
+])
+def test_bad_arguments_exit_2_with_one_line(args, message, capsys):
+    assert main(args) == 2
     assert one_line(capsys).startswith(message)
 
 

@@ -7,14 +7,12 @@ import sys
 import tempfile
 import uuid
 from glob import glob
-from pathlib import Path
 
 import optuna
 import pytest
+from conftest import ROOT
 
 from tuner import records
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

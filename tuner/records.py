@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 
 from ir.workload import Conv2D
 from schedules.target import target_key
+from tuner.timing import median
 
 FORMAT_VERSION = 1
 
@@ -64,7 +65,7 @@ class Record:
     def cost(self) -> float:
         """Median seconds per call (inf for a failed candidate); the true
         median, so an even number of repeats is not biased towards the slower."""
-        return _median(self.costs) if self.ok else float("inf")
+        return median(self.costs) if self.ok else float("inf")
 
     @property
     def gflops(self) -> float:
@@ -207,12 +208,5 @@ class Pace:
 def pace(records: Iterable[Record]) -> Pace:
     recs = sorted(records, key=lambda r: r.timestamp)
     gaps = [b.timestamp - a.timestamp for a, b in zip(recs, recs[1:])]
-    return Pace(_median(gaps), _median([r.compile_seconds for r in recs]),
-                _median([r.extra.get("measure_seconds", 0.0) for r in recs]))
-
-
-def _median(xs: list[float]) -> float:
-    if not xs:
-        return float("nan")
-    s = sorted(xs)
-    return s[len(s) // 2] if len(s) % 2 else 0.5 * (s[len(s) // 2 - 1] + s[len(s) // 2])
+    return Pace(median(gaps) if gaps else float("nan"), median([r.compile_seconds for r in recs]),
+                median([r.extra.get("measure_seconds", 0.0) for r in recs]))
