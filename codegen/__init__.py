@@ -1,5 +1,5 @@
 """Code generation: lowering, loop-nest passes, the Numba renderer and the kernel cache."""
-from codegen.build import build, lower_schedule, source
-from codegen.kernel import CompiledKernel, PreparedConv
+from convtune.codegen.build import build, lower_schedule, source
+from convtune.codegen.kernel import CompiledKernel, PreparedConv
 
 __all__ = ["CompiledKernel", "PreparedConv", "build", "lower_schedule", "source"]

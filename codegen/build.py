@@ -4,21 +4,21 @@ from __future__ import annotations
 import os
 
 
-from codegen.kernel import CompiledKernel
-from codegen.kernel_cache import CODEGEN_VERSION, compile_source
-from codegen.lower import lower
-from codegen.passes.bounds_check import check_bounds
-from codegen.passes.flatten import flatten_kernel
-from codegen.passes.hoist import hoist_indices
-from codegen.passes.combine_stores import combine_stores
-from codegen.passes.registers import promote_registers
-from codegen.passes.simplify import simplify_kernel
-from codegen.passes.unroll import unroll_kernel
-from codegen.passes.vectorize import vectorize_kernel
-from codegen.render_numba import render
-from ir.loopnest import Kernel as LoopNest
-from schedules.schedule import Schedule
-from schedules.state import ScheduleState
+from convtune.codegen.kernel import CompiledKernel
+from convtune.codegen.kernel_cache import CODEGEN_VERSION, compile_source
+from convtune.codegen.lower import lower
+from convtune.codegen.passes.bounds_check import check_bounds
+from convtune.codegen.passes.flatten import flatten_kernel
+from convtune.codegen.passes.hoist import hoist_indices
+from convtune.codegen.passes.combine_stores import combine_stores
+from convtune.codegen.passes.registers import promote_registers
+from convtune.codegen.passes.simplify import simplify_kernel
+from convtune.codegen.passes.unroll import unroll_kernel
+from convtune.codegen.passes.vectorize import vectorize_kernel
+from convtune.codegen.render_numba import render
+from convtune.ir.loopnest import Kernel as LoopNest
+from convtune.schedules.schedule import Schedule
+from convtune.schedules.state import ScheduleState
 
 TARGETS = ("cpu",)
 

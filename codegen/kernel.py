@@ -5,12 +5,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codegen.kernel_cache import CompiledModule
-from codegen.launch import run_stages
-from ir.loopnest import Kernel as LoopNest
-from schedules.layout import pack_weight_array
-from ir.winograd import WinogradCompute
-from schedules.state import ScheduleState, WeightPacking
+from convtune.codegen.kernel_cache import CompiledModule
+from convtune.codegen.launch import run_stages
+from convtune.ir.loopnest import Kernel as LoopNest
+from convtune.schedules.layout import pack_weight_array
+from convtune.ir.winograd import WinogradCompute
+from convtune.schedules.state import ScheduleState, WeightPacking
 
 
 def _as_input(name: str, x: object, shape: tuple[int, ...]) -> np.ndarray:

@@ -14,12 +14,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from codegen.kernel_cache import CODEGEN_VERSION, load_module
+from convtune.codegen.kernel_cache import CODEGEN_VERSION, load_module
 
 _SOURCE = '''# convtune parallel stage driver; codegen {version}
 import numpy as np
 from numba import njit, prange
-from codegen.intrinsics import call_stage
+from convtune.codegen.intrinsics import call_stage
 
 
 @njit(parallel=True, cache=True, nogil=True)

@@ -24,14 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from codegen.passes.substitute import substitute_stmt
-from ir.compute import REDUCE, SPATIAL, ComputeDef
-from ir.expr import Cmp, Const, Expr, Load, Select, Var, conj, fconst
-from ir.loopnest import Allocate, Buffer, For, IfThen, Kernel, LoopKind, Stmt, Store, seq
-from ir.simplify import Ranges, bounds, simplify, simplify_cond
-from ir.winograd import WinogradCompute
-from ir.workload import Conv2D
-from schedules.layout import (
+from convtune.codegen.passes.substitute import substitute_stmt
+from convtune.ir.compute import REDUCE, SPATIAL, ComputeDef
+from convtune.ir.expr import Cmp, Const, Expr, Load, Select, Var, conj, fconst
+from convtune.ir.loopnest import Allocate, Buffer, For, IfThen, Kernel, LoopKind, Stmt, Store, seq
+from convtune.ir.simplify import Ranges, bounds, simplify, simplify_cond
+from convtune.ir.winograd import WinogradCompute
+from convtune.ir.workload import Conv2D
+from convtune.schedules.layout import (
     im2col_index,
     im2col_shape,
     packed_data_index,
@@ -39,7 +39,7 @@ from schedules.layout import (
     packed_weight_index,
     packed_weight_shape,
 )
-from schedules.state import ScheduleState
+from convtune.schedules.state import ScheduleState
 
 Finalize = Callable[[Expr, tuple[Expr, ...]], Expr]
 """(accumulated value, target index) -> the value to store."""
@@ -189,7 +189,7 @@ def blocked_copy(shape: tuple[int, ...], names: tuple[str, ...], body: Stmt) -> 
 
 def lower(state: ScheduleState) -> Kernel:
     if isinstance(state.compute, WinogradCompute):
-        from codegen.lower_winograd import lower_winograd
+        from convtune.codegen.lower_winograd import lower_winograd
 
         return lower_winograd(state)
     return _lower_conv(state)

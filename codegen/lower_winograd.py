@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from codegen.lower import Domain, elementwise, pack_stage, pack_width, reduction_stages
-from ir.expr import FLOAT, Cmp, Const, Expr, Load, Var, conj, fconst
-from ir.loopnest import Assign, Buffer, For, IfThen, Kernel, LoopKind, Stmt, Store, seq
-from ir.winograd import MATRICES, WinogradCompute
-from schedules.layout import ceil_div, packed_weight_index, packed_weight_shape
-from schedules.state import DataPacking, ScheduleState, WeightPacking
+from convtune.codegen.lower import Domain, elementwise, pack_stage, pack_width, reduction_stages
+from convtune.ir.expr import FLOAT, Cmp, Const, Expr, Load, Var, conj, fconst
+from convtune.ir.loopnest import Assign, Buffer, For, IfThen, Kernel, LoopKind, Stmt, Store, seq
+from convtune.ir.winograd import MATRICES, WinogradCompute
+from convtune.schedules.layout import ceil_div, packed_weight_index, packed_weight_shape
+from convtune.schedules.state import DataPacking, ScheduleState, WeightPacking
 
 
 def _combination(coefs: np.ndarray, terms: list[Expr]) -> Expr:

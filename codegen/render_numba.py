@@ -8,7 +8,7 @@ work goes through ``codegen.intrinsics``.
 """
 from __future__ import annotations
 
-from ir.expr import (
+from convtune.ir.expr import (
     BOOL,
     INT,
     And,
@@ -28,8 +28,8 @@ from ir.expr import (
     Var,
     loads,
 )
-from ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
-from ir.printer import expr_str
+from convtune.ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
+from convtune.ir.printer import expr_str
 
 MAX_WIDE_STRIDE = 4
 INTRINSICS = ("checked", "ld", "st", "vld", "vldmask", "vst", "vgather", "vscatter", "vsplat", "vfromtuple",
@@ -221,7 +221,7 @@ def render(k: Kernel, header: list[str], check_bounds: bool = False) -> str:
     out += [
         "import numpy as np",
         "from numba import njit",
-        f"from codegen.intrinsics import {', '.join(INTRINSICS)}",
+        f"from convtune.codegen.intrinsics import {', '.join(INTRINSICS)}",
         "",
         f"BUFFERS = ({', '.join(repr(b.name) for b in k.params)},)",
         f"CHECKED = {check_bounds}",

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codegen.kernel import CompiledKernel
-from ir.reference import conv2d_reference, relative_error
-from ir.workload import Conv2D
+from convtune.codegen.kernel import CompiledKernel
+from convtune.ir.reference import conv2d_reference, relative_error
+from convtune.ir.workload import Conv2D
 
 TOLERANCE = 1e-4
 """fp32 kernels must match the float64 reference to this relative error."""

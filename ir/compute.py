@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ir.expr import BinOp, Cmp, Const, Expr, Load, Select, Var, conj, emax, emin, fconst
-from ir.loopnest import Buffer
-from ir.workload import Conv2D
+from convtune.ir.expr import BinOp, Cmp, Const, Expr, Load, Select, Var, conj, emax, emin, fconst
+from convtune.ir.loopnest import Buffer
+from convtune.ir.workload import Conv2D
 
 SPATIAL = "spatial"
 REDUCE = "reduce"

@@ -58,7 +58,7 @@ class Expr:
         return Cmp(">=", self, as_expr(other))
 
     def __str__(self) -> str:
-        from ir.printer import expr_str
+        from convtune.ir.printer import expr_str
 
         return expr_str(self)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable
 
-from ir.expr import Expr
+from convtune.ir.expr import Expr
 
 
 class LoopKind(str, Enum):
@@ -48,7 +48,7 @@ class Buffer:
 
 class Stmt:
     def __str__(self) -> str:
-        from ir.printer import stmt_str
+        from convtune.ir.printer import stmt_str
 
         return stmt_str(self)
 
@@ -126,7 +126,7 @@ class Kernel:
         return replace(self, stages=tuple(x for x in (fn(st) for st in self.stages) if x is not None))
 
     def __str__(self) -> str:
-        from ir.printer import kernel_str
+        from convtune.ir.printer import kernel_str
 
         return kernel_str(self)
 

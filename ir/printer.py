@@ -1,9 +1,9 @@
 """Human-readable text for expressions and loop nests (never fed to a compiler)."""
 from __future__ import annotations
 
-from ir.expr import (And, BinOp, Broadcast, Cmp, Const, Expr, Extract, Interleave, Lanes, Load, MaskedLoad, Not, Ramp,
+from convtune.ir.expr import (And, BinOp, Broadcast, Cmp, Const, Expr, Extract, Interleave, Lanes, Load, MaskedLoad, Not, Ramp,
                      Rows, Select, Var)
-from ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
+from convtune.ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
 
 _PREC = {"+": 1, "-": 1, "*": 2, "//": 2, "%": 2}
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ir.workload import Conv2D
+from convtune.ir.workload import Conv2D
 
 
 def conv2d_reference(

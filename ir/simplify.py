@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ir.expr import (
+from convtune.ir.expr import (
     BOOL,
     INT,
     And,

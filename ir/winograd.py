@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ir.compute import REDUCE, SPATIAL, Axis, ComputeDef
-from ir.loopnest import Buffer
-from ir.workload import Conv2D
+from convtune.ir.compute import REDUCE, SPATIAL, Axis, ComputeDef
+from convtune.ir.loopnest import Buffer
+from convtune.ir.workload import Conv2D
 
 # (B^T, G, A^T) for F(2, 3) and F(4, 3) (interpolation points 0, +-1, +-2, inf).
 MATRICES: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {

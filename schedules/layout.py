@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ir.expr import Expr
-from schedules.state import DataPacking, WeightPacking
+from convtune.ir.expr import Expr
+from convtune.schedules.state import DataPacking, WeightPacking
 
 
 def ceil_div(a: int, b: int) -> int:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ir.compute import REDUCE, SPATIAL
-from ir.loopnest import LoopKind
-from schedules.state import (
+from convtune.ir.compute import REDUCE, SPATIAL
+from convtune.ir.loopnest import LoopKind
+from convtune.schedules.state import (
     DataPacking,
     Fuse,
     IterVar,

@@ -6,11 +6,11 @@ shows the primitives applied so far.
 """
 from __future__ import annotations
 
-from ir.compute import ComputeDef
-from ir.winograd import WinogradCompute
-from ir.workload import Conv2D
-from schedules import primitives as prim
-from schedules.state import ScheduleState
+from convtune.ir.compute import ComputeDef
+from convtune.ir.winograd import WinogradCompute
+from convtune.ir.workload import Conv2D
+from convtune.schedules import primitives as prim
+from convtune.schedules.state import ScheduleState
 
 
 class Schedule:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
-from ir.compute import REDUCE, SPATIAL, ComputeDef
-from ir.expr import Cmp, Const, Expr, Var
-from ir.loopnest import LoopKind
+from convtune.ir.compute import REDUCE, SPATIAL, ComputeDef
+from convtune.ir.expr import Cmp, Const, Expr, Var
+from convtune.ir.loopnest import LoopKind
 
 
 class ScheduleError(ValueError):

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codegen import build
-from codegen.verify import TOLERANCE, check_kernel
-from ir.workload import Conv2D
-from schedules import Schedule
+from convtune.codegen import build
+from convtune.codegen.verify import TOLERANCE, check_kernel
+from convtune.ir.workload import Conv2D
+from convtune.schedules import Schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_CONV = "N=1,C=8,H=8,W=8,K=16,R=3,S=3,stride=1,pad=1"

@@ -4,10 +4,10 @@ import ctypes
 import time
 from dataclasses import replace
 
-from ir.workload import Activation
-from schedules import default_schedule
-from schedules.space import Knob, Space
-from schedules.templates import TEMPLATES, Template
+from convtune.ir.workload import Activation
+from convtune.schedules import default_schedule
+from convtune.schedules.space import Knob, Space
+from convtune.schedules.templates import TEMPLATES, Template
 
 NAME = "faulty"
 MODES = ("ok", "crash", "hang", "wrong", "raise")

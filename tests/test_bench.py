@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from schedules.target import host_target
-from schedules.templates import default_config
-from tuner import bench
-from tuner.peers import PeerUnavailable
-from tuner.suites import load_suite
+from convtune.schedules.target import host_target
+from convtune.schedules.templates import default_config
+from convtune.tuner import bench
+from convtune.tuner.peers import PeerUnavailable
+from convtune.tuner.suites import load_suite
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def suite(tmp_path):
 
 def _numpy_peer(wl, x, w, threads):
     """A correct but slow peer: the float64 reference itself."""
-    from ir.reference import conv2d_reference
+    from convtune.ir.reference import conv2d_reference
 
     return lambda: conv2d_reference(wl, x, w)
 

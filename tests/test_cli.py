@@ -9,13 +9,13 @@ from pathlib import Path
 from conftest import ROOT
 from conftest import SMALL_CONV as CONV
 
-from schedules import templates
-from tuner import records, search
-from tuner.cli import main, parse_conv
+from convtune.schedules import templates
+from convtune.tuner import records, search
+from convtune.tuner.cli import main, parse_conv
 
 
 def convtune(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "tuner.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "convtune.tuner.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, **kw)
 
 
@@ -28,9 +28,9 @@ def test_parse_conv():
 
 
 PLUGIN = """
-from schedules import default_schedule
-from schedules.space import Knob, Space
-from schedules.templates import TEMPLATES, Template
+from convtune.schedules import default_schedule
+from convtune.schedules.space import Knob, Space
+from convtune.schedules.templates import TEMPLATES, Template
 
 
 def space(wl, target):
@@ -79,7 +79,7 @@ def test_tune_show_and_log_best(tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path):
     log = tmp_path / "c.jsonl"
-    args = [sys.executable, "-m", "tuner.cli", "tune", "--conv", CONV, "--trials", "5", "--strategy", "random",
+    args = [sys.executable, "-m", "convtune.tuner.cli", "tune", "--conv", CONV, "--trials", "5", "--strategy", "random",
             "--seed", "2", "--log", str(log), "--repeats", "2"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240

@@ -7,11 +7,11 @@ import pytest
 from conftest import ROOT
 from conftest import SMALL_CONV as CONV
 
-from ir import conv2d
-from schedules.target import host_target
-from tuner import records
-from tuner.cli import main
-from tuner.records import ErrorCode, Record
+from convtune.ir import conv2d
+from convtune.schedules.target import host_target
+from convtune.tuner import records
+from convtune.tuner.cli import main
+from convtune.tuner.records import ErrorCode, Record
 
 
 def one_line(capsys) -> str:
@@ -56,7 +56,7 @@ def test_bad_arguments_exit_2_with_one_line(args, message, capsys):
 
 
 def test_the_installed_command_prints_no_usage_block():
-    out = subprocess.run([sys.executable, "-m", "tuner.cli", "tune", "--trials", "abc"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "convtune.tuner.cli", "tune", "--trials", "abc"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr == "convtune tune: error: argument --trials: 'abc' is not an integer\n"

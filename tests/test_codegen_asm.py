@@ -6,11 +6,11 @@ import re
 import numpy as np
 import pytest
 
-from codegen import build
-from ir import conv2d
-from schedules.target import host_target
-from schedules.templates import schedule_from_config
-from tuner.ceilings import CHAINS, fma_chains
+from convtune.codegen import build
+from convtune.ir import conv2d
+from convtune.schedules.target import host_target
+from convtune.schedules.templates import schedule_from_config
+from convtune.tuner.ceilings import CHAINS, fma_chains
 
 
 @pytest.mark.skipif("fma" not in host_target().isa, reason="this CPU has no FMA instructions")

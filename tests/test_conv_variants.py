@@ -4,8 +4,8 @@ original buffers (guards, gathers) and the packed NCHW[x]c schedule."""
 import pytest
 
 from conftest import assert_correct, gemm_schedule, packed_schedule, tiled_schedule
-from ir import conv2d
-from schedules import default_schedule
+from convtune.ir import conv2d
+from convtune.schedules import default_schedule
 
 CASES = {
     "stride2": conv2d(1, 8, 11, 11, 8, 3, stride=2, padding=1),
@@ -51,9 +51,9 @@ def test_epilogue_changes_the_result(rng):
     the reference differs from the plain conv, and the kernel follows it."""
     import numpy as np
 
-    from codegen import build
-    from codegen.verify import random_inputs
-    from ir import conv2d_reference
+    from convtune.codegen import build
+    from convtune.codegen.verify import random_inputs
+    from convtune.ir import conv2d_reference
 
     wl = CASES["bias_relu"]
     x = random_inputs(wl, rng)

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codegen.verify import check_kernel
-from ir import conv2d
-from schedules.target import host_target
-from schedules.templates import default_config
-from tuner import records
-from tuner.dispatch import FallbackWarning, apply_history_best, conv2d_kernel, current
-from tuner.records import Record
+from convtune.codegen.verify import check_kernel
+from convtune.ir import conv2d
+from convtune.schedules.target import host_target
+from convtune.schedules.templates import default_config
+from convtune.tuner import records
+from convtune.tuner.dispatch import FallbackWarning, apply_history_best, conv2d_kernel, current
+from convtune.tuner.records import Record
 
 TUNED = conv2d(1, 16, 12, 12, 32, 3, padding=1)
 BEST = {"algorithm": "direct", "cb": 16, "kb": 16, "owb": 3, "ohb": 2, "reduction_order": "rs_c", "unroll_s": True,
@@ -107,8 +107,8 @@ def test_current_dispatcher_is_scoped(log):
 
 SCRIPT = """
 import json, sys
-from tuner.dispatch import apply_history_best
-from ir import conv2d
+from convtune.tuner.dispatch import apply_history_best
+from convtune.ir import conv2d
 k = apply_history_best(sys.argv[1]).kernel(conv2d(1, 16, 12, 12, 32, 3, padding=1))
 print(json.dumps({"hit": k.compiled.disk_cache_hit}))
 """

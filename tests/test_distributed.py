@@ -12,7 +12,7 @@ import optuna
 import pytest
 from conftest import ROOT
 
-from tuner import records
+from convtune.tuner import records
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_two_workers_tune_one_study(database, tmp_path):
     log = tmp_path / "shared.jsonl"
     trials = 10
     workers = [subprocess.Popen(
-        [sys.executable, "-m", "tuner.cli", "tune", "--conv", "N=1,C=8,H=8,W=8,K=16,R=3,S=3,pad=1",
+        [sys.executable, "-m", "convtune.tuner.cli", "tune", "--conv", "N=1,C=8,H=8,W=8,K=16,R=3,S=3,pad=1",
          "--strategy", "random", "--seed", str(seed), "--trials", str(trials), "--storage", database,
          "--log", str(log), "--repeats", "2"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]

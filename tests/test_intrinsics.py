@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from codegen.intrinsics import vfma, vinterleave, vld, vldmask, vsplat, vst, vstrows
+from convtune.codegen.intrinsics import vfma, vinterleave, vld, vldmask, vsplat, vst, vstrows
 
 
 def masked_loader(stride: int, lanes: int):  # type: ignore[no-untyped-def]

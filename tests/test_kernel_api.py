@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from codegen import build, lower_schedule, source
-from codegen.verify import random_inputs
+from convtune.codegen import build, lower_schedule, source
+from convtune.codegen.verify import random_inputs
 from conftest import packed_schedule
-from ir import ComputeDef, conv2d, conv2d_reference, relative_error
-from schedules import default_schedule
+from convtune.ir import ComputeDef, conv2d, conv2d_reference, relative_error
+from convtune.schedules import default_schedule
 
 WL = conv2d(2, 8, 7, 7, 16, 3, padding=1, bias=True, residual=True, activation="relu")
 

@@ -10,9 +10,9 @@ import json, sys
 import numpy as np
 sys.path.insert(0, 'tests')
 from conftest import packed_schedule
-from codegen import build
-from codegen.verify import check_kernel
-from ir import conv2d
+from convtune.codegen import build
+from convtune.codegen.verify import check_kernel
+from convtune.ir import conv2d
 k = build(packed_schedule(conv2d(1, 12, 9, 9, 16, 3, padding=1, bias=True)))
 print(json.dumps({"hit": k.compiled.disk_cache_hit, "seconds": k.compiled.compile_seconds,
                   "err": check_kernel(k, np.random.default_rng(0)), "path": str(k.compiled.path)}))

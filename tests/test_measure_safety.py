@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 import faulty_template
-from ir import conv2d
-from schedules.target import host_target
-from tuner import records
-from tuner.dispatch import ApplyHistoryBest
-from tuner.measure import MeasureOptions
-from tuner.records import ErrorCode
-from tuner.search import tune
+from convtune.ir import conv2d
+from convtune.schedules.target import host_target
+from convtune.tuner import records
+from convtune.tuner.dispatch import ApplyHistoryBest
+from convtune.tuner.measure import MeasureOptions
+from convtune.tuner.records import ErrorCode
+from convtune.tuner.search import tune
 
 WL = conv2d(1, 4, 6, 6, 8, 3, padding=1)
 

@@ -3,9 +3,9 @@ transpose, contiguous stores; and it stays correct at every edge (channels
 that do not fill the last block, asymmetric padding, odd widths)."""
 import pytest
 
-from codegen import source
+from convtune.codegen import source
 from conftest import assert_correct, packed_schedule
-from ir import conv2d
+from convtune.ir import conv2d
 
 
 @pytest.mark.parametrize("channels,block", [(20, 1), (20, 3), (20, 4), (20, 8), (20, 16), (40, 32)])

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
 from conftest import assert_correct
-from ir import WorkloadError, conv2d
-from schedules import Schedule, ScheduleError
+from convtune.ir import WorkloadError, conv2d
+from convtune.schedules import Schedule, ScheduleError
 
 EXAMPLES = int(os.environ.get("CONVTUNE_PROPERTY_EXAMPLES", "40"))
 
@@ -91,7 +91,7 @@ def test_random_legal_schedule_matches_reference(wl, actions):
             pass  # refused as illegal; the schedule is unchanged and still legal
     note(str(sch))
     try:
-        from codegen import lower_schedule
+        from convtune.codegen import lower_schedule
 
         lower_schedule(sch)
     except ScheduleError as e:

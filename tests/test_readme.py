@@ -23,7 +23,7 @@ def test_schedule_example_runs_verbatim():
 
 def test_inference_example_runs_verbatim_on_a_tuned_log(tmp_path):
     tuned = subprocess.run(
-        [sys.executable, "-m", "tuner.cli", "tune", "--conv", "N=1,C=64,H=56,W=56,K=64,R=3,S=3,pad=1,bias=1,act=relu",
+        [sys.executable, "-m", "convtune.tuner.cli", "tune", "--conv", "N=1,C=64,H=56,W=56,K=64,R=3,S=3,pad=1,bias=1,act=relu",
          "--trials", "2", "--repeats", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert tuned.returncode == 0, tuned.stderr
     assert (tmp_path / "logs" / "convtune.jsonl").exists()  # the default log the example reads

@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from ir import conv2d
-from schedules.target import host_target
-from tuner import records
-from tuner.records import ErrorCode, LogWarning, Record
+from convtune.ir import conv2d
+from convtune.schedules.target import host_target
+from convtune.tuner import records
+from convtune.tuner.records import ErrorCode, LogWarning, Record
 
 WL = conv2d(1, 8, 8, 8, 8, 3, padding=1)
 

@@ -2,9 +2,9 @@
 import pytest
 
 from conftest import assert_correct
-from codegen import build, lower_schedule
-from ir import conv2d
-from schedules import Schedule, ScheduleError
+from convtune.codegen import build, lower_schedule
+from convtune.ir import conv2d
+from convtune.schedules import Schedule, ScheduleError
 
 WL = conv2d(1, 16, 12, 12, 16, 3, padding=1)
 

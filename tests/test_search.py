@@ -11,12 +11,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from ir import conv2d
-from schedules.target import CpuTarget, host_target
-from schedules.templates import default_config, search_space
-from tuner import records
-from tuner.measure import MeasureOptions, Measurer, MeasureResult
-from tuner.search import default_storage, tune
+from convtune.ir import conv2d
+from convtune.schedules.target import CpuTarget, host_target
+from convtune.schedules.templates import default_config, search_space
+from convtune.tuner import records
+from convtune.tuner.measure import MeasureOptions, Measurer, MeasureResult
+from convtune.tuner.search import default_storage, tune
 
 WL = conv2d(1, 8, 8, 8, 32, 3, padding=1)
 FAST = MeasureOptions(repeats=2, min_repeat_seconds=0.002, timeout=60)
@@ -129,7 +129,7 @@ def test_tpe_learns_to_avoid_invalid_configs_and_never_gives_up_on_valid_ones(tm
 
 def test_resume_after_kill_measures_nothing_twice(tmp_path):
     log = tmp_path / "resume.jsonl"
-    cmd = [sys.executable, "-m", "tuner.cli", "tune", "--conv", "N=1,C=8,H=8,W=8,K=16,R=3,S=3,pad=1",
+    cmd = [sys.executable, "-m", "convtune.tuner.cli", "tune", "--conv", "N=1,C=8,H=8,W=8,K=16,R=3,S=3,pad=1",
            "--strategy", "random", "--seed", "5", "--trials", "6", "--log", str(log), "--repeats", "2"]
     root = Path(__file__).resolve().parent.parent
     first = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

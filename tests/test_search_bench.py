@@ -3,10 +3,10 @@ are replayed over those very measurements, and the report is built from the
 curves (here on a fake machine, so the test checks the method, not speed)."""
 import json
 
-from ir import conv2d
-from schedules.target import host_target
-from tuner.measure import MeasureResult
-from tuner.search_bench import plot, restricted_space, run_search_bench, to_json
+from convtune.ir import conv2d
+from convtune.schedules.target import host_target
+from convtune.tuner.measure import MeasureResult
+from convtune.tuner.search_bench import plot, restricted_space, run_search_bench, to_json
 
 WL = conv2d(1, 16, 6, 4, 64, 3, padding=1)
 

@@ -1,8 +1,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ir.expr import BinOp, Const, Var
-from ir.simplify import FALSE, TRUE, bounds, simplify, simplify_cond
+from convtune.ir.expr import BinOp, Const, Var
+from convtune.ir.simplify import FALSE, TRUE, bounds, simplify, simplify_cond
 
 co, ci, x, y = Var("co"), Var("ci"), Var("x"), Var("y")
 R = {"co": (0, 7), "ci": (0, 7), "x": (0, 99), "y": (0, 5)}

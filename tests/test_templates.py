@@ -8,10 +8,10 @@ import itertools
 import pytest
 
 from conftest import assert_correct
-from ir import conv2d
-from schedules.target import CpuTarget, host_target
-from schedules.templates import BUILTIN, TEMPLATES, default_config, schedule_from_config, search_space
-from tuner.suites import load_suite
+from convtune.ir import conv2d
+from convtune.schedules.target import CpuTarget, host_target
+from convtune.schedules.templates import BUILTIN, TEMPLATES, default_config, schedule_from_config, search_space
+from convtune.tuner.suites import load_suite
 
 WORKLOADS = {
     "direct": conv2d(1, 16, 10, 14, 32, 3, padding=1, bias=True, activation="relu"),
@@ -80,7 +80,7 @@ def test_default_config_is_valid_and_correct(wl):
 def test_depthwise_rows_read_the_input_in_place(wl):
     """Borders become masked vector loads (strided rows: one wide masked load),
     not a padded copy of the input and not lane-by-lane code."""
-    from codegen import source
+    from convtune.codegen import source
 
     sch = schedule_from_config(wl, default_config(wl))
     body = source(sch).split("def stage0", 1)[1]

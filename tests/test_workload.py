@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from ir import Conv2D, WorkloadError, conv2d
-from ir.workload import same_padding
+from convtune.ir import Conv2D, WorkloadError, conv2d
+from convtune.ir.workload import same_padding
 
 
 def test_output_size_and_flops():

@@ -19,17 +19,17 @@ from typing import Callable, Optional
 import numba
 import numpy as np
 
-from codegen import build
-from codegen.verify import TOLERANCE
-from ir.reference import conv2d_reference, relative_error
-from ir.workload import Conv2D
-from schedules.space import Config
-from schedules.target import CpuTarget, host_target
-from schedules.templates import default_config, schedule_from_config
-from tuner.ceilings import fma_ceiling, fma_probe, sgemm_ceiling
-from tuner.peers import PEERS, PeerUnavailable
-from tuner.suites import load_suite
-from tuner.timing import PEER_SETTLE_SECONDS, calls_per_block, median, time_calls
+from convtune.codegen import build
+from convtune.codegen.verify import TOLERANCE
+from convtune.ir.reference import conv2d_reference, relative_error
+from convtune.ir.workload import Conv2D
+from convtune.schedules.space import Config
+from convtune.schedules.target import CpuTarget, host_target
+from convtune.schedules.templates import default_config, schedule_from_config
+from convtune.tuner.ceilings import fma_ceiling, fma_probe, sgemm_ceiling
+from convtune.tuner.peers import PEERS, PeerUnavailable
+from convtune.tuner.suites import load_suite
+from convtune.tuner.timing import PEER_SETTLE_SECONDS, calls_per_block, median, time_calls
 
 CONVTUNE = "convtune"
 FMA_PROBE = "fma_probe"

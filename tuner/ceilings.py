@@ -17,9 +17,9 @@ from typing import Callable
 import numpy as np
 from numba import njit, prange
 
-from codegen.intrinsics import vadd, vfma, vget, vsplat
-from schedules.target import host_target
-from tuner.timing import time_calls
+from convtune.codegen.intrinsics import vadd, vfma, vget, vsplat
+from convtune.schedules.target import host_target
+from convtune.tuner.timing import time_calls
 
 CHAINS = 12
 

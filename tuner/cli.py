@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from tuner.measure import MeasureOptions
-    from tuner.search import TuneResult
+    from convtune.tuner.measure import MeasureOptions
+    from convtune.tuner.search import TuneResult
 
 
 def _search_bench(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
-    from tuner.search_bench import plot, run_search_bench, to_json
+    from convtune.tuner.search_bench import plot, run_search_bench, to_json
 
     workdir = Path(args.search_dir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,7 @@ def _search_bench(args: argparse.Namespace, console) -> int:  # type: ignore[no-
 def _bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from tuner.bench import render_table, run_bench
+    from convtune.tuner.bench import render_table, run_bench
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     if args.search:
@@ -52,7 +52,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise ValueError("give a suite (or --search)")
     configs = None
     if args.log:
-        from tuner.dispatch import ApplyHistoryBest
+        from convtune.tuner.dispatch import ApplyHistoryBest
 
         best = ApplyHistoryBest(args.log)
         configs = best.config_for
@@ -73,7 +73,7 @@ CONV_KEYS = ("N", "C", "H", "W", "K", "R", "S", "stride", "pad", "dilation", "gr
 def parse_conv(spec: str):  # type: ignore[no-untyped-def]
     """``N=1,C=64,H=56,W=56,K=64,R=3,S=3,stride=1,pad=1[,dilation=1,groups=1,bias=1,residual=1,act=relu]``;
     pairs as ``1:2``, padding also as ``same``/``valid`` or ``top:left:bottom:right``."""
-    from ir.workload import conv2d
+    from convtune.ir.workload import conv2d
 
     fields: dict[str, object] = {}
     for part in spec.split(","):
@@ -99,7 +99,7 @@ def parse_conv(spec: str):  # type: ignore[no-untyped-def]
 
 
 def _workloads(args: argparse.Namespace) -> list[tuple[str, object]]:
-    from tuner.suites import load_suite
+    from convtune.tuner.suites import load_suite
 
     if args.conv:
         return [(spec, parse_conv(spec)) for spec in args.conv]
@@ -131,7 +131,7 @@ def _storage_problem(e: Exception, args: argparse.Namespace) -> int:
     URL (a bad argument), 1 for a database that failed."""
     import sqlalchemy.exc
 
-    from tuner.search import default_storage
+    from convtune.tuner.search import default_storage
 
     url = args.storage or default_storage(args.log)
     why = str(getattr(e, "orig", None) or e).splitlines()[0]
@@ -143,7 +143,7 @@ def _tune(args: argparse.Namespace) -> int:
     import sqlalchemy.exc
     from rich.console import Console
 
-    from tuner.measure import MeasureOptions
+    from convtune.tuner.measure import MeasureOptions
 
     if args.target != "cpu":
         raise ValueError(f"--target: {args.target!r} is not supported (targets: cpu)")
@@ -170,8 +170,8 @@ def _tune_workloads(args: argparse.Namespace, workloads: list[tuple[str, object]
     None after Ctrl-C (said on the console)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from tuner.measure import Measurer
-    from tuner.search import tune
+    from convtune.tuner.measure import Measurer
+    from convtune.tuner.search import tune
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("trial {task.completed}/{task.total}"),
                TextColumn("best {task.fields[best]:.1f} GFLOP/s"), TextColumn("failures {task.fields[failures]}"),
@@ -200,8 +200,8 @@ def _show(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from schedules.target import host_target
-    from tuner import records
+    from convtune.schedules.target import host_target
+    from convtune.tuner import records
 
     recs = list(records.read(args.log))
     here = host_target().key
@@ -227,7 +227,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _log_best(args: argparse.Namespace) -> int:
-    from tuner import records
+    from convtune.tuner import records
 
     best = records.best_records(records.read(args.input))
     out = Path(args.output)
@@ -268,7 +268,7 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
 
 def _peer_names(text: str) -> list[str]:
     """``--peers``: comma-separated names of known peers (empty: none)."""
-    from tuner.peers import PEERS
+    from convtune.tuner.peers import PEERS
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in PEERS]
@@ -277,8 +277,16 @@ def _peer_names(text: str) -> list[str]:
     return names
 
 
+def _version_line() -> str:
+    """convtune's version and those of the compiler stack its kernels depend on."""
+    from convtune.tuner.records import versions
+
+    return ", ".join(f"{name} {v}" for name, v in versions().items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convtune", description="Autotune and benchmark conv2d kernels.")
+    parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="compare convtune with onnxruntime and PyTorch on a suite of layers")

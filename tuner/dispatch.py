@@ -21,13 +21,13 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Optional
 
-from codegen import CompiledKernel, build
-from ir.workload import Conv2D
-from schedules.space import Config
-from schedules.target import CpuTarget, host_target
-from schedules.templates import default_config, invalid_reason, schedule_from_config
-from tuner import records
-from tuner.records import Record
+from convtune.codegen import CompiledKernel, build
+from convtune.ir.workload import Conv2D
+from convtune.schedules.space import Config
+from convtune.schedules.target import CpuTarget, host_target
+from convtune.schedules.templates import default_config, invalid_reason, schedule_from_config
+from convtune.tuner import records
+from convtune.tuner.records import Record
 
 _current: contextvars.ContextVar[Optional[ApplyHistoryBest]] = contextvars.ContextVar("convtune_dispatch", default=None)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from tuner.records import ErrorCode
+from convtune.tuner.records import ErrorCode
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ def _inputs_and_reference(wl):  # type: ignore[no-untyped-def]
     worker (fresh in every worker process: never a fixed seed)."""
     import numpy as np
 
-    from codegen.verify import random_inputs
-    from ir.reference import conv2d_reference
+    from convtune.codegen.verify import random_inputs
+    from convtune.ir.reference import conv2d_reference
 
     if wl.key not in _references:
         x = random_inputs(wl, np.random.default_rng())
@@ -69,12 +69,12 @@ def measure_here(workload: dict, config: dict, options: MeasureOptions) -> Measu
     """Build, check and time one candidate in this process."""
     import numpy as np
 
-    from codegen import build
-    from codegen.verify import TOLERANCE
-    from ir.reference import relative_error
-    from ir.workload import Conv2D
-    from schedules.templates import schedule_from_config
-    from tuner.timing import calls_per_block
+    from convtune.codegen import build
+    from convtune.codegen.verify import TOLERANCE
+    from convtune.ir.reference import relative_error
+    from convtune.ir.workload import Conv2D
+    from convtune.schedules.templates import schedule_from_config
+    from convtune.tuner.timing import calls_per_block
 
     wl = Conv2D.from_dict(workload)
     start = time.perf_counter()
@@ -119,7 +119,7 @@ def _describe(e: BaseException) -> str:
 
 class Measurer:
     """Measures candidates one at a time in a restartable worker process
-    (``python -m tuner.worker``: a fresh interpreter, never a fork of a
+    (``python -m convtune.tuner.worker``: a fresh interpreter, never a fork of a
     process whose OpenMP threads are running)."""
 
     def __init__(self, options: MeasureOptions = MeasureOptions()) -> None:
@@ -132,7 +132,7 @@ class Measurer:
         # The worker imports what this process can: same interpreter, same path.
         path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
         env = dict(os.environ, PYTHONPATH=path)
-        self._proc = subprocess.Popen([sys.executable, "-m", "tuner.worker", *self.options.plugins],
+        self._proc = subprocess.Popen([sys.executable, "-m", "convtune.tuner.worker", *self.options.plugins],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self._send = Connection(os.dup(self._proc.stdin.fileno()), readable=False)
         self._recv = Connection(os.dup(self._proc.stdout.fileno()), writable=False)

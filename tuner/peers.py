@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from ir.workload import Conv2D
+from convtune.ir.workload import Conv2D
 
 Runner = Callable[[], np.ndarray]
 

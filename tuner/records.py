@@ -17,9 +17,9 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ir.workload import Conv2D
-from schedules.target import target_key
-from tuner.timing import median
+from convtune.ir.workload import Conv2D
+from convtune.schedules.target import target_key
+from convtune.tuner.timing import median
 
 FORMAT_VERSION = 1
 
@@ -134,10 +134,13 @@ def _check_fields(rec: Record) -> None:
 
 
 def versions() -> dict[str, str]:
+    """convtune's version and those of the packages that compile its kernels."""
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {}
-    for pkg in ("convtune", "numba", "llvmlite", "numpy"):
+    import convtune
+
+    out = {"convtune": convtune.__version__}
+    for pkg in ("numba", "llvmlite", "numpy"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -39,13 +39,13 @@ from typing import Any, Callable, Iterator, Optional
 import optuna
 from optuna.trial import TrialState
 
-from ir.workload import Conv2D
-from schedules.space import Config, Space
-from schedules.target import CpuTarget, host_target
-from schedules.templates import default_config, invalid_reason, search_space
-from tuner import records
-from tuner.measure import MeasureOptions, Measurer, MeasureResult
-from tuner.records import ErrorCode, Record
+from convtune.ir.workload import Conv2D
+from convtune.schedules.space import Config, Space
+from convtune.schedules.target import CpuTarget, host_target
+from convtune.schedules.templates import default_config, invalid_reason, search_space
+from convtune.tuner import records
+from convtune.tuner.measure import MeasureOptions, Measurer, MeasureResult
+from convtune.tuner.records import ErrorCode, Record
 
 STRATEGIES = ("grid", "random", "tpe")
 MAX_REFUSALS = 50

@@ -18,14 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from ir.workload import Conv2D
-from schedules.space import Space
-from schedules.target import CpuTarget, host_target
-from schedules.templates import TEMPLATES
-from tuner import records
-from tuner.measure import MeasureOptions, MeasureResult, Measurer
-from tuner.search import tune
-from tuner.suites import load_suite
+from convtune.ir.workload import Conv2D
+from convtune.schedules.space import Space
+from convtune.schedules.target import CpuTarget, host_target
+from convtune.schedules.templates import TEMPLATES
+from convtune.tuner import records
+from convtune.tuner.measure import MeasureOptions, MeasureResult, Measurer
+from convtune.tuner.search import tune
+from convtune.tuner.suites import load_suite
 
 LAYERS = ("r18_c2", "r18_c5", "r18_c8")
 

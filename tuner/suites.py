@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ir.workload import Conv2D, WorkloadError, conv2d
+from convtune.ir.workload import Conv2D, WorkloadError, conv2d
 
 BUILTIN = Path(__file__).with_name("suites.json")
 

@@ -1,4 +1,4 @@
-"""The measurement worker: ``python -m tuner.worker [plugin modules...]``.
+"""The measurement worker: ``python -m convtune.tuner.worker [plugin modules...]``.
 
 Reads (workload, config, options) requests from stdin and answers each with a
 ``MeasureResult`` on stdout, in multiprocessing's Connection framing. Its own
@@ -37,9 +37,9 @@ def main() -> None:
     sys.stdout = sys.stderr
     for module in sys.argv[1:]:
         importlib.import_module(module)
-    from tuner.measure import measure_here
+    from convtune.tuner.measure import measure_here
 
-    import codegen  # noqa: F401 - pay numba's import before the first deadline
+    import convtune.codegen  # noqa: F401 - pay numba's import before the first deadline
 
     replies.send("ready")
     while True:

@@ -8,9 +8,9 @@ the build instead of corrupting memory.
 """
 from __future__ import annotations
 
-from ir.expr import Expr, Load, Select, children
-from ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store
-from ir.simplify import Ranges, bounds, simplify
+from convtune.ir.expr import Expr, Load, Select, children
+from convtune.ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store
+from convtune.ir.simplify import Ranges, bounds, simplify
 
 
 class OutOfBounds(AssertionError):

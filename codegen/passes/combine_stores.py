@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ir.expr import INT, Cmp, Const, Expr, Interleave, Ramp, Rows, conj, conjuncts, loads
-from ir.loopnest import IfThen, Kernel, Seq, Stmt, Store, map_stmt, seq
-from ir.simplify import linear, simplify
+from convtune.ir.expr import INT, Cmp, Const, Expr, Interleave, Ramp, Rows, conj, conjuncts, loads
+from convtune.ir.loopnest import IfThen, Kernel, Seq, Stmt, Store, map_stmt, seq
+from convtune.ir.simplify import linear, simplify
 
 
 @dataclass(frozen=True)

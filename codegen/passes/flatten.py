@@ -2,9 +2,9 @@
 so the renderer works on 1-D arrays and LLVM sees constant address math."""
 from __future__ import annotations
 
-from ir.expr import Broadcast, Const, Expr, Extract, Lanes, Load, Ramp, map_children
-from ir.loopnest import Allocate, Buffer, Kernel, Stmt, Store, map_stmt, walk
-from codegen.passes.substitute import map_exprs
+from convtune.ir.expr import Broadcast, Const, Expr, Extract, Lanes, Load, Ramp, map_children
+from convtune.ir.loopnest import Allocate, Buffer, Kernel, Stmt, Store, map_stmt, walk
+from convtune.codegen.passes.substitute import map_exprs
 
 
 def _offset(buf: Buffer, indices: tuple[Expr, ...]) -> Expr:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ir.expr import INT, Const, Expr, Lanes, Load, Ramp, Rows, Var, free_vars, map_children
-from ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store, seq
-from ir.simplify import Linear, linear
+from convtune.ir.expr import INT, Const, Expr, Lanes, Load, Ramp, Rows, Var, free_vars, map_children
+from convtune.ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store, seq
+from convtune.ir.simplify import Linear, linear
 
 
 class _Hoister:

@@ -3,9 +3,9 @@ becomes named variables (vectors for ramp accesses), which LLVM keeps in
 registers. Anything else stays a small heap array."""
 from __future__ import annotations
 
-from ir.expr import FLOAT, Const, Expr, Extract, Load, Ramp, Var, loads, map_children
-from ir.loopnest import Allocate, Assign, IfThen, Kernel, Stmt, Store, map_stmt, walk
-from codegen.passes.substitute import map_exprs
+from convtune.ir.expr import FLOAT, Const, Expr, Extract, Load, Ramp, Var, loads, map_children
+from convtune.ir.loopnest import Allocate, Assign, IfThen, Kernel, Stmt, Store, map_stmt, walk
+from convtune.codegen.passes.substitute import map_exprs
 
 
 def _slot(index: Expr) -> tuple[int, int] | None:

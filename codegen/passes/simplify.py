@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from codegen.passes.substitute import substitute_stmt
-from ir.expr import Const, Not
-from ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store, seq
-from ir.simplify import FALSE, TRUE, Ranges, simplify, simplify_cond
+from convtune.codegen.passes.substitute import substitute_stmt
+from convtune.ir.expr import Const, Not
+from convtune.ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store, seq
+from convtune.ir.simplify import FALSE, TRUE, Ranges, simplify, simplify_cond
 
 
 def simplify_stmt(s: Stmt, ranges: Ranges) -> Stmt | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from ir.expr import Expr, substitute
-from ir.loopnest import Assign, IfThen, Stmt, Store, map_stmt
+from convtune.ir.expr import Expr, substitute
+from convtune.ir.loopnest import Assign, IfThen, Stmt, Store, map_stmt
 
 
 def map_exprs(s: Stmt, fn: Callable[[Expr], Expr]) -> Stmt:

@@ -2,11 +2,11 @@
 lets the register pass give every accumulator element a name)."""
 from __future__ import annotations
 
-from codegen.passes.simplify import simplify_stmt
-from codegen.passes.substitute import substitute_stmt
-from ir.expr import Const
-from ir.loopnest import For, Kernel, LoopKind, Stmt, map_stmt, seq, walk
-from schedules.state import ScheduleError
+from convtune.codegen.passes.simplify import simplify_stmt
+from convtune.codegen.passes.substitute import substitute_stmt
+from convtune.ir.expr import Const
+from convtune.ir.loopnest import For, Kernel, LoopKind, Stmt, map_stmt, seq, walk
+from convtune.schedules.state import ScheduleError
 
 MAX_UNROLLED_STATEMENTS = 4096
 """Past this Numba's type inference dominates build time (seconds per kernel)."""

@@ -9,9 +9,9 @@ masked lanes never touch memory.
 """
 from __future__ import annotations
 
-from codegen.passes.simplify import simplify_stmt
-from codegen.passes.substitute import substitute_stmt
-from ir.expr import (
+from convtune.codegen.passes.simplify import simplify_stmt
+from convtune.codegen.passes.substitute import substitute_stmt
+from convtune.ir.expr import (
     FLOAT,
     INT,
     BinOp,
@@ -34,9 +34,9 @@ from ir.expr import (
     free_vars,
     substitute,
 )
-from ir.loopnest import Assign, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store, map_stmt, seq, walk
-from ir.simplify import linear, simplify
-from schedules.state import ScheduleError
+from convtune.ir.loopnest import Assign, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store, map_stmt, seq, walk
+from convtune.ir.simplify import linear, simplify
+from convtune.schedules.state import ScheduleError
 
 
 def _at_lane(e: Expr, v: str, i: int) -> Expr:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ir.workload import Conv2D
-from schedules.schedule import Schedule
-from schedules.space import Config, Space
-from schedules.state import ScheduleError
-from schedules.target import CpuTarget, host_target
-from schedules.templates import depthwise, direct, gemm, winograd
+from convtune.ir.workload import Conv2D
+from convtune.schedules.schedule import Schedule
+from convtune.schedules.space import Config, Space
+from convtune.schedules.state import ScheduleError
+from convtune.schedules.target import CpuTarget, host_target
+from convtune.schedules.templates import depthwise, direct, gemm, winograd
 
 
 @dataclass(frozen=True)

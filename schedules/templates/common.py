@@ -1,9 +1,9 @@
 """Helpers shared by the CPU templates: block candidates and register budgets."""
 from __future__ import annotations
 
-from ir.workload import Conv2D
-from schedules.space import Config, Constraint
-from schedules.target import CpuTarget
+from convtune.ir.workload import Conv2D
+from convtune.schedules.space import Config, Constraint
+from convtune.schedules.target import CpuTarget
 
 
 def one_channel_per_group(wl: Conv2D) -> bool:

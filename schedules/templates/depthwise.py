@@ -11,11 +11,11 @@ them; the two layouts trade those differently and tuning picks.
 """
 from __future__ import annotations
 
-from ir.workload import Conv2D
-from schedules.schedule import Schedule
-from schedules.space import Config, Constraint, Knob, Space
-from schedules.target import CpuTarget
-from schedules.templates.common import (
+from convtune.ir.workload import Conv2D
+from convtune.schedules.schedule import Schedule
+from convtune.schedules.space import Config, Constraint, Knob, Space
+from convtune.schedules.target import CpuTarget
+from convtune.schedules.templates.common import (
     best_tile, fits_registers, one_channel_per_group, register_constraint, tile_sizes, vector_blocks,
 )
 

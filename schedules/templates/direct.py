@@ -7,11 +7,11 @@ in registers for the whole reduction over (c, r, s).
 """
 from __future__ import annotations
 
-from ir.workload import Conv2D
-from schedules.schedule import Schedule
-from schedules.space import Config, Knob, Space
-from schedules.target import CpuTarget
-from schedules.templates.common import (
+from convtune.ir.workload import Conv2D
+from convtune.schedules.schedule import Schedule
+from convtune.schedules.space import Config, Knob, Space
+from convtune.schedules.target import CpuTarget
+from convtune.schedules.templates.common import (
     best_tile, channel_blocks, one_channel_per_group, register_constraint, tile_sizes, vector_blocks,
 )
 

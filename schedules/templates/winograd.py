@@ -9,12 +9,12 @@ check like any wrong kernel.
 """
 from __future__ import annotations
 
-from ir.winograd import WinogradCompute, applies  # noqa: F401  (the template protocol's applicability test)
-from ir.workload import Conv2D
-from schedules.schedule import Schedule
-from schedules.space import Config, Knob, Space
-from schedules.target import CpuTarget
-from schedules.templates.common import best_tile, channel_blocks, register_constraint, tile_sizes, vector_blocks
+from convtune.ir.winograd import WinogradCompute, applies  # noqa: F401  (the template protocol's applicability test)
+from convtune.ir.workload import Conv2D
+from convtune.schedules.schedule import Schedule
+from convtune.schedules.space import Config, Knob, Space
+from convtune.schedules.target import CpuTarget
+from convtune.schedules.templates.common import best_tile, channel_blocks, register_constraint, tile_sizes, vector_blocks
 
 NAME = "winograd"
 
