@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from convtune.codegen import build
 from convtune.codegen.verify import TOLERANCE, check_kernel
@@ -21,6 +22,30 @@ SMALL_CONV = "N=1,C=8,H=8,W=8,K=16,R=3,S=3,stride=1,pad=1"
 
 def fresh_seed() -> int:
     return int(np.random.SeedSequence().entropy % 2**32)
+
+
+# Hypothesis's own "ci" profile, loaded when CI is set, is derandomized: every
+# CI run would check the same draws. This profile is loaded for every run, CI
+# or not: new draws each run, no deadline (a kernel compiles in seconds on a
+# 2-core machine), and a failure prints the blob that replays it.
+settings.register_profile("convtune", derandomize=False, print_blob=True, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("convtune")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the run one fresh Hypothesis seed (unless ``--hypothesis-seed``
+    names one), so a failing run is replayed by passing it back."""
+    if config.getoption("hypothesis_seed") is None:
+        config.option.hypothesis_seed = str(fresh_seed())
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Shown even under ``-q``: the seed that replays this run's draws."""
+    if terminalreporter.stats.get("failed"):
+        seed = config.getoption("hypothesis_seed")
+        terminalreporter.write_line(f"Hypothesis draws of this run: rerun with --hypothesis-seed={seed}")
 
 
 def assert_correct(sch: Schedule, seed: int | None = None) -> float:
