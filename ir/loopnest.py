@@ -17,13 +17,27 @@ class LoopKind(str, Enum):
     PARALLEL = "parallel"
     UNROLLED = "unrolled"
     VECTORIZED = "vectorized"
+    # GPU bindings (``schedules.gpu.bind``): the loop is not a loop but the
+    # block's or the thread's index along one launch dimension.
+    BLOCK_X = "blockIdx.x"
+    BLOCK_Y = "blockIdx.y"
+    BLOCK_Z = "blockIdx.z"
+    THREAD_X = "threadIdx.x"
+    THREAD_Y = "threadIdx.y"
+    THREAD_Z = "threadIdx.z"
+
+    @property
+    def is_gpu(self) -> bool:
+        """A block or thread index rather than a loop."""
+        return "Idx." in self.value
 
 
 @dataclass(frozen=True)
 class Buffer:
     """A float32 array. ``scope`` is 'global' (a kernel argument, or scratch
-    the kernel wrapper allocates once) or 'local' (per-tile storage that the
-    register pass may turn into variables)."""
+    the kernel wrapper allocates once), 'local' (per-tile storage that the
+    register pass may turn into variables) or 'shared' (a GPU block's
+    shared memory, filled cooperatively by its threads)."""
 
     name: str
     shape: tuple[int, ...]
@@ -94,6 +108,13 @@ class Assign(Stmt):
 
     var: str
     value: Expr
+
+
+@dataclass(frozen=True)
+class Barrier(Stmt):
+    """Every thread of a GPU block waits here until all have arrived (so a
+    shared-memory tile is complete before it is read, and read before it is
+    overwritten)."""
 
 
 @dataclass(frozen=True)

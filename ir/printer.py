@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from convtune.ir.expr import (And, BinOp, Broadcast, Cmp, Const, Expr, Extract, Interleave, Lanes, Load, MaskedLoad, Not, Ramp,
                      Rows, Select, Var)
-from convtune.ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
+from convtune.ir.loopnest import Allocate, Assign, Barrier, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
 
 _PREC = {"+": 1, "-": 1, "*": 2, "//": 2, "%": 2}
 
@@ -65,11 +65,13 @@ def _lines(s: Stmt, depth: int) -> list[str]:
         return [f"{pad}if {expr_str(s.cond)}:", *_lines(s.body, depth + 1), *orelse]
     if isinstance(s, Allocate):
         shape = ", ".join(str(d) for d in s.buffer.shape)
-        return [f"{pad}{s.buffer.name} = local float32[{shape}]", *_lines(s.body, depth)]
+        return [f"{pad}{s.buffer.name} = {s.buffer.scope} float32[{shape}]", *_lines(s.body, depth)]
     if isinstance(s, Assign):
         return [f"{pad}{s.var} = {expr_str(s.value)}"]
     if isinstance(s, Comment):
         return [f"{pad}# {s.text}"]
+    if isinstance(s, Barrier):
+        return [f"{pad}barrier()"]
     return [f"{pad}{s!r}"]
 
 
