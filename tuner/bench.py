@@ -8,6 +8,12 @@ drift on a shared machine hits all of them alike. GFLOP/s, ratios and the
 fraction of the machine's measured FMA and sgemm ceilings are reported. The
 FMA probe runs as one more contender in every layer's rounds, so a layer's
 "% FMA" compares two timings taken under the same conditions.
+
+Every contender is timed twice in each round: warm (calls back to back, as
+kernels are usually benchmarked) and cold (caches flushed before each call,
+the input re-read: how a layer finds the caches inside a model, where its
+weights and scratch were last touched a network ago). ``warm_only`` skips
+the cold timing.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from convtune.ir.workload import Conv2D
 from convtune.schedules.space import Config
 from convtune.schedules.target import CpuTarget, host_target
 from convtune.schedules.templates import default_config, schedule_from_config
+from convtune.tuner.cache_flush import CacheFlusher
 from convtune.tuner.ceilings import fma_ceiling, fma_probe, sgemm_ceiling
 from convtune.tuner.peers import PEERS, PeerUnavailable
 from convtune.tuner.suites import load_suite
@@ -33,6 +40,8 @@ from convtune.tuner.timing import PEER_SETTLE_SECONDS, calls_per_block, median, 
 
 CONVTUNE = "convtune"
 FMA_PROBE = "fma_probe"
+COLD_CALLS = 5
+"""Calls per cold block (each after a flush that reads twice the caches)."""
 ConfigSource = Callable[[Conv2D], Optional[tuple[Config, str]]]
 """Workload -> (config, where it came from) or None for the default config."""
 
@@ -48,6 +57,9 @@ class LayerResult:
     gflops: dict[str, float]
     fma_gflops: float
     """The FMA probe, timed in this layer's rounds."""
+    cold_gflops: dict[str, float] = field(default_factory=dict)
+    """Each contender timed with the caches flushed before each call (empty
+    when the bench ran warm only)."""
 
     @property
     def fma_fraction(self) -> float:
@@ -75,8 +87,13 @@ class BenchReport:
             names += [n for n in layer.gflops if n not in names]
         return names
 
-    def geomean(self, name: str) -> float:
-        return _geomean([layer.gflops[name] for layer in self.layers if name in layer.gflops])
+    def geomean(self, name: str, cold: bool = False) -> float:
+        return _geomean([_timed(layer, cold)[name] for layer in self.layers if name in _timed(layer, cold)])
+
+    @property
+    def cold(self) -> bool:
+        """Whether the layers were also timed with cold caches."""
+        return any(layer.cold_gflops for layer in self.layers)
 
     def best_peer_geomean(self) -> float:
         return _geomean([layer.gflops[layer.best_peer] for layer in self.layers if layer.best_peer])
@@ -89,7 +106,12 @@ class BenchReport:
         d["geomean"] = {n: self.geomean(n) for n in self.contenders()}
         d["geomean"]["best_peer_per_layer"] = self.best_peer_geomean()
         d["geomean"]["fma_fraction"] = self.fma_fraction_geomean()
+        d["geomean_cold"] = {n: self.geomean(n, cold=True) for n in self.contenders()} if self.cold else {}
         return json.dumps(d, indent=1)
+
+
+def _timed(layer: LayerResult, cold: bool) -> dict[str, float]:
+    return layer.cold_gflops if cold else layer.gflops
 
 
 def _geomean(vals: list[float]) -> float:
@@ -102,22 +124,29 @@ def _inputs(wl: Conv2D) -> tuple[np.ndarray, np.ndarray]:
             rng.standard_normal(wl.weight_shape, dtype=np.float32))
 
 
-def bench_layer(contenders: dict[str, Callable[[], object]], rounds: int, min_block_seconds: float) -> dict[str, float]:
-    """Seconds per call of each contender: median over rounds of the median
-    call of one block each, contenders in rotating order."""
+def bench_layer(contenders: dict[str, Callable[[], object]], rounds: int, min_block_seconds: float,
+                flush: Optional[Callable[[], object]] = None) -> dict[str, dict[str, float]]:
+    """Seconds per call of each contender, {"warm": {name: s}, "cold": ...}:
+    median over rounds of the median call of one block each, contenders in
+    rotating order. With ``flush``, each round also times a cold block of
+    every contender (``flush`` before each call); else "cold" is empty."""
     numbers = {n: calls_per_block(fn, min_block_seconds) for n, fn in contenders.items()}
-    samples: dict[str, list[float]] = {n: [] for n in contenders}
+    modes: dict[str, Optional[Callable[[], object]]] = {"warm": None, **({"cold": flush} if flush else {})}
+    samples: dict[str, dict[str, list[float]]] = {mode: {n: [] for n in contenders} for mode in modes}
     names = list(contenders)
     for r in range(rounds):
         for n in names[r % len(names):] + names[:r % len(names)]:
-            samples[n].append(median(time_calls(contenders[n], numbers[n], settle=PEER_SETTLE_SECONDS)))
-    return {n: median(s) for n, s in samples.items()}
+            for mode, before in modes.items():
+                calls = numbers[n] if before is None else min(numbers[n], COLD_CALLS)
+                samples[mode][n].append(median(time_calls(contenders[n], calls, settle=PEER_SETTLE_SECONDS,
+                                                          before=before)))
+    return {"warm": {}, "cold": {}} | {mode: {n: median(s) for n, s in by.items()} for mode, by in samples.items()}
 
 
 def run_bench(suite: str, configs: Optional[ConfigSource] = None, threads: Optional[int] = None,
               peers: Optional[list[str]] = None, rounds: int = 7, min_block_seconds: float = 0.03,
               target: Optional[CpuTarget] = None, on_layer: Callable[[LayerResult], None] = lambda r: None,
-              ) -> BenchReport:
+              warm_only: bool = False) -> BenchReport:
     unknown = [p for p in peers or () if p not in PEERS]
     if unknown:  # checked first: the ceilings take a while to measure
         raise ValueError(f"peers: unknown {', '.join(unknown)} (peers: {', '.join(PEERS)})")
@@ -151,10 +180,13 @@ def run_bench(suite: str, configs: Optional[ConfigSource] = None, threads: Optio
             if peer_error >= 1e-3:
                 raise AssertionError(f"{layer.name}: peer {peer} disagrees with the reference ({peer_error:.2g})")
             contenders[peer] = run
-        seconds = bench_layer(contenders, rounds, min_block_seconds)
-        probe_gflops = probe_flops / seconds.pop(FMA_PROBE) / 1e9
+        flush = None if warm_only else CacheFlusher(threads, keep=(x,))
+        seconds = bench_layer(contenders, rounds, min_block_seconds, flush)
+        probe_gflops = probe_flops / seconds["warm"].pop(FMA_PROBE) / 1e9
+        seconds["cold"].pop(FMA_PROBE, None)
         result = LayerResult(layer.name, wl.key, wl.flops, config, source, error,
-                             {n: wl.flops / t / 1e9 for n, t in seconds.items()}, probe_gflops)
+                             {n: wl.flops / t / 1e9 for n, t in seconds["warm"].items()}, probe_gflops,
+                             {n: wl.flops / t / 1e9 for n, t in seconds["cold"].items()})
         report.layers.append(result)
         on_layer(result)
     return report
@@ -175,6 +207,11 @@ def render_table(report: BenchReport):  # type: ignore[no-untyped-def]
     for p in peers:
         table.add_column(f"x{p}", justify="right")
     table.add_column("x best", justify="right")
+    colds = names if report.cold else []
+    for n in colds:
+        table.add_column(f"{n} cold", justify="right")
+    if colds:
+        table.add_column("x best cold", justify="right")
     table.add_column("FMA probe", justify="right")
     table.add_column("% FMA", justify="right")
     table.add_column("% sgemm", justify="right")
@@ -185,14 +222,35 @@ def render_table(report: BenchReport):  # type: ignore[no-untyped-def]
         table.add_row(
             layer.name, *(f"{layer.gflops[n]:.1f}" if n in layer.gflops else "-" for n in names),
             *(f"{ours / layer.gflops[p]:.2f}" if p in layer.gflops else "-" for p in peers),
-            f"{ours / best:.2f}", f"{layer.fma_gflops:.0f}", f"{100 * layer.fma_fraction:.0f}",
+            f"{ours / best:.2f}", *_cold_cells(layer, colds), f"{layer.fma_gflops:.0f}",
+            f"{100 * layer.fma_fraction:.0f}",
             f"{100 * ours / report.sgemm_ceiling:.0f}",
             f"{layer.config['algorithm']} ({layer.config_source})")
     geo = {n: report.geomean(n) for n in names}
     best = report.best_peer_geomean()
     table.add_row("geomean", *(f"{geo[n]:.1f}" for n in names), *(f"{geo[CONVTUNE] / geo[p]:.2f}" for p in peers),
-                  f"{geo[CONVTUNE] / best:.2f}", f"{_geomean([la.fma_gflops for la in report.layers]):.0f}",
+                  f"{geo[CONVTUNE] / best:.2f}", *_cold_geomean_cells(report, colds),
+                  f"{_geomean([la.fma_gflops for la in report.layers]):.0f}",
                   f"{100 * report.fma_fraction_geomean():.0f}",
                   f"{100 * geo[CONVTUNE] / report.sgemm_ceiling:.0f}", f"best peer per layer: {best:.1f}",
                   style="bold")
     return table
+
+
+def _cold_cells(layer: LayerResult, colds: list[str]) -> list[str]:
+    """Cold GFLOP/s per contender and convtune over the best cold peer."""
+    if not colds:
+        return []
+    cold = layer.cold_gflops
+    peers = [cold[n] for n in colds if n != CONVTUNE and n in cold]
+    return [*(f"{cold[n]:.1f}" if n in cold else "-" for n in colds),
+            f"{cold[CONVTUNE] / max(peers):.2f}" if peers else "-"]
+
+
+def _cold_geomean_cells(report: BenchReport, colds: list[str]) -> list[str]:
+    if not colds:
+        return []
+    best = _geomean([max(v for n, v in la.cold_gflops.items() if n != CONVTUNE) for la in report.layers
+                     if len(la.cold_gflops) > 1])
+    return [*(f"{report.geomean(n, cold=True):.1f}" for n in colds),
+            f"{report.geomean(CONVTUNE, cold=True) / best:.2f}"]

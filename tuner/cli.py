@@ -57,6 +57,7 @@ def _bench(args: argparse.Namespace) -> int:
         best = ApplyHistoryBest(args.log)
         configs = best.config_for
     report = run_bench(args.suite, configs=configs, threads=args.threads, rounds=args.rounds, peers=args.peers,
+                       warm_only=args.warm,
                        on_layer=lambda r: console.print(f"  {r.name}: " + ", ".join(
                            f"{k} {v:.1f}" for k, v in r.gflops.items()), highlight=False))
     console.print(render_table(report))
@@ -150,7 +151,8 @@ def _tune(args: argparse.Namespace) -> int:
     _import_plugins(args.plugin)
     workloads = _workloads(args)
     console = Console(width=None if sys.stdout.isatty() else 160)
-    options = MeasureOptions(repeats=args.repeats, timeout=args.timeout, plugins=tuple(args.plugin))
+    options = MeasureOptions(repeats=args.repeats, timeout=args.timeout, plugins=tuple(args.plugin),
+                             cold=not args.warm)
     try:
         results = _tune_workloads(args, workloads, options, console)
     except sqlalchemy.exc.SQLAlchemyError as e:
@@ -299,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--peers", type=_peer_names,
                        help="comma-separated peers (default: onnxruntime,torch_nchw,torch_cl)")
     bench.add_argument("--json", help="also write the numbers to this JSON file")
+    bench.add_argument("--warm", action="store_true", help="time warm only (default: warm and with the caches "
+                       "flushed before each call, side by side)")
     bench.add_argument("--search", action="store_true", help="instead: search efficiency of grid / random / TPE "
                        "on r18_c2, r18_c5, r18_c8")
     bench.add_argument("--seeds", type=_positive(int), default=5, help="seeds per strategy for --search (default 5)")
@@ -322,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--timeout", type=_positive(float), default=120.0,
                       help="seconds allowed per candidate (default 120)")
     tune.add_argument("--repeats", type=_positive(int), default=5, help="timed repeats per candidate (default 5)")
+    tune.add_argument("--warm", action="store_true", help="time calls back to back with warm caches (default: "
+                      "caches flushed before each timed call, as a layer finds them in a model)")
     tune.add_argument("--plugin", action="append", default=[], help="module to import first, e.g. one that "
                       "registers extra templates (repeatable)")
     tune.set_defaults(run=_tune)
@@ -337,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("input")
     best.add_argument("output")
     best.set_defaults(run=_log_best)
+
+    from convtune.tuner.cli_model import add_zoo_parser
+
+    add_zoo_parser(sub)
     return parser
 
 

@@ -3,7 +3,10 @@
 A candidate is built, checked against the float64 reference on fresh random
 inputs with a NaN-poisoned output, and only then timed: warm-up, then
 ``repeats`` repeats of an adaptive number of calls (enough to last
-``min_repeat_seconds``), each repeat's mean kept. Everything runs in a
+``min_repeat_seconds``), each repeat's mean kept. By default each timed call
+finds the caches cold (``cache_flush``: flushed, then the input re-read), as
+a layer does inside a model; warm timing (``cold=False``) repeats calls
+back to back, which flatters kernels with large weights or scratch. Everything runs in a
 separate process: a candidate that segfaults kills only the worker, one that
 hangs (in compilation or at run time) is killed at the deadline; either way
 the failure is returned as a result and a fresh worker takes the next one.
@@ -19,6 +22,7 @@ import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from statistics import mean
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -33,6 +37,10 @@ class MeasureOptions:
     """Deadline for one candidate: build, check and timing together."""
     plugins: tuple[str, ...] = ()
     """Modules the worker imports first (they may register extra templates)."""
+    cold: bool = True
+    """Flush the caches before each timed call (model conditions)."""
+    cold_calls: int = 4
+    """Flushed calls per repeat when cold (each flush reads twice the caches)."""
 
 
 @dataclass
@@ -42,6 +50,8 @@ class MeasureResult:
     error: str = ""
     compile_seconds: float = 0.0
     measure_seconds: float = 0.0
+    cache: str = "warm"
+    """How the caches were when timed: "cold" (flushed) or "warm"."""
 
 
 # ---------------------------------------------------------------- worker side
@@ -74,7 +84,7 @@ def measure_here(workload: dict, config: dict, options: MeasureOptions) -> Measu
     from convtune.ir.reference import relative_error
     from convtune.ir.workload import Conv2D
     from convtune.schedules.templates import schedule_from_config
-    from convtune.tuner.timing import calls_per_block
+    from convtune.tuner.timing import calls_per_block, time_calls
 
     wl = Conv2D.from_dict(workload)
     start = time.perf_counter()
@@ -99,13 +109,22 @@ def measure_here(workload: dict, config: dict, options: MeasureOptions) -> Measu
         conv(x.data, residual=x.residual, out=out)
 
     number = calls_per_block(run, options.min_repeat_seconds)
-    costs = []
-    for _ in range(options.repeats):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            run()
-        costs.append((time.perf_counter() - t0) / number)
-    return MeasureResult(costs, compile_seconds=compiled, measure_seconds=time.perf_counter() - start - compiled)
+    if options.cold:
+        from convtune.schedules.target import host_target
+        from convtune.tuner.cache_flush import CacheFlusher
+
+        flush = CacheFlusher(host_target().cores, keep=(x.data,))
+        calls = max(1, min(number, options.cold_calls))
+        costs = [mean(time_calls(run, calls, settle=0.0, warmup=0, before=flush)) for _ in range(options.repeats)]
+    else:
+        costs = []
+        for _ in range(options.repeats):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                run()
+            costs.append((time.perf_counter() - t0) / number)
+    return MeasureResult(costs, compile_seconds=compiled, measure_seconds=time.perf_counter() - start - compiled,
+                         cache="cold" if options.cold else "warm")
 
 
 def _describe(e: BaseException) -> str:

@@ -68,6 +68,13 @@ class Record:
         return median(self.costs) if self.ok else float("inf")
 
     @property
+    def cache(self) -> str:
+        """How the caches were when the costs were timed: "cold" (flushed
+        before each call, the tuner's default) or "warm"; logs written before
+        cold timing existed say nothing and were timed warm."""
+        return str(self.extra.get("cache", "warm"))
+
+    @property
     def gflops(self) -> float:
         return self.workload_obj.flops / self.cost / 1e9 if self.ok else 0.0
 

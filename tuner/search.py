@@ -202,7 +202,8 @@ def _close_stale_trials(study: optuna.Study, logged: dict[str, Record]) -> None:
 def _record(wl: Conv2D, target: CpuTarget, config: Config, result: MeasureResult, study: str, trial: int) -> Record:
     return Record(wl.to_dict(), target.to_dict(), config, result.costs, int(result.error_code), result.error,
                   result.compile_seconds, versions=records.versions(),
-                  extra={"study": study, "trial": trial, "measure_seconds": result.measure_seconds})
+                  extra={"study": study, "trial": trial, "measure_seconds": result.measure_seconds,
+                         "cache": result.cache})
 
 
 def tune(

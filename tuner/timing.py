@@ -27,15 +27,19 @@ def calls_per_block(fn: Callable[[], object], min_block_seconds: float, warmup: 
     return max(1, int(min_block_seconds / once) + 1)
 
 
-def time_calls(fn: Callable[[], object], number: int, settle: float = SETTLE_SECONDS, warmup: int = 2) -> list[float]:
+def time_calls(fn: Callable[[], object], number: int, settle: float = SETTLE_SECONDS, warmup: int = 2,
+               before: Callable[[], object] | None = None) -> list[float]:
     """Seconds of each of ``number`` calls, after a pause and ``warmup`` calls
-    (the first calls after a pause pay for waking the thread pool)."""
+    (the first calls after a pause pay for waking the thread pool).
+    ``before`` runs, untimed, before each timed call (e.g. a cache flush)."""
     if settle:
         time.sleep(settle)
     for _ in range(warmup):
         fn()
     out = []
     for _ in range(number):
+        if before is not None:
+            before()
         start = time.perf_counter()
         fn()
         out.append(time.perf_counter() - start)
