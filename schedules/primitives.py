@@ -70,11 +70,22 @@ def check(state: ScheduleState, prim: str) -> ScheduleState:
                 raise ScheduleError(
                     f"{prim}: reduction axis '{a.name}' would be outside the cache_write attach point "
                     f"'{state.cache_at}'; the accumulator would be reset inside the reduction")
-        for p in par:
+        for p in par + state.gpu_bound():
             if order.index(p) > at:
                 raise ScheduleError(
-                    f"{prim}: parallel axis '{p}' is inside the cache_write attach point '{state.cache_at}'; "
-                    "threads would share one accumulator tile")
+                    f"{prim}: {state.annotation(p).value} axis '{p}' is inside the cache_write attach point "
+                    f"'{state.cache_at}'; threads would share one accumulator tile")
+    bound = state.gpu_bound()
+    if bound:
+        outer = [a.name for a in state.leaf_axes()[:order.index(bound[-1])] if a.extent > 1 and a.name not in bound]
+        if outer:
+            raise ScheduleError(
+                f"{prim}: '{bound[-1]}' is bound to {state.annotation(bound[-1]).value}, but loop '{outer[0]}' is "
+                "outside it; block and thread axes must be the outermost loops")
+    for read in state.shared_reads:
+        if read.at not in order:
+            raise ScheduleError(f"{prim}: '{read.at}' is the cache_read attach point of {read.buffer}; "
+                                "split or fuse it before cache_read")
     return state
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from convtune.ir.compute import ComputeDef
 from convtune.ir.winograd import WinogradCompute
 from convtune.ir.workload import Conv2D
+from convtune.schedules import gpu
 from convtune.schedules import primitives as prim
 from convtune.schedules.state import ScheduleState
 
@@ -65,6 +66,15 @@ class Schedule:
 
     def cache_write(self, at: str) -> None:
         self.state = prim.cache_write(self.state, at)
+
+    def bind(self, axis: str, tag: str) -> None:
+        """GPU: the loop becomes a block or thread index ('blockIdx.x', ...,
+        'threadIdx.z') or a vthread (see ``schedules.gpu``)."""
+        self.state = gpu.bind(self.state, axis, tag)
+
+    def cache_read(self, buffer: str, scope: str, at: str) -> None:
+        """GPU: stage what each iteration of ``at`` reads of 'data' or 'weight' in 'shared' memory."""
+        self.state = gpu.cache_read(self.state, buffer, scope, at)
 
     def pack_data(self, block: int, im2col: bool = False) -> None:
         self.state = prim.pack_data(self.state, block, im2col)

@@ -65,6 +65,16 @@ class WeightPacking:
 
 
 @dataclass(frozen=True)
+class SharedRead:
+    """A GPU block stages the part of ``buffer`` ('data' or 'weight') that one
+    iteration of the loop ``at`` reads in shared memory: its threads load it
+    together at the start of each iteration (see ``schedules.gpu``)."""
+
+    buffer: str
+    at: str
+
+
+@dataclass(frozen=True)
 class ScheduleState:
     compute: ComputeDef
     axes: tuple[IterVar, ...]
@@ -76,6 +86,7 @@ class ScheduleState:
     cache_at: Optional[str] = None
     data_packing: Optional[DataPacking] = None
     weight_packing: Optional[WeightPacking] = None
+    shared_reads: tuple[SharedRead, ...] = ()
     trace: tuple[str, ...] = field(default=())
 
     @staticmethod
@@ -100,6 +111,11 @@ class ScheduleState:
 
     def annotated(self, kind: LoopKind) -> list[str]:
         return [n for n, k in self.annotations if k == kind]
+
+    def gpu_bound(self) -> list[str]:
+        """Loops bound to a block or thread index, outermost first."""
+        bound = {n for n, k in self.annotations if k.is_gpu}
+        return [n for n in self.leaves if n in bound]
 
     def fresh_name(self, base: str) -> str:
         name, i = base, 1
