@@ -10,7 +10,7 @@ from convtune.codegen.launch import run_stages
 from convtune.ir.loopnest import Kernel as LoopNest
 from convtune.schedules.layout import pack_weight_array
 from convtune.ir.winograd import WinogradCompute
-from convtune.schedules.state import ScheduleState, WeightPacking
+from convtune.schedules.state import BlockedLayout, ScheduleState, WeightPacking
 
 
 def _as_input(name: str, x: object, shape: tuple[int, ...]) -> np.ndarray:
@@ -18,6 +18,29 @@ def _as_input(name: str, x: object, shape: tuple[int, ...]) -> np.ndarray:
     if arr.shape != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
     return arr
+
+
+def host_operands(state: ScheduleState, nest: LoopNest, weight: object,
+                  bias: object = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The weights in the kernel's layout (packed, or Winograd-transformed)
+    and the bias, checked and flat: what ``prepare`` does once, for every target."""
+    wl = state.compute.workload
+    w = _as_input("weight", weight, wl.weight_shape)
+    shapes = {b.name: b.shape for b in nest.params}
+    packing = state.weight_packing
+    if isinstance(state.compute, WinogradCompute):  # U = G g G^T, packed like KCRS
+        w = state.compute.transform_weights(w)
+        packing = packing or WeightPacking(1, 1)
+    if packing is not None:
+        w = pack_weight_array(packing, w, shapes["weight"])
+    b = None
+    if wl.bias:
+        if bias is None:
+            raise ValueError("bias: this workload has a bias; pass one of shape (K,)")
+        b = _as_input("bias", bias, (wl.K,))
+    elif bias is not None:
+        raise ValueError("bias: this workload was declared without a bias (conv2d(..., bias=True))")
+    return w.reshape(-1), None if b is None else b.reshape(-1)
 
 
 @dataclass
@@ -38,24 +61,27 @@ class CompiledKernel:
     def workload(self):  # type: ignore[no-untyped-def]
         return self.state.compute.workload
 
+    @property
+    def input_layout(self) -> BlockedLayout | None:
+        """The blocked layout ``data`` is taken in (None: NCHW)."""
+        return self.state.io_layout("data")
+
+    @property
+    def output_layout(self) -> BlockedLayout | None:
+        """The blocked layout ``out`` is written in (None: NCHW)."""
+        return self.state.io_layout("out")
+
+    @property
+    def residual_layout(self) -> BlockedLayout | None:
+        """The blocked layout ``residual`` is read in (None: NCHW)."""
+        return self.state.io_layout("residual")
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        """Physical shape of argument ``name`` ('data', 'out', 'residual', ...)."""
+        return next(b.shape for b in self.loop_nest.params if b.name == name)
+
     def prepare(self, weight: object, bias: object = None) -> PreparedConv:
-        wl = self.workload
-        w = _as_input("weight", weight, wl.weight_shape)
-        shapes = {b.name: b.shape for b in self.loop_nest.params}
-        packing = self.state.weight_packing
-        if isinstance(self.state.compute, WinogradCompute):  # U = G g G^T, packed like KCRS
-            w = self.state.compute.transform_weights(w)
-            packing = packing or WeightPacking(1, 1)
-        if packing is not None:
-            w = pack_weight_array(packing, w, shapes["weight"])
-        b = None
-        if wl.bias:
-            if bias is None:
-                raise ValueError("bias: this workload has a bias; pass one of shape (K,)")
-            b = _as_input("bias", bias, (wl.K,))
-        elif bias is not None:
-            raise ValueError("bias: this workload was declared without a bias (conv2d(..., bias=True))")
-        return PreparedConv(self, w.reshape(-1), None if b is None else b.reshape(-1))
+        return PreparedConv(self, *host_operands(self.state, self.loop_nest, weight, bias))
 
     def __call__(self, data: object, weight: object, bias: object = None,
                  residual: object = None, out: np.ndarray | None = None) -> np.ndarray:
@@ -65,6 +91,9 @@ class CompiledKernel:
 class PreparedConv:
     """A kernel with its weights packed: ``conv(data, residual=None, out=None)``.
 
+    ``data``, ``residual`` and ``out`` are NCHW arrays, or the physical arrays
+    of the kernel's blocked layouts (``kernel.input_layout`` etc.; a blocked
+    output array must be zero outside the tensor: ``new_output`` makes one).
     Holds per-call scratch (the packed input), so one instance must not be
     called from two threads at once.
     """
@@ -78,23 +107,29 @@ class PreparedConv:
                          if b.name not in ("data", "weight", "bias", "residual", "out")}
         self._order = [b.name for b in params]
 
+    def new_output(self) -> np.ndarray:
+        """An output array for this kernel: NCHW, or its blocked layout with the border zeroed."""
+        shape = self.kernel.shape_of("out")
+        return np.empty(shape, np.float32) if self.kernel.output_layout is None else np.zeros(shape, np.float32)
+
     def __call__(self, data: object, residual: object = None, out: np.ndarray | None = None) -> np.ndarray:
         wl = self.kernel.workload
+        shape_of = self.kernel.shape_of
         args = dict(self._scratch)
-        args["data"] = _as_input("data", data, wl.data_shape).reshape(-1)
+        args["data"] = _as_input("data", data, shape_of("data")).reshape(-1)
         args["weight"] = self.weight
         if self.bias is not None:
             args["bias"] = self.bias
         if wl.residual:
             if residual is None:
-                raise ValueError(f"residual: this workload adds a residual; pass one of shape {wl.out_shape}")
-            args["residual"] = _as_input("residual", residual, wl.out_shape).reshape(-1)
+                raise ValueError(f"residual: this workload adds a residual; pass one of shape {shape_of('residual')}")
+            args["residual"] = _as_input("residual", residual, shape_of("residual")).reshape(-1)
         elif residual is not None:
             raise ValueError("residual: this workload was declared without a residual (conv2d(..., residual=True))")
         if out is None:
-            out = np.empty(wl.out_shape, np.float32)
-        elif out.shape != wl.out_shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-            raise ValueError(f"out: expected a C-contiguous float32 array of shape {wl.out_shape}, "
+            out = self.new_output()
+        elif out.shape != shape_of("out") or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out: expected a C-contiguous float32 array of shape {shape_of('out')}, "
                              f"got {out.dtype} {out.shape}")
         args["out"] = out.reshape(-1)
         compiled = self.kernel.compiled
