@@ -138,6 +138,44 @@ class ModelGraph:
             self.replace_input(consumer.name, old, new)
         self.outputs = [new if t == old else t for t in self.outputs]
 
+    def replace_nodes(self, old: list[str], new: Node) -> Node:
+        """Put ``new`` in place of the nodes ``old`` (a connected chain). Its
+        outputs keep their names, consumers and ``TensorInfo``; the chain's
+        inner tensors must have no use outside it."""
+        keep = {t: self.tensors[t] for t in new.outputs if t in self.tensors}
+        consumers = {t: [c.name for c in self.consumers(t) if c.name not in old] for t in new.outputs}
+        inner = {t for name in old for t in self.node(name).outputs} - set(new.outputs)
+        for t in inner:
+            outside = [c.name for c in self.consumers(t) if c.name not in old]
+            if outside or t in self.outputs:
+                raise GraphError(f"node {new.name!r}: replaced tensor {t!r} is still used by "
+                                 f"{outside[0] if outside else 'the model outputs'}")
+        for name in old:
+            for t in self.node(name).outputs:
+                del self._producer[t]
+                if t in inner:
+                    self.tensors.pop(t, None)
+            self.dag.remove_node(name)
+        self.add_node(new, keep)
+        for t, names in consumers.items():
+            for c in names:
+                self.dag.add_edge(new.name, c)
+        return new
+
+    def replace_with_constants(self, name: str, values: list[np.ndarray]) -> None:
+        """Constant folding: node ``name`` goes, its outputs become these constants."""
+        node = self.node(name)
+        self.dag.remove_node(name)
+        for t, value in zip(node.outputs, values):
+            del self._producer[t]
+            self.add_constant(t, value)
+
+    def remove_constant(self, name: str) -> None:
+        if self.consumers(name) or name in self.outputs:
+            raise GraphError(f"constant {name!r} is still used")
+        del self.constants[name]
+        del self.tensors[name]
+
     def set_inputs(self, node_name: str, inputs: tuple[str, ...]) -> None:
         node = self.node(node_name)
         node.inputs = tuple(inputs)

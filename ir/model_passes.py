@@ -1,0 +1,165 @@
+"""Target-free passes over a ``ModelGraph``, and ``optimize`` that runs them in order.
+
+Each pass rewrites the graph in place and returns it; ``optimize`` works on a
+copy. Every rewrite keeps the names of the tensors the rest of the graph (or
+the user) sees, so outputs stay addressable by their ONNX names.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from convtune.ir.evaluate import evaluate
+from convtune.ir.graph import ModelGraph, Node
+from convtune.ir.op_semantics_spatial import conv_workload
+from convtune.ir.workload import ACTIVATION_PARAMS, Activation, WorkloadError
+
+
+def fold_constants(graph: ModelGraph) -> ModelGraph:
+    """Evaluate every node whose inputs are all constants (or whose output
+    only depends on static shapes: Shape)."""
+    for node in list(graph.nodes()):
+        if node.op == "Shape":
+            shape = graph.tensors[node.inputs[0]].shape[node.attrs["start"]:node.attrs["end"]]
+            graph.replace_with_constants(node.name, [np.array(shape, np.int64)])
+        elif all(t in graph.constants for t in node.inputs if t):
+            graph.replace_with_constants(node.name, evaluate(node, [graph.constants[t] for t in node.inputs if t]))
+    return graph
+
+
+def remove_identities(graph: ModelGraph) -> ModelGraph:
+    """Identity and (inference) Dropout pass their input on. One whose output
+    is a model output stays, so that output keeps its name."""
+    for node in list(graph.nodes()):
+        if node.op in ("Identity", "Dropout") and node.outputs[0] not in graph.outputs:
+            graph.replace_uses(node.outputs[0], node.inputs[0])
+            graph.remove_node(node.name)
+    return graph
+
+
+def _sole_consumer(graph: ModelGraph, tensor: str) -> Node | None:
+    """The one node reading ``tensor``, if nothing else (nor the user) does."""
+    users = graph.consumers(tensor)
+    return users[0] if len(users) == 1 and tensor not in graph.outputs else None
+
+
+def _const_conv(graph: ModelGraph, node: Node) -> bool:
+    """A 2-D float32 Conv whose weight (and bias) are known at load time."""
+    return (node.op == "Conv" and all(t in graph.constants for t in node.inputs[1:])
+            and len(graph.tensors[node.inputs[0]].shape) == 4
+            and graph.tensors[node.inputs[0]].dtype == np.float32)
+
+
+def fold_batch_norm(graph: ModelGraph) -> ModelGraph:
+    """Conv -> BatchNormalization becomes one Conv with scaled weights and a
+    shifted bias, when the BN is the conv output's only reader."""
+    for node in list(graph.nodes()):
+        bn = _sole_consumer(graph, node.outputs[0]) if _const_conv(graph, node) else None
+        if bn is None or bn.op != "BatchNormalization" or bn.inputs[0] != node.outputs[0] \
+                or not all(t in graph.constants for t in bn.inputs[1:]):
+            continue
+        scale, shift, mean, var = (graph.constants[t].astype(np.float64) for t in bn.inputs[1:])
+        w = graph.constants[node.inputs[1]]
+        b = graph.constants[node.inputs[2]].astype(np.float64) if len(node.inputs) > 2 else np.zeros(w.shape[0])
+        factor = scale / np.sqrt(var + bn.attrs["epsilon"])
+        weight_name, bias_name = f"{node.name}.bn_weight", f"{node.name}.bn_bias"
+        graph.add_constant(weight_name, (w * factor.reshape(-1, 1, 1, 1)).astype(w.dtype))
+        graph.add_constant(bias_name, ((b - mean) * factor + shift).astype(w.dtype))
+        folded = Node(node.name, "Conv", (node.inputs[0], weight_name, bias_name), bn.outputs, dict(node.attrs))
+        graph.replace_nodes([node.name, bn.name], folded)
+    return graph
+
+
+def _activation(graph: ModelGraph, node: Node) -> Activation | None:
+    """The fused-epilogue activation a node computes, if convtune's
+    ``Activation`` has it (kinds arrive as the kernels learn them)."""
+    spec: tuple[str, dict[str, float]] | None = None
+    if node.op == "Relu":
+        spec = ("relu", {})
+    elif node.op == "LeakyRelu":
+        spec = ("leaky_relu", {"alpha": node.attrs["alpha"]})
+    elif node.op == "Clip":
+        lo, hi = node.attrs["min"], node.attrs["max"]
+        if lo == 0 and hi is None:
+            spec = ("relu", {})
+        elif lo is not None and hi is not None:
+            spec = ("clip", {"lo": lo, "hi": hi})
+    elif node.op == "HardSigmoid":
+        spec = ("hardsigmoid", {"alpha": node.attrs["alpha"], "beta": node.attrs["beta"]})
+    elif node.op in ("Sigmoid", "Tanh", "HardSwish"):
+        spec = (node.op.lower(), {})
+    if spec is None or spec[0] not in ACTIVATION_PARAMS:
+        return None
+    try:
+        return Activation.parse(spec[0], **spec[1])
+    except WorkloadError:  # e.g. a clip with lo >= hi: stays a separate node
+        return None
+
+
+def _silu(graph: ModelGraph, tensor: str) -> Node | None:
+    """The Mul of ``tensor * Sigmoid(tensor)`` when those two are its only readers."""
+    users = graph.consumers(tensor)
+    if "silu" not in ACTIVATION_PARAMS or len(users) != 2 or tensor in graph.outputs:
+        return None
+    sig = next((u for u in users if u.op == "Sigmoid"), None)
+    mul = next((u for u in users if u.op == "Mul"), None)
+    if sig is None or mul is None or _sole_consumer(graph, sig.outputs[0]) is not mul \
+            or sorted(mul.inputs) != sorted((tensor, sig.outputs[0])):
+        return None
+    return mul
+
+
+def fuse_conv_epilogues(graph: ModelGraph) -> ModelGraph:
+    """Conv [-> Add residual] [-> activation] becomes one ``FusedConv``
+    computing ``act(conv + bias + residual)``; the residual must have the
+    conv output's shape (a broadcast Add stays a separate node)."""
+    for node in list(graph.nodes()):
+        if not _const_conv(graph, node):
+            continue
+        chain, out = [node.name], node.outputs[0]
+        info = graph.tensors[out]
+        residual, act = None, None
+        nxt = _sole_consumer(graph, out)
+        if nxt is not None and nxt.op == "Add" and len(set(nxt.inputs)) == 2:
+            other = nxt.inputs[1] if nxt.inputs[0] == out else nxt.inputs[0]
+            if graph.tensors[other] == info:
+                residual, out = other, nxt.outputs[0]
+                chain.append(nxt.name)
+                nxt = _sole_consumer(graph, out)
+        silu = _silu(graph, out)
+        if silu is not None:
+            act = Activation.parse("silu")
+            chain += [c.name for c in graph.consumers(out)]
+            out = silu.outputs[0]
+        elif nxt is not None and (act := _activation(graph, nxt)) is not None:
+            chain.append(nxt.name)
+            out = nxt.outputs[0]
+        x, w = (graph.tensors[t].shape for t in node.inputs[:2])
+        wl = conv_workload(node.attrs, x, w, bias=len(node.inputs) > 2, residual=residual is not None,
+                           activation=act)
+        inputs = node.inputs + ((residual,) if residual is not None else ())
+        graph.replace_nodes(chain, Node(node.name, "FusedConv", inputs, (out,), {"workload": wl}))
+    return graph
+
+
+def eliminate_dead_code(graph: ModelGraph) -> ModelGraph:
+    """Drop nodes and constants nothing reads (folding leaves constants behind)."""
+    for node in reversed(list(graph.nodes())):
+        if not any(graph.consumers(t) or t in graph.outputs for t in node.outputs):
+            graph.remove_node(node.name)
+    used = {t for node in graph.nodes() for t in node.inputs} | set(graph.outputs)
+    for name in [c for c in graph.constants if c not in used]:
+        graph.remove_constant(name)
+    return graph
+
+
+PASSES = (fold_constants, remove_identities, fold_batch_norm, fuse_conv_epilogues, eliminate_dead_code)
+
+
+def optimize(graph: ModelGraph) -> ModelGraph:
+    """A rewritten copy of ``graph``: folded, BN-folded, epilogues fused."""
+    graph = copy.deepcopy(graph)
+    for run in PASSES:
+        graph = run(graph)
+    return graph

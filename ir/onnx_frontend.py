@@ -1,0 +1,188 @@
+"""ONNX in: ``import_model(path_or_proto, batch=None) -> ModelGraph``.
+
+The whole model is checked before anything is built from it: the file loads
+(a truncated file or missing external data is one clear error), passes
+``onnx.checker``, every operator is supported, and strict shape inference
+gives every tensor a static shape once the batch is fixed. Nodes whose inputs
+are all constant (the Shape/Gather/Concat arithmetic PyTorch's exporter emits
+for reshapes) are evaluated on import with the operators' numpy semantics,
+so the graph that comes out has constant Reshape shapes, Slice bounds and
+Resize sizes as attributes (see ``convtune.ir.onnx_attributes``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from convtune.ir.evaluate import evaluate
+from convtune.ir.graph import GraphError, ModelGraph, Node, TensorInfo
+from convtune.ir.onnx_attributes import NORMALISERS, OnnxNode, numpy_dtype
+
+MIN_OPSET = 11
+MAX_OPSET = onnx.defs.onnx_opset_version()
+SUPPORTED_OPS = tuple(sorted(NORMALISERS))
+
+
+def load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+    """The model proto with its external data loaded, or one ``GraphError``."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = Path(model)
+    if not path.is_file():
+        raise GraphError(f"{path}: no such model file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf raises several types for a corrupt file
+        raise GraphError(f"{path}: not a readable ONNX model (truncated or corrupt?): "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    for tensor in onnx.external_data_helper._get_all_tensors(proto):
+        if onnx.external_data_helper.uses_external_data(tensor):
+            location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+            if not (path.parent / location).is_file():
+                raise GraphError(f"{path}: external data file {location!r} of tensor {tensor.name!r} is missing")
+    try:
+        onnx.load_external_data_for_model(proto, str(path.parent))
+    except Exception as e:  # noqa: BLE001
+        raise GraphError(f"{path}: cannot load external data: {e}") from None
+    return proto
+
+
+def _opset(proto: onnx.ModelProto) -> int:
+    versions = {o.domain: o.version for o in proto.opset_import}
+    opset = versions.get("", versions.get("ai.onnx"))
+    if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise GraphError(f"model: ONNX opset {opset} is not supported (opsets {MIN_OPSET} to {MAX_OPSET})")
+    return opset
+
+
+def _check_operators(proto: onnx.ModelProto) -> None:
+    """All unsupported operators at once, so one run tells the whole story."""
+    bad = [f"{n.name or '#' + str(i)!r} ({(n.domain + '.') if n.domain not in ('', 'ai.onnx') else ''}{n.op_type})"
+           for i, n in enumerate(proto.graph.node)
+           if n.op_type not in NORMALISERS or n.domain not in ("", "ai.onnx")]
+    if bad:
+        raise GraphError(f"unsupported operator{'s' if len(bad) > 1 else ''}: node {', node '.join(bad)} "
+                         f"(supported: {', '.join(SUPPORTED_OPS)})")
+
+
+def _fix_batch(proto: onnx.ModelProto, batch: int | None) -> None:
+    """Give every graph input a static shape: ``batch`` for a dynamic first
+    axis; any other dynamic axis, or a missing batch, is an error."""
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise GraphError(f"batch: expected a positive int, got {batch!r}")
+    initializers = {t.name for t in proto.graph.initializer}
+    for value in proto.graph.input:
+        if value.name in initializers:
+            continue
+        if not value.type.HasField("tensor_type"):
+            raise GraphError(f"input {value.name!r}: only tensor inputs are supported")
+        if not value.type.tensor_type.HasField("shape"):
+            raise GraphError(f"input {value.name!r}: the model gives no shape for it")
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                if axis == 0 and batch is not None and dim.dim_value != batch:
+                    raise GraphError(f"batch: input {value.name!r} has a static batch of {dim.dim_value}, "
+                                     f"not {batch}")
+                continue
+            if axis > 0:
+                raise GraphError(f"input {value.name!r}: axis {axis} ({dim.dim_param or '?'}) is dynamic; "
+                                 "only the batch axis may be")
+            if batch is None:
+                raise GraphError(f"input {value.name!r}: the batch axis is dynamic ({dim.dim_param or '?'}); "
+                                 "give a batch size (batch=N, --batch N)")
+            dim.dim_value = batch
+
+
+def _infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        onnx.checker.check_model(proto)
+        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise GraphError(f"model: {'invalid' if isinstance(e, onnx.checker.ValidationError) else 'shape inference failed'}"
+                         f": {first}") from None
+
+
+class _Importer:
+    def __init__(self, proto: onnx.ModelProto) -> None:
+        self.proto, self.opset = proto, _opset(proto)
+        self.graph = ModelGraph(proto.graph.name or "model")
+        self.value_types = {v.name: v.type for v in (*proto.graph.value_info, *proto.graph.output,
+                                                      *proto.graph.input)}
+        self.names: set[str] = set()
+
+    def run(self) -> ModelGraph:
+        g = self.proto.graph
+        for tensor in g.initializer:
+            self.graph.add_constant(tensor.name, self._array(tensor, f"initializer {tensor.name!r}"))
+        for value in g.input:
+            if value.name not in self.graph.constants:
+                info = self._info(value.name, f"input {value.name!r}")
+                self.graph.add_input(value.name, info.shape, info.dtype)
+        for i, proto_node in enumerate(g.node):
+            self._add(proto_node, i)
+        self.graph.outputs = [v.name for v in g.output]
+        return self.graph
+
+    @staticmethod
+    def _array(tensor: onnx.TensorProto, what: str) -> np.ndarray:
+        numpy_dtype(tensor.data_type, what)
+        return numpy_helper.to_array(tensor)
+
+    def _info(self, name: str, what: str) -> TensorInfo:
+        tensor_type = self.value_types[name].tensor_type if name in self.value_types else None
+        if tensor_type is None or not tensor_type.HasField("shape"):
+            raise GraphError(f"{what}: shape inference gave no static shape")
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
+        if min(dims, default=0) < 0:
+            raise GraphError(f"{what}: shape inference gave no static shape ({dims})")
+        return TensorInfo(tuple(dims), numpy_dtype(tensor_type.elem_type, what))
+
+    def _unique(self, proto_node: onnx.NodeProto, index: int) -> str:
+        name = proto_node.name or f"{proto_node.op_type}_{index}"
+        while name in self.names:
+            name = f"{name}_{index}"
+        self.names.add(name)
+        return name
+
+    def _add(self, proto_node: onnx.NodeProto, index: int) -> None:
+        name = self._unique(proto_node, index)
+        node = OnnxNode(proto_node, name, self.opset, self._shape, self.graph.constants.get)
+        inputs, attrs = NORMALISERS[proto_node.op_type](node)
+        unread = node.unread_attributes()
+        if unread:
+            raise node.error(f"attribute {unread[0]!r}", "is not supported")
+        outputs = tuple(o for o in proto_node.output if o)
+        if proto_node.op_type in ("Dropout", "MaxPool", "BatchNormalization"):
+            outputs = outputs[:1]  # the optional outputs were refused if used
+        new = Node(name, proto_node.op_type, tuple(inputs), outputs, attrs)
+        if all(t in self.graph.constants for t in inputs if t) or proto_node.op_type == "Shape":
+            self._fold(new)
+        else:
+            self.graph.add_node(new, {t: self._info(t, f"node {name!r} ({new.op}): output {t!r}") for t in outputs})
+
+    def _shape(self, tensor: str) -> tuple[int, ...]:
+        return self.graph.tensors[tensor].shape
+
+    def _fold(self, node: Node) -> None:
+        if node.op == "Shape":
+            values = [np.array(self._shape(node.inputs[0])[node.attrs["start"]:node.attrs["end"]], np.int64)]
+        else:
+            values = evaluate(node, [self.graph.constants[t] for t in node.inputs if t])
+        for tensor, value in zip(node.outputs, values):
+            self.graph.add_constant(tensor, value)
+
+
+def import_model(model: str | Path | onnx.ModelProto, batch: int | None = None) -> ModelGraph:
+    """The model's ``ModelGraph``; a ``GraphError`` naming what is wrong
+    (file, operator, attribute, dynamic shape) when it cannot be imported."""
+    proto = load_model(model)
+    _opset(proto)
+    _check_operators(proto)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    _fix_batch(copy, batch)
+    return _Importer(_infer_shapes(copy)).run()

@@ -1,0 +1,183 @@
+"""What the spatial ONNX operators compute: convolutions, pools, Pad, Resize.
+
+Numpy, written for clarity; the runtime uses these for everything but the
+fused 2-D convolution (which runs convtune's kernels). Pads are ONNX's
+``(begin_0, ..., begin_n, end_0, ..., end_n)`` over the spatial axes (for
+Pad: over every axis), already resolved from ``auto_pad`` by the frontend.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from convtune.ir.op_semantics import evaluator
+from convtune.ir.reference import conv2d_reference
+from convtune.ir.workload import Activation, Conv2D, conv2d
+
+
+def conv_workload(attrs: dict[str, Any], data_shape: Sequence[int], weight_shape: Sequence[int], *,
+                  bias: bool = False, residual: bool = False, activation: Activation | None = None) -> Conv2D:
+    """The ``Conv2D`` of a 2-D ONNX Conv node with these input shapes."""
+    N, C, H, W = data_shape
+    K, _, R, S = weight_shape
+    top, left, bottom, right = attrs["pads"]
+    return conv2d(N, C, H, W, K, R, S, stride=tuple(attrs["strides"]), padding=(top, left, bottom, right),
+                  dilation=tuple(attrs["dilations"]), groups=attrs["group"], bias=bias, residual=residual,
+                  activation=activation)
+
+
+@evaluator("Conv")
+def conv(attrs: dict[str, Any], x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    wl = conv_workload(attrs, x.shape, w.shape, bias=b is not None)
+    return conv2d_reference(wl, x, w, b).astype(x.dtype)
+
+
+@evaluator("FusedConv")
+def fused_conv(attrs: dict[str, Any], x: np.ndarray, w: np.ndarray, *rest: np.ndarray) -> np.ndarray:
+    wl: Conv2D = attrs["workload"]
+    bias = rest[0] if wl.bias else None
+    residual = rest[-1] if wl.residual else None
+    return conv2d_reference(wl, x, w, bias, residual).astype(x.dtype)
+
+
+@evaluator("ConvTranspose")
+def conv_transpose(attrs: dict[str, Any], x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """Every input pixel scatters ``w`` into the output, ``strides`` apart;
+    computed one kernel tap at a time (a batched matmul each), in float64."""
+    groups, nd = attrs["group"], x.ndim - 2
+    strides, dilations, pads = attrs["strides"], attrs["dilations"], attrs["pads"]
+    N, C, spatial = x.shape[0], x.shape[1], x.shape[2:]
+    kernel, Kg = w.shape[2:], w.shape[1]
+    out = attrs["output_shape"]
+    full = [max((i - 1) * s + (k - 1) * d + 1, p + o)
+            for i, s, k, d, p, o in zip(spatial, strides, kernel, dilations, pads[:nd], out)]
+    y = np.zeros((N, groups, Kg, *full))
+    xg = x.astype(np.float64).reshape(N, groups, C // groups, -1)
+    wg = w.astype(np.float64).reshape(groups, C // groups, Kg, *kernel)
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        part = np.einsum("ngcp,gck->ngkp", xg, wg[(Ellipsis, *tap)]).reshape(N, groups, Kg, *spatial)
+        where = tuple(slice(t * d, t * d + (i - 1) * s + 1, s)
+                      for t, d, i, s in zip(tap, dilations, spatial, strides))
+        y[(slice(None),) * 3 + where] += part
+    crop = tuple(slice(p, p + o) for p, o in zip(pads[:nd], out))
+    y = y[(slice(None),) * 3 + crop].reshape(N, groups * Kg, *out)
+    if b is not None:
+        y = y + b.reshape((1, -1) + (1,) * nd)
+    return y.astype(x.dtype)
+
+
+def pool_output_size(size: int, kernel: int, stride: int, dilation: int, begin: int, end: int, ceil: bool) -> int:
+    """ONNX's (and PyTorch's) rule: with ``ceil_mode`` the last window may
+    run past the padding, but must start inside the input or its left pad."""
+    span = size + begin + end - ((kernel - 1) * dilation + 1)
+    out = (math.ceil if ceil else math.floor)(span / stride) + 1
+    if ceil and (out - 1) * stride >= size + begin:
+        out -= 1
+    return out
+
+
+def _windows(x: np.ndarray, attrs: dict[str, Any], fill: float, out: Sequence[int]) -> np.ndarray:
+    """Every pooling window of ``x`` padded with ``fill``: (..., out..., kernel...)."""
+    nd = len(attrs["kernel_shape"])
+    spatial = x.shape[-nd:]
+    eff = [(k - 1) * d + 1 for k, d in zip(attrs["kernel_shape"], attrs["dilations"])]
+    ends = [(o - 1) * s + e - i - b
+            for o, s, e, i, b in zip(out, attrs["strides"], eff, spatial, attrs["pads"][:nd])]
+    widths = [(0, 0)] * (x.ndim - nd) + list(zip(attrs["pads"][:nd], [max(e, 0) for e in ends]))
+    padded = np.pad(x, widths, constant_values=fill)
+    axes = tuple(range(x.ndim - nd, x.ndim))
+    win = sliding_window_view(padded, eff, axis=axes)
+    picks = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out, attrs["strides"]))
+    taps = tuple(slice(None, None, d) for d in attrs["dilations"])
+    return win[(Ellipsis, *picks, *taps)]
+
+
+def _pool_shape(attrs: dict[str, Any], spatial: Sequence[int]) -> list[int]:
+    nd = len(spatial)
+    return [pool_output_size(i, k, s, d, b, e, attrs["ceil_mode"])
+            for i, k, s, d, b, e in zip(spatial, attrs["kernel_shape"], attrs["strides"], attrs["dilations"],
+                                        attrs["pads"][:nd], attrs["pads"][nd:])]
+
+
+@evaluator("MaxPool")
+def max_pool(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    nd = len(attrs["kernel_shape"])
+    lowest = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
+    win = _windows(x, attrs, lowest, _pool_shape(attrs, x.shape[-nd:]))
+    return win.max(axis=tuple(range(-nd, 0)))
+
+
+@evaluator("AveragePool")
+def average_pool(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """The divisor counts the real pixels of a window, or with
+    ``count_include_pad`` also the explicit pads (never ceil_mode's overhang)."""
+    nd = len(attrs["kernel_shape"])
+    spatial = x.shape[-nd:]
+    out = _pool_shape(attrs, spatial)
+    axes = tuple(range(-nd, 0))
+    total = _windows(x.astype(np.float64), attrs, 0.0, out).sum(axis=axes)
+    counted = np.ones(spatial)
+    if attrs["count_include_pad"]:
+        counted = np.pad(counted, list(zip(attrs["pads"][:nd], attrs["pads"][nd:])), constant_values=1.0)
+        attrs = {**attrs, "pads": [0] * (2 * nd)}
+    count = _windows(counted, attrs, 0.0, out).sum(axis=axes)
+    return (total / count).astype(x.dtype)
+
+
+@evaluator("Pad")
+def pad(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """Negative pads crop; the rest is ``np.pad`` (its modes are ONNX's)."""
+    pads, nd = attrs["pads"], x.ndim
+    crop = tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(zip(pads[:nd], pads[nd:])))
+    widths = [(max(b, 0), max(e, 0)) for b, e in zip(pads[:nd], pads[nd:])]
+    if attrs["mode"] == "constant":
+        return np.pad(x[crop], widths, constant_values=attrs["value"])
+    return np.pad(x[crop], widths, mode=attrs["mode"])
+
+
+def _source_coordinates(mode: str, out_len: int, in_len: int, scale: float) -> np.ndarray:
+    """Where each output pixel samples the input (ONNX Resize's
+    ``coordinate_transformation_mode``)."""
+    x = np.arange(out_len, dtype=np.float64)
+    if mode == "asymmetric":
+        return x / scale
+    if mode == "align_corners":
+        return x * (in_len - 1) / (out_len - 1) if out_len > 1 else np.zeros(out_len)
+    if mode == "pytorch_half_pixel" and out_len == 1:
+        return np.zeros(out_len)
+    offset = 0.0
+    if mode == "half_pixel_symmetric":
+        offset = in_len / 2 * (1 - out_len / (scale * in_len))
+    return offset + (x + 0.5) / scale - 0.5
+
+
+_NEAREST = {
+    "round_prefer_floor": lambda c: np.ceil(c - 0.5),
+    "round_prefer_ceil": lambda c: np.floor(c + 0.5),
+    "floor": np.floor,
+    "ceil": np.ceil,
+}
+
+
+@evaluator("Resize")
+def resize(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """Separable: one axis at a time (nearest picks, linear blends two)."""
+    y = x.astype(np.float64) if attrs["mode"] == "linear" else x
+    for axis, (in_len, out_len, scale) in enumerate(zip(x.shape, attrs["sizes"], attrs["scales"])):
+        if in_len == out_len and scale == 1:
+            continue
+        coords = _source_coordinates(attrs["coordinate_transformation_mode"], out_len, in_len, scale)
+        if attrs["mode"] == "nearest":
+            index = np.clip(_NEAREST[attrs["nearest_mode"]](coords), 0, in_len - 1).astype(np.int64)
+            y = np.take(y, index, axis=axis)
+            continue
+        low = np.floor(coords)
+        frac = (coords - low).reshape((-1,) + (1,) * (x.ndim - axis - 1))
+        i0 = np.clip(low, 0, in_len - 1).astype(np.int64)
+        i1 = np.clip(low + 1, 0, in_len - 1).astype(np.int64)
+        y = np.take(y, i0, axis=axis) * (1 - frac) + np.take(y, i1, axis=axis) * frac
+    return y.astype(x.dtype, copy=False)
