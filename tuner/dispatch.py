@@ -1,7 +1,8 @@
 """Use tuning logs at inference: ``apply_history_best``.
 
 For a workload and the host target, the config comes from, in order:
-1. the best record of exactly this workload in the logs;
+1. the best record of exactly this workload in the logs, else of its conv
+   without the fused epilogue (``tuning_workload``: what model tuning tunes);
 2. the best config of the *nearest* tuned workload of the same kind (same
    kernel size, stride, dilation and grouping; nearest in log-scale channels,
    size and batch), when that config is valid for this workload;
@@ -16,6 +17,7 @@ model does not recompile.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -34,6 +36,14 @@ _current: contextvars.ContextVar[Optional[ApplyHistoryBest]] = contextvars.Conte
 
 class FallbackWarning(UserWarning):
     """A workload runs with a config that was not tuned for it."""
+
+
+def tuning_workload(wl: Conv2D) -> Conv2D:
+    """The workload a config is tuned under: the conv without its fused
+    epilogue (bias, residual, activation). The epilogue is elementwise work at
+    the output tile's store, so one config serves every variant: a model whose
+    3x3 layer appears with and without a residual tunes it once."""
+    return dataclasses.replace(wl, bias=False, residual=False, activation=None)
 
 
 def _kind(wl: Conv2D) -> tuple:
@@ -71,9 +81,9 @@ class ApplyHistoryBest:
 
     def config_for(self, wl: Conv2D) -> tuple[Config, str]:
         """(config, source) with source 'tuned', 'nearest <workload>' or 'default'."""
-        exact = self.best.get(wl.key)
-        if exact is not None:
-            return exact.config, "tuned"
+        for tuned in (self.best.get(wl.key), self.best.get(tuning_workload(wl).key)):
+            if tuned is not None and invalid_reason(wl, tuned.config, self.target) is None:
+                return tuned.config, "tuned"
         why = "tuned configs are not valid for the current templates" if wl.key in self._stale else "not tuned"
         candidates = sorted((r for r in self.best.values() if _kind(r.workload_obj) == _kind(wl)),
                             key=lambda r: _distance(r.workload_obj, wl))
