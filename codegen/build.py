@@ -12,6 +12,7 @@ from convtune.codegen.passes.flatten import flatten_kernel
 from convtune.codegen.passes.hoist import hoist_indices
 from convtune.codegen.passes.combine_stores import combine_stores
 from convtune.codegen.passes.registers import promote_registers
+from convtune.codegen.passes.shared_memory import stage_shared
 from convtune.codegen.passes.simplify import simplify_kernel
 from convtune.codegen.passes.unroll import unroll_kernel
 from convtune.codegen.passes.vectorize import vectorize_kernel
@@ -20,19 +21,27 @@ from convtune.ir.loopnest import Kernel as LoopNest
 from convtune.schedules.schedule import Schedule
 from convtune.schedules.state import ScheduleState
 
-TARGETS = ("cpu",)
+TARGETS = ("cpu", "cuda")
 
 
 def _state(schedule: Schedule | ScheduleState) -> ScheduleState:
     return schedule.state if isinstance(schedule, Schedule) else schedule
 
 
-def lower_schedule(schedule: Schedule | ScheduleState, optimize: bool = True) -> LoopNest:
-    """The loop nest of a schedule: as lowered, or (default) after all passes."""
-    k = simplify_kernel(flatten_kernel(lower(_state(schedule))))
+def lower_schedule(schedule: Schedule | ScheduleState, optimize: bool = True, target: str = "cpu") -> LoopNest:
+    """The loop nest of a schedule: as lowered, or (default) after all passes.
+    The GPU adds shared-memory staging and has no vector passes."""
+    _check_target(target)
+    state = _state(schedule)
+    k = lower(state)
+    if target == "cuda":
+        k = stage_shared(k, state)
+    k = simplify_kernel(flatten_kernel(k))
     check_bounds(k)
     if not optimize:
         return k
+    if target == "cuda":
+        return hoist_indices(simplify_kernel(promote_registers(unroll_kernel(k))))
     return hoist_indices(simplify_kernel(promote_registers(combine_stores(unroll_kernel(vectorize_kernel(k))))))
 
 
@@ -40,6 +49,11 @@ def source(schedule: Schedule | ScheduleState, target: str = "cpu") -> str:
     """The Python source Numba compiles for this schedule."""
     _check_target(target)
     state = _state(schedule)
+    if target == "cuda":
+        from convtune.codegen.cuda_build import cuda_source
+
+        return cuda_source(state)
+    _check_cpu_schedule(state)
     header = [
         "convtune generated kernel (numba CPU); do not edit",
         f"workload: {state.compute.workload.key}",
@@ -57,6 +71,10 @@ def build(schedule: Schedule | ScheduleState, target: str = "cpu") -> CompiledKe
     earlier process compiled the same source)."""
     _check_target(target)
     state = _state(schedule)
+    if target == "cuda":
+        from convtune.codegen.cuda_build import build_cuda
+
+        return build_cuda(state)  # type: ignore[return-value]
     nest = lower_schedule(state)
     src = source(state, target)
     compiled = compile_source(src)
@@ -66,5 +84,10 @@ def build(schedule: Schedule | ScheduleState, target: str = "cpu") -> CompiledKe
 def _check_target(target: str) -> None:
     if target not in TARGETS:
         raise ValueError(f"target: {target!r} is not supported (targets: {', '.join(TARGETS)})")
+
+
+def _check_cpu_schedule(state: ScheduleState) -> None:
+    if state.gpu_bound() or state.shared_reads:
+        raise ValueError("target: this schedule binds GPU blocks and threads; build it with target='cuda'")
 
 
