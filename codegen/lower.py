@@ -39,7 +39,7 @@ from convtune.schedules.layout import (
     packed_weight_index,
     packed_weight_shape,
 )
-from convtune.schedules.state import ScheduleState
+from convtune.schedules.state import BlockedLayout, ScheduleState
 
 Finalize = Callable[[Expr, tuple[Expr, ...]], Expr]
 """(accumulated value, target index) -> the value to store."""
@@ -188,11 +188,63 @@ def blocked_copy(shape: tuple[int, ...], names: tuple[str, ...], body: Stmt) -> 
 
 
 def lower(state: ScheduleState) -> Kernel:
+    from convtune.codegen.passes.relayout import relayout_kernel
+
     if isinstance(state.compute, WinogradCompute):
         from convtune.codegen.lower_winograd import lower_winograd
 
-        return lower_winograd(state)
-    return _lower_conv(state)
+        kernel = lower_winograd(state)
+    else:
+        kernel = _lower_conv(state)
+    return relayout_kernel(kernel, dict(state.io_layouts))
+
+
+def packed_input(state: ScheduleState) -> Buffer | None:
+    """The zero-padded NCHW[x]c scratch a schedule packs its input into (row
+    and column 0 are the first padding row and column), None when it packs
+    to im2col or not at all."""
+    if isinstance(state.compute, WinogradCompute):
+        from convtune.codegen.lower_winograd import winograd_packed_input
+
+        return winograd_packed_input(state, Domain.of(state))
+    packing = state.data_packing
+    if packing is None or packing.im2col:
+        return None
+    wl = state.compute.workload
+    d = Domain.of(state)
+    n, ch, h, w = state.compute.data_coords(d.ax)
+    h, w = h + wl.padding[0], w + wl.padding[1]
+    return Buffer("data_packed", packed_data_shape(
+        packing, max(wl.N, d.cover(n, "batch")), max(wl.C, d.cover(ch, "input channel")),
+        max(wl.H + wl.padding[0] + wl.padding[2], d.cover(h, "input row")),
+        pack_width(max(wl.W + wl.padding[1] + wl.padding[3], d.cover(w, "input column")))))
+
+
+def input_layout_wanted(state: ScheduleState) -> BlockedLayout | None:
+    """The blocked input layout this schedule reads in place, with no packing
+    stage: what the conv before it in a model should write (its ``out``
+    layout). None when the schedule packs to im2col or not at all."""
+    packed = packed_input(state)
+    if packed is None:
+        return None
+    wl = state.compute.workload
+    n, blocks, rows, cols, block = packed.shape
+    return BlockedLayout(wl.data_shape, block, wl.padding[0], wl.padding[1], rows, cols)
+
+
+def packed_source(state: ScheduleState, packed: Buffer) -> tuple[str, int, int]:
+    """Where the compute reads its packed input: ("data", row shift, column
+    shift) when the input arrives in a blocked layout that covers ``packed``
+    (the packing stage is then left out), else (``packed.name``, 0, 0)."""
+    layout = state.io_layout("data")
+    if layout is None:
+        return packed.name, 0, 0
+    wl = state.compute.workload
+    dr, dc = layout.top - wl.padding[0], layout.left - wl.padding[1]
+    n, blocks, rows, cols, block = packed.shape
+    fits = (layout.block == block and dr >= 0 and dc >= 0 and layout.shape[0] >= n and layout.shape[1] >= blocks
+            and layout.rows - dr >= rows and layout.cols - dc >= cols)
+    return ("data", dr, dc) if fits else (packed.name, 0, 0)
 
 
 def _lower_conv(state: ScheduleState) -> Kernel:
@@ -218,14 +270,13 @@ def _lower_conv(state: ScheduleState) -> Kernel:
         stages.append(_im2col_stage(wl, packing.block, packed))
     elif packing is not None:
         n, ch, h, w = coords
-        h, w = h + wl.padding[0], w + wl.padding[1]
-        packed = Buffer("data_packed", packed_data_shape(
-            packing, max(wl.N, d.cover(n, "batch")), max(wl.C, d.cover(ch, "input channel")),
-            max(wl.H + wl.padding[0] + wl.padding[2], d.cover(h, "input row")),
-            pack_width(max(wl.W + wl.padding[1] + wl.padding[3], d.cover(w, "input column")))))
-        scratch.append(packed)
-        data_read = Load(packed.name, packed_data_index(packing, n, ch, h, w))
-        stages.append(pack_stage(wl, packing.block, packed))
+        packed = packed_input(state)
+        assert packed is not None
+        source, dr, dc = packed_source(state, packed)
+        data_read = Load(source, packed_data_index(packing, n, ch, h + wl.padding[0] + dr, w + wl.padding[1] + dc))
+        if source == packed.name:
+            scratch.append(packed)
+            stages.append(pack_stage(wl, packing.block, packed))
     else:
         data_read = Select(cd.in_input(coords), Load("data", coords), fconst(0.0))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convtune.codegen.lower import Domain, elementwise, pack_stage, pack_width, reduction_stages
+from convtune.codegen.lower import Domain, elementwise, pack_stage, pack_width, packed_source, reduction_stages
 from convtune.ir.expr import FLOAT, Cmp, Const, Expr, Load, Var, conj, fconst
 from convtune.ir.loopnest import Assign, Buffer, For, IfThen, Kernel, LoopKind, Stmt, Store, seq
 from convtune.ir.winograd import MATRICES, WinogradCompute
@@ -42,6 +42,15 @@ def _registers(prefix: str, values: list[Expr]) -> tuple[list[Stmt], list[Expr]]
     return [Assign(n, x) for n, x in zip(names, values)], [Var(n, FLOAT) for n in names]
 
 
+def winograd_packed_input(state: ScheduleState, d: Domain) -> Buffer:
+    """The zero-padded NCHW[cb]c input covering every input tile."""
+    wc: WinogradCompute = state.compute
+    cb = (state.data_packing or DataPacking(1)).block
+    c_cover = max(wc.workload.C, d.cover(d.ax["c"], "input channel"))
+    return Buffer("data_packed", (wc.workload.N, ceil_div(c_cover, cb), wc.tiles_h * wc.m + 2,
+                                  pack_width(wc.tiles_w * wc.m + 2), cb))
+
+
 def lower_winograd(state: ScheduleState) -> Kernel:
     wc: WinogradCompute = state.compute
     wl, m, alpha = wc.workload, wc.m, wc.alpha
@@ -56,7 +65,8 @@ def lower_winograd(state: ScheduleState) -> Kernel:
     c_cover = max(wl.C, d.cover(d.ax["c"], "input channel"))
     t_cover = max(wc.tiles, d.cover(d.ax["t"], "tile"))
     k_cover = max(wl.K, d.cover(d.ax["k"], "output channel"))
-    packed = Buffer("data_packed", (wl.N, ceil_div(c_cover, cb), th_n * m + 2, pack_width(tw_n * m + 2), cb))
+    packed = winograd_packed_input(state, d)
+    source, dr, dc = packed_source(state, packed)
     v = Buffer("V", (alpha * alpha, ceil_div(c_cover, cb), t_cover, cb))
     mm = Buffer("M", (alpha * alpha, ceil_div(k_cover, ob), t_cover, ob))
     weight = Buffer("weight", packed_weight_shape(wp, k_cover, c_cover, alpha * alpha, 1))
@@ -64,7 +74,7 @@ def lower_winograd(state: ScheduleState) -> Kernel:
     # Input transform: per (n, channel block, tile row), tile column and lane.
     n, co, th, tw, ci = (Var(x) for x in ("n", "co", "th", "tw", "ci"))
     t = (n * th_n + th) * tw_n + tw
-    loads, d_tile = _registers("d", [Load(packed.name, (n, co, th * m + i, tw * m + j, ci))
+    loads, d_tile = _registers("d", [Load(source, (n, co, th * m + i + dr, tw * m + j + dc, ci))
                                      for i in range(alpha) for j in range(alpha)])
     rows, d_b = _registers("db", [_combination(bt[b], d_tile[i * alpha:(i + 1) * alpha])
                                   for i in range(alpha) for b in range(alpha)])  # (d B)[i, b]
@@ -99,6 +109,8 @@ def lower_winograd(state: ScheduleState) -> Kernel:
     transform_out = elementwise((wl.N, mm.shape[1], th_n), ("n", "ko", "th"), inner, fused_dims=3)
 
     params = [cd.data, weight] + [b for b in (cd.bias, cd.residual) if b is not None] + [cd.out]
-    stages = [pack_stage(wl, cb, packed), transform_in, *gemm, transform_out]
-    return Kernel("conv2d_winograd", tuple(params + [packed, v, mm]), tuple(stages), notes=state.trace)
+    pack = [pack_stage(wl, cb, packed)] if source == packed.name else []
+    scratch = ([packed] if pack else []) + [v, mm]
+    return Kernel("conv2d_winograd", tuple(params + scratch), tuple(pack + [transform_in, *gemm, transform_out]),
+                  notes=state.trace)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from convtune.ir.expr import Expr
-from convtune.schedules.state import DataPacking, WeightPacking
+from convtune.schedules.state import BlockedLayout, DataPacking, WeightPacking
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -54,3 +54,31 @@ def pack_weight_array(p: WeightPacking, weight: np.ndarray, shape: tuple[int, ..
     padded[:K, :C, :R, :S] = weight
     blocked = padded.reshape(kb, ob, cb, ib, r, s).transpose(0, 2, 4, 5, 3, 1)
     return np.ascontiguousarray(blocked)
+
+
+def blocked_index(layout: BlockedLayout, n: Expr, c: Expr, h: Expr, w: Expr) -> tuple[Expr, ...]:
+    """Physical index of logical (n, c, h, w) in a blocked activation layout."""
+    return (n, c // layout.block, h + layout.top, w + layout.left, c % layout.block)
+
+
+def to_blocked(layout: BlockedLayout, x: np.ndarray) -> np.ndarray:
+    """An NCHW array in ``layout`` (a fresh array; zero border and channel tail)."""
+    if x.shape != layout.tensor:
+        raise ValueError(f"to_blocked: expected an NCHW array of shape {layout.tensor}, got {x.shape}")
+    n, c, h, w = layout.tensor
+    _, cb, _, _, b = layout.shape
+    channels = np.zeros((n, cb * b, h, w), np.float32)
+    channels[:, :c] = x
+    out = np.zeros(layout.shape, np.float32)
+    out[:, :, layout.top:layout.top + h, layout.left:layout.left + w] = (
+        channels.reshape(n, cb, b, h, w).transpose(0, 1, 3, 4, 2))
+    return out
+
+
+def from_blocked(layout: BlockedLayout, y: np.ndarray) -> np.ndarray:
+    """The NCHW array held in ``y`` (of ``layout.shape``)."""
+    if y.shape != layout.shape:
+        raise ValueError(f"from_blocked: expected an array of shape {layout.shape}, got {y.shape}")
+    n, c, h, w = layout.tensor
+    inner = y[:, :, layout.top:layout.top + h, layout.left:layout.left + w]
+    return np.ascontiguousarray(inner.transpose(0, 1, 4, 2, 3).reshape(n, -1, h, w)[:, :c])

@@ -10,6 +10,7 @@ from dataclasses import replace
 from convtune.ir.compute import REDUCE, SPATIAL
 from convtune.ir.loopnest import LoopKind
 from convtune.schedules.state import (
+    BlockedLayout,
     DataPacking,
     Fuse,
     IterVar,
@@ -225,3 +226,32 @@ def pack_weights(state: ScheduleState, in_block: int, out_block: int) -> Schedul
         raise ScheduleError("pack_weights: the weights are already packed")
     return state.with_(f"pack_weights(in_block={in_block}, out_block={out_block})",
                        weight_packing=WeightPacking(in_block, out_block))
+
+
+def io_layout(state: ScheduleState, data: BlockedLayout | None = None, out: BlockedLayout | None = None,
+              residual: BlockedLayout | None = None) -> ScheduleState:
+    """Take the input, write the output, or read the residual in a blocked
+    layout instead of NCHW, so a chain of convs keeps its activations in
+    NCHW[x]c. An input already in the layout the schedule packs to (same
+    block, a border covering the padding and the tiles' overreach) is read
+    in place: the packing stage disappears; any other blocked input is
+    repacked inside the kernel. A blocked output is written where the
+    layout says; its border is left untouched (zero)."""
+    wl = state.compute.workload
+    given = {"data": data, "out": out, "residual": residual}
+    tensors = {"data": wl.data_shape, "out": wl.out_shape, "residual": wl.out_shape}
+    for name, layout in given.items():
+        if layout is None:
+            continue
+        if not isinstance(layout, BlockedLayout):
+            raise ScheduleError(f"io_layout: {name} must be a BlockedLayout, got {layout!r}")
+        if tuple(layout.tensor) != tuple(tensors[name]):
+            raise ScheduleError(f"io_layout: {name} layout is for a {layout.tensor} tensor, the workload's {name} "
+                                f"is {tensors[name]}")
+        if state.io_layout(name) is not None:
+            raise ScheduleError(f"io_layout: {name} already has a layout ({state.io_layout(name)})")
+    if residual is not None and not wl.residual:
+        raise ScheduleError("io_layout: this workload has no residual input")
+    chosen = tuple((n, lay) for n, lay in given.items() if lay is not None)
+    record = "io_layout(" + ", ".join(f"{n}={lay}" for n, lay in chosen) + ")"
+    return state.with_(record, io_layouts=state.io_layouts + chosen)

@@ -11,7 +11,7 @@ from convtune.ir.winograd import WinogradCompute
 from convtune.ir.workload import Conv2D
 from convtune.schedules import gpu
 from convtune.schedules import primitives as prim
-from convtune.schedules.state import ScheduleState
+from convtune.schedules.state import BlockedLayout, ScheduleState
 
 
 class Schedule:
@@ -81,6 +81,11 @@ class Schedule:
 
     def pack_weights(self, in_block: int, out_block: int) -> None:
         self.state = prim.pack_weights(self.state, in_block, out_block)
+
+    def io_layout(self, data: BlockedLayout | None = None, out: BlockedLayout | None = None,
+                  residual: BlockedLayout | None = None) -> None:
+        """Input / output / residual in NCHW[x]c with a zero border (see ``BlockedLayout``)."""
+        self.state = prim.io_layout(self.state, data, out, residual)
 
     def __str__(self) -> str:
         steps = "\n".join(f"  {t}" for t in self.state.trace) or "  (default loop order)"

@@ -65,6 +65,49 @@ class WeightPacking:
 
 
 @dataclass(frozen=True)
+class BlockedLayout:
+    """An activation tensor kept in NCHW[block]c inside a zero border, so
+    consecutive convs need no NCHW packing or unpacking between them.
+
+    Logical element (n, c, h, w) of a ``tensor`` of shape (N, C, H, W) lives
+    at [n, c // block, top + h, left + w, c % block] of an array of shape
+    (N, ceil(C / block), rows, cols, block); every other element is zero.
+    The border is the consuming conv's zero padding plus whatever rows and
+    columns its tiles read past the edge (``codegen.lower.input_layout_wanted``
+    says which), so a kernel reading this layout skips its packing stage; a
+    kernel writing it writes the interior only and leaves the border zero.
+    """
+
+    tensor: tuple[int, int, int, int]
+    block: int
+    top: int = 0
+    left: int = 0
+    rows: int = 0
+    """Physical rows; 0 means ``top + H`` (no border below)."""
+    cols: int = 0
+    """Physical columns; 0 means ``left + W``."""
+
+    def __post_init__(self) -> None:
+        n, c, h, w = self.tensor
+        object.__setattr__(self, "rows", self.rows or self.top + h)
+        object.__setattr__(self, "cols", self.cols or self.left + w)
+        if min(n, c, h, w, self.block) < 1 or min(self.top, self.left) < 0:
+            raise ScheduleError(f"layout: tensor {self.tensor}, block {self.block} and border "
+                                f"({self.top}, {self.left}) must be positive (border: non-negative)")
+        if self.rows < self.top + h or self.cols < self.left + w:
+            raise ScheduleError(f"layout: {self.rows} x {self.cols} physical rows x columns cannot hold "
+                                f"{h} x {w} from ({self.top}, {self.left})")
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        n, c, _, _ = self.tensor
+        return (n, -(-c // self.block), self.rows, self.cols, self.block)
+
+    def __str__(self) -> str:
+        return f"NCHW{self.block}c{list(self.shape)} at ({self.top}, {self.left})"
+
+
+@dataclass(frozen=True)
 class SharedRead:
     """A GPU block stages the part of ``buffer`` ('data' or 'weight') that one
     iteration of the loop ``at`` reads in shared memory: its threads load it
@@ -87,6 +130,9 @@ class ScheduleState:
     data_packing: Optional[DataPacking] = None
     weight_packing: Optional[WeightPacking] = None
     shared_reads: tuple[SharedRead, ...] = ()
+    io_layouts: tuple[tuple[str, BlockedLayout], ...] = ()
+    """Kernel arguments ('data', 'out', 'residual') given in a blocked
+    layout instead of NCHW (``primitives.io_layout``)."""
     trace: tuple[str, ...] = field(default=())
 
     @staticmethod
@@ -108,6 +154,10 @@ class ScheduleState:
 
     def annotation(self, name: str) -> LoopKind:
         return dict(self.annotations).get(name, LoopKind.SERIAL)
+
+    def io_layout(self, buffer: str) -> Optional[BlockedLayout]:
+        """The blocked layout of kernel argument ``buffer``, None for NCHW."""
+        return dict(self.io_layouts).get(buffer)
 
     def annotated(self, kind: LoopKind) -> list[str]:
         return [n for n, k in self.annotations if k == kind]
