@@ -64,3 +64,18 @@ def test_dispatch_applies_the_bare_convs_config_to_its_fused_variants(tmp_path) 
         for wl in (RELU, RESIDUAL):
             assert best.config_for(wl) == (config, "tuned")
             assert check_kernel(best.kernel(wl), np.random.default_rng()) < TOLERANCE
+
+
+def test_resnet18_has_11_conv_tasks_whose_shares_sum_to_1() -> None:
+    pytest.importorskip("onnx")
+    from convtune.ir.model_passes import optimize
+    from convtune.ir.onnx_frontend import import_model
+    from convtune.tuner.zoo import build_model
+
+    tasks = extract_tasks(optimize(import_model(build_model("resnet18"))))
+    assert len(tasks) == 11 and sum(t.count for t in tasks) == 20
+    assert sum(t.share for t in tasks) == pytest.approx(1.0)
+    stem = tasks[0].workload
+    assert (stem.C, stem.K, stem.R, stem.stride) == (3, 64, 7, (2, 2)) and tasks[0].count == 1
+    assert max(t.count for t in tasks) == 4  # layer1's 3x3: with a ReLU and with a residual, one task
+    assert any(len(t.variants) == 2 for t in tasks)
