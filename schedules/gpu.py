@@ -139,10 +139,17 @@ def check_limits(state: ScheduleState, target: CudaTarget) -> None:
     if smem > target.max_shared_memory_per_block:
         raise ScheduleError(f"cache_read: {smem} bytes of shared memory per block exceed the device's limit of "
                             f"{target.max_shared_memory_per_block}")
-    regs = accumulators(state) + REGISTER_OVERHEAD
+    reason = register_limit(target, threads, accumulators(state))
+    if reason:
+        raise ScheduleError(f"cache_write: {reason}")
+
+
+def register_limit(target: CudaTarget, threads: int, accumulators: int) -> str | None:
+    """Why ``threads`` threads of ``accumulators`` accumulators each do not
+    fit the register file, or None (templates prune their spaces with it)."""
+    regs = accumulators + REGISTER_OVERHEAD
     if regs > target.max_registers_per_thread:
-        raise ScheduleError(f"cache_write: about {regs} registers per thread exceed the device's limit of "
-                            f"{target.max_registers_per_thread}")
+        return f"about {regs} registers per thread exceed the device's limit of {target.max_registers_per_thread}"
     if regs * threads > target.registers_per_block:
-        raise ScheduleError(f"cache_write: {threads} threads x about {regs} registers exceed the "
-                            f"{target.registers_per_block} registers of a block")
+        return f"{threads} threads x about {regs} registers exceed the {target.registers_per_block} registers of a block"
+    return None

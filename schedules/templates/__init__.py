@@ -1,9 +1,11 @@
-"""CPU schedule templates and the ``algorithm`` knob that chooses among them.
+"""Schedule templates and the ``algorithm`` knob that chooses among them.
 
 A template is a function from (workload, config) to a ``Schedule`` plus the
 ``Space`` of configs it accepts. The full search space of a workload is the
 union of the spaces of the templates that apply to it, tagged by
 ``config["algorithm"]``; ``default_config`` is what an untuned workload gets.
+The target decides the templates: CPU ones for a ``CpuTarget``, CUDA ones
+(``CUDA_TEMPLATES``) for a ``CudaTarget``; neither sees the other's.
 """
 from __future__ import annotations
 
@@ -14,16 +16,16 @@ from convtune.ir.workload import Conv2D
 from convtune.schedules.schedule import Schedule
 from convtune.schedules.space import Config, Space
 from convtune.schedules.state import ScheduleError
-from convtune.schedules.target import CpuTarget, host_target
-from convtune.schedules.templates import depthwise, direct, gemm, winograd
+from convtune.schedules.target import CudaTarget, Target, host_target
+from convtune.schedules.templates import cuda_direct, depthwise, direct, gemm, winograd
 
 
 @dataclass(frozen=True)
 class Template:
     name: str
     applies: Callable[[Conv2D], bool]
-    space: Callable[[Conv2D, CpuTarget], Space]
-    schedule: Callable[[Conv2D, Config, CpuTarget], Schedule]
+    space: Callable[[Conv2D, Target], Space]
+    schedule: Callable[[Conv2D, Config, Target], Schedule]
 
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in (
@@ -35,12 +37,20 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
 )}
 BUILTIN = tuple(TEMPLATES)
 """Names of the templates shipped with convtune (plugins may register more)."""
+CUDA_TEMPLATES: dict[str, Template] = {t.name: t for t in (
+    Template(cuda_direct.NAME, cuda_direct.applies, cuda_direct.space, cuda_direct.schedule),
+)}
 
 
-def search_space(wl: Conv2D, target: CpuTarget | None = None) -> dict[str, Space]:
+def templates_for(target: Target) -> dict[str, Template]:
+    """The templates a target offers."""
+    return CUDA_TEMPLATES if isinstance(target, CudaTarget) else TEMPLATES
+
+
+def search_space(wl: Conv2D, target: Target | None = None) -> dict[str, Space]:
     """algorithm name -> its knob space, for every template that applies."""
     target = target or host_target()
-    return {name: t.space(wl, target) for name, t in TEMPLATES.items() if t.applies(wl)}
+    return {name: t.space(wl, target) for name, t in templates_for(target).items() if t.applies(wl)}
 
 
 def default_algorithm(wl: Conv2D) -> str:
@@ -53,26 +63,29 @@ def default_algorithm(wl: Conv2D) -> str:
     return direct.NAME
 
 
-def default_config(wl: Conv2D, target: CpuTarget | None = None) -> Config:
+def default_config(wl: Conv2D, target: Target | None = None) -> Config:
     """The config an untuned workload gets: a heuristic choice, no measurement."""
-    algorithm = default_algorithm(wl)
-    return {"algorithm": algorithm, **TEMPLATES[algorithm].space(wl, target or host_target()).default}
+    target = target or host_target()
+    algorithm = cuda_direct.NAME if isinstance(target, CudaTarget) else default_algorithm(wl)
+    return {"algorithm": algorithm, **templates_for(target)[algorithm].space(wl, target).default}
 
 
-def invalid_reason(wl: Conv2D, config: Config, target: CpuTarget | None = None) -> str | None:
+def invalid_reason(wl: Conv2D, config: Config, target: Target | None = None) -> str | None:
     """None when ``config`` is valid for ``wl`` on ``target``, else why not."""
+    target = target or host_target()
+    templates = templates_for(target)
     name = config.get("algorithm")
-    if name not in TEMPLATES:
-        return f"unknown algorithm {name!r} (one of {', '.join(TEMPLATES)})"
-    if not TEMPLATES[name].applies(wl):
+    if name not in templates:
+        return f"unknown algorithm {name!r} (one of {', '.join(templates)})"
+    if not templates[name].applies(wl):
         return f"algorithm {name!r} does not apply to {wl.short()}"
-    return TEMPLATES[name].space(wl, target or host_target()).invalid_reason(config)
+    return templates[name].space(wl, target).invalid_reason(config)
 
 
-def schedule_from_config(wl: Conv2D, config: Config, target: CpuTarget | None = None) -> Schedule:
+def schedule_from_config(wl: Conv2D, config: Config, target: Target | None = None) -> Schedule:
     """The schedule a config describes; ScheduleError if the config is invalid."""
     target = target or host_target()
     reason = invalid_reason(wl, config, target)
     if reason:
         raise ScheduleError(f"config: {reason}")
-    return TEMPLATES[config["algorithm"]].schedule(wl, config, target)
+    return templates_for(target)[config["algorithm"]].schedule(wl, config, target)
