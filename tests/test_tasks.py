@@ -67,7 +67,6 @@ def test_dispatch_applies_the_bare_convs_config_to_its_fused_variants(tmp_path) 
 
 
 def test_resnet18_has_11_conv_tasks_whose_shares_sum_to_1() -> None:
-    pytest.importorskip("onnx")
     from convtune.ir.model_passes import optimize
     from convtune.ir.onnx_frontend import import_model
     from convtune.tuner.zoo import build_model

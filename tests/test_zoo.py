@@ -4,13 +4,12 @@ BatchNormalization folded or kept computing the same function."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-
-from convtune.tuner.cli import main  # noqa: E402
-from convtune.tuner.zoo import ZOO, ZooError, build_model, resolve_model  # noqa: E402
+from convtune.tuner.cli import main
+from convtune.tuner.zoo import ZOO, ZooError, build_model, resolve_model
 
 TORCHVISION_PARAMETERS = {
     "resnet18": 11_689_512, "resnet50": 25_557_032, "mobilenet_v2": 3_504_872, "squeezenet1_1": 1_235_496,
