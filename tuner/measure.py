@@ -41,6 +41,8 @@ class MeasureOptions:
     """Flush the caches before each timed call (model conditions)."""
     cold_calls: int = 4
     """Flushed calls per repeat when cold (each flush reads twice the caches)."""
+    target: str = "cpu"
+    """'cpu', or 'cuda' (``tuner.measure_cuda``: the worker's GPU)."""
 
 
 @dataclass
@@ -77,6 +79,10 @@ def _inputs_and_reference(wl):  # type: ignore[no-untyped-def]
 
 def measure_here(workload: dict, config: dict, options: MeasureOptions) -> MeasureResult:
     """Build, check and time one candidate in this process."""
+    if options.target == "cuda":
+        from convtune.tuner.measure_cuda import measure_cuda
+
+        return measure_cuda(workload, config, options)
     import numpy as np
 
     from convtune.codegen import build

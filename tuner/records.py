@@ -122,8 +122,13 @@ def _check_fields(rec: Record) -> None:
     valid JSON but not a record is skipped as corrupt when the log is read,
     rather than crashing ``show``, ``tune`` or ``apply_history_best`` later."""
     target = rec.target
-    if not (isinstance(target, dict) and isinstance(target.get("kind"), str) and isinstance(target.get("cpu"), str)
-            and isinstance(target.get("isa"), list) and all(isinstance(i, str) for i in target["isa"])):
+    if isinstance(target, dict) and target.get("kind") == "cuda":
+        cc = target.get("compute_capability")
+        if not (isinstance(target.get("name"), str) and isinstance(cc, list) and len(cc) == 2
+                and all(isinstance(i, int) for i in cc)):
+            raise ValueError("target: a cuda target needs a name (string) and compute_capability ([major, minor])")
+    elif not (isinstance(target, dict) and isinstance(target.get("kind"), str) and isinstance(target.get("cpu"), str)
+              and isinstance(target.get("isa"), list) and all(isinstance(i, str) for i in target["isa"])):
         raise ValueError("target: needs kind and cpu (strings) and isa (a list of strings)")
     if not (isinstance(rec.config, dict) and isinstance(rec.config.get("algorithm"), str)):
         raise ValueError(f"config: {rec.config!r} is not an object naming its algorithm")
