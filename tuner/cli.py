@@ -146,15 +146,14 @@ def _tune(args: argparse.Namespace) -> int:
 
     from convtune.tuner.measure import MeasureOptions
 
-    if args.target != "cpu":
-        raise ValueError(f"--target: {args.target!r} is not supported (targets: cpu)")
+    target = _target(args.target)
     _import_plugins(args.plugin)
     workloads = _workloads(args)
     console = Console(width=None if sys.stdout.isatty() else 160)
     options = MeasureOptions(repeats=args.repeats, timeout=args.timeout, plugins=tuple(args.plugin),
-                             cold=not args.warm)
+                             cold=not args.warm, target=args.target)
     try:
-        results = _tune_workloads(args, workloads, options, console)
+        results = _tune_workloads(args, workloads, options, console, target)
     except sqlalchemy.exc.SQLAlchemyError as e:
         return _storage_problem(e, args)
     if results is None:
@@ -166,8 +165,22 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target(name: str):  # type: ignore[no-untyped-def]
+    """The target ``--target`` names; for cuda, one line when there is no GPU (nor the simulator)."""
+    if name == "cpu":
+        from convtune.schedules.target import host_target
+
+        return host_target()
+    from convtune.codegen.cuda_build import cuda_target, cuda_unavailable
+
+    reason = cuda_unavailable()
+    if reason:
+        raise ValueError(f"--target cuda: {reason}")
+    return cuda_target()
+
+
 def _tune_workloads(args: argparse.Namespace, workloads: list[tuple[str, object]], options: MeasureOptions,
-                    console: Console) -> list[tuple[str, TuneResult]] | None:
+                    console: Console, target: object) -> list[tuple[str, TuneResult]] | None:
     """Tune each workload under a progress bar: (name, TuneResult) pairs, or
     None after Ctrl-C (said on the console)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -188,7 +201,8 @@ def _tune_workloads(args: argparse.Namespace, workloads: list[tuple[str, object]
 
             try:
                 result = tune(wl, log=args.log, strategy=args.strategy, n_trials=args.trials, storage=args.storage,
-                              seed=args.seed, options=options, on_progress=update, measurer=measurer)
+                              seed=args.seed, options=options, on_progress=update, measurer=measurer,
+                              target=target)
             except KeyboardInterrupt:
                 progress.stop()
                 console.print(f"interrupted: {args.log} and the study are intact; rerun the same command to resume")
@@ -217,7 +231,7 @@ def _show(args: argparse.Namespace) -> int:
             continue
         same = [r for r in recs if r.workload_key == wkey and r.target_key == tkey]
         p = records.pace(same)
-        table.add_row(rec.workload_obj.short(), "this machine" if tkey == here else rec.target["cpu"],
+        table.add_row(rec.workload_obj.short(), "this machine" if tkey == here else rec.target.get("cpu", rec.target.get("name")),
                       f"{rec.gflops:.1f}", str(len(same)), str(sum(1 for r in same if not r.ok)),
                       f"{p.seconds_per_trial:.1f}", f"{p.compile_seconds:.2f}", f"{p.measure_seconds:.2f}",
                       " ".join(f"{k}={v}" for k, v in rec.config.items()))
@@ -315,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "(repeatable)")
     what.add_argument("--suite", default="resnet18", help="a built-in suite or FILE.json[:NAME] (default resnet18)")
     tune.add_argument("--layers", help="comma-separated layer names of the suite (default: all)")
-    tune.add_argument("--target", default="cpu", help="target (only cpu)")
+    tune.add_argument("--target", default="cpu", choices=("cpu", "cuda"),
+                      help="cpu, or cuda (the GPU; numba's simulator with NUMBA_ENABLE_CUDASIM=1)")
     tune.add_argument("--strategy", default="tpe", choices=("grid", "random", "tpe"))
     tune.add_argument("--trials", type=_positive(int), default=100,
                       help="measured candidates per workload (default 100)")
