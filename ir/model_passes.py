@@ -29,12 +29,21 @@ def fold_constants(graph: ModelGraph) -> ModelGraph:
 
 
 def remove_identities(graph: ModelGraph) -> ModelGraph:
-    """Identity and (inference) Dropout pass their input on. One whose output
-    is a model output stays, so that output keeps its name."""
+    """Identity and (inference) Dropout pass their input on. One that names a
+    model output hands the name to its input's producer instead (when nothing
+    else reads that input); failing that it stays, so the output keeps its name."""
     for node in list(graph.nodes()):
-        if node.op in ("Identity", "Dropout") and node.outputs[0] not in graph.outputs:
-            graph.replace_uses(node.outputs[0], node.inputs[0])
+        if node.op not in ("Identity", "Dropout"):
+            continue
+        source, out = node.inputs[0], node.outputs[0]
+        producer = graph.producer(source)
+        if out not in graph.outputs:
+            graph.replace_uses(out, source)
             graph.remove_node(node.name)
+        elif producer is not None and _sole_consumer(graph, source) is node:
+            renamed = tuple(out if t == source else t for t in producer.outputs)
+            graph.replace_nodes([producer.name, node.name],
+                                Node(producer.name, producer.op, producer.inputs, renamed, producer.attrs))
     return graph
 
 

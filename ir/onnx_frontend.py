@@ -82,7 +82,7 @@ def _fix_batch(proto: onnx.ModelProto, batch: int | None) -> None:
         if not value.type.tensor_type.HasField("shape"):
             raise GraphError(f"input {value.name!r}: the model gives no shape for it")
         for axis, dim in enumerate(value.type.tensor_type.shape.dim):
-            if dim.HasField("dim_value") and dim.dim_value > 0:
+            if dim.HasField("dim_value"):
                 if axis == 0 and batch is not None and dim.dim_value != batch:
                     raise GraphError(f"batch: input {value.name!r} has a static batch of {dim.dim_value}, "
                                      f"not {batch}")

@@ -51,9 +51,9 @@ def leaky_relu(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
 
 @evaluator("Clip")
 def clip(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    # ONNX: max(min(x, hi), lo) -- lo wins when lo > hi
-    y = x if attrs["max"] is None else np.minimum(x, _like(x, attrs["max"]))
-    return y if attrs["min"] is None else np.maximum(y, _like(x, attrs["min"]))
+    # min(max(x, lo), hi): hi wins when lo > hi, as in onnxruntime
+    y = x if attrs["min"] is None else np.maximum(x, _like(x, attrs["min"]))
+    return y if attrs["max"] is None else np.minimum(y, _like(x, attrs["max"]))
 
 
 @evaluator("Sigmoid")

@@ -7,12 +7,12 @@ Pad: over every axis), already resolved from ``auto_pad`` by the frontend.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from convtune.ir.op_semantics import evaluator
 from convtune.ir.reference import conv2d_reference
@@ -80,20 +80,18 @@ def pool_output_size(size: int, kernel: int, stride: int, dilation: int, begin: 
     return out
 
 
-def _windows(x: np.ndarray, attrs: dict[str, Any], fill: float, out: Sequence[int]) -> np.ndarray:
-    """Every pooling window of ``x`` padded with ``fill``: (..., out..., kernel...)."""
+def _taps(x: np.ndarray, attrs: dict[str, Any], fill: float, out: Sequence[int]) -> Iterator[np.ndarray]:
+    """For each kernel tap, the input pixels it sees at every output position
+    (``x`` padded with ``fill``): reducing over taps is one vector op each."""
     nd = len(attrs["kernel_shape"])
-    spatial = x.shape[-nd:]
-    eff = [(k - 1) * d + 1 for k, d in zip(attrs["kernel_shape"], attrs["dilations"])]
-    ends = [(o - 1) * s + e - i - b
-            for o, s, e, i, b in zip(out, attrs["strides"], eff, spatial, attrs["pads"][:nd])]
-    widths = [(0, 0)] * (x.ndim - nd) + list(zip(attrs["pads"][:nd], [max(e, 0) for e in ends]))
+    spatial, pads, strides, dilations = x.shape[-nd:], attrs["pads"], attrs["strides"], attrs["dilations"]
+    ends = [(o - 1) * s + (k - 1) * d + 1 - i - b
+            for o, s, k, d, i, b in zip(out, strides, attrs["kernel_shape"], dilations, spatial, pads[:nd])]
+    widths = [(0, 0)] * (x.ndim - nd) + list(zip(pads[:nd], [max(e, 0) for e in ends]))
     padded = np.pad(x, widths, constant_values=fill)
-    axes = tuple(range(x.ndim - nd, x.ndim))
-    win = sliding_window_view(padded, eff, axis=axes)
-    picks = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out, attrs["strides"]))
-    taps = tuple(slice(None, None, d) for d in attrs["dilations"])
-    return win[(Ellipsis, *picks, *taps)]
+    for tap in itertools.product(*(range(k) for k in attrs["kernel_shape"])):
+        yield padded[(Ellipsis, *(slice(t * d, t * d + (o - 1) * s + 1, s)
+                                  for t, d, o, s in zip(tap, dilations, out, strides)))]
 
 
 def _pool_shape(attrs: dict[str, Any], spatial: Sequence[int]) -> list[int]:
@@ -107,8 +105,7 @@ def _pool_shape(attrs: dict[str, Any], spatial: Sequence[int]) -> list[int]:
 def max_pool(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
     nd = len(attrs["kernel_shape"])
     lowest = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
-    win = _windows(x, attrs, lowest, _pool_shape(attrs, x.shape[-nd:]))
-    return win.max(axis=tuple(range(-nd, 0)))
+    return functools.reduce(np.maximum, _taps(x, attrs, lowest, _pool_shape(attrs, x.shape[-nd:])))
 
 
 @evaluator("AveragePool")
@@ -118,13 +115,12 @@ def average_pool(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
     nd = len(attrs["kernel_shape"])
     spatial = x.shape[-nd:]
     out = _pool_shape(attrs, spatial)
-    axes = tuple(range(-nd, 0))
-    total = _windows(x.astype(np.float64), attrs, 0.0, out).sum(axis=axes)
+    total = functools.reduce(np.add, _taps(x.astype(np.float64), attrs, 0.0, out))
     counted = np.ones(spatial)
     if attrs["count_include_pad"]:
         counted = np.pad(counted, list(zip(attrs["pads"][:nd], attrs["pads"][nd:])), constant_values=1.0)
         attrs = {**attrs, "pads": [0] * (2 * nd)}
-    count = _windows(counted, attrs, 0.0, out).sum(axis=axes)
+    count = functools.reduce(np.add, _taps(counted, attrs, 0.0, out))
     return (total / count).astype(x.dtype)
 
 

@@ -1,0 +1,153 @@
+"""Run a whole model with tuned kernels: ``Session``, shaped like onnxruntime's InferenceSession.
+
+``Session(model, logs=None, batch=None)`` imports the model, optimises the
+graph (BN folding, conv epilogue fusion), picks each conv's kernel from the
+tuning logs (``ApplyHistoryBest``; untuned workloads fall back with a
+warning) and builds the execution plan once: kernels prepared, buffers
+preallocated. ``run`` only copies the feeds in, runs the plan's steps and
+copies the outputs out.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from convtune.codegen.model_plan import Plan, build_plan, run_plan
+from convtune.ir.graph import ModelGraph
+from convtune.ir.model_passes import optimize
+from convtune.ir.onnx_frontend import import_model
+from convtune.tuner.dispatch import ApplyHistoryBest, FallbackWarning
+
+
+class InputError(ValueError):
+    """A feed or an output name that does not fit the model; the message names it."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What ``get_inputs`` / ``get_outputs`` return (onnxruntime's NodeArg)."""
+
+    name: str
+    shape: tuple[int, ...]
+    type: str
+    """ONNX's type string, as onnxruntime writes it: ``tensor(float)``."""
+
+
+@dataclass
+class Profile:
+    """Median seconds: per node (in run order) and end to end; ``overhead``
+    is what the end to end time spends outside the operators (Python)."""
+
+    per_node: list[tuple[str, str, float]]
+    """(node name, operator, seconds)"""
+    total: float
+    rounds: int
+
+    @property
+    def ops(self) -> float:
+        return sum(t for _, _, t in self.per_node)
+
+    @property
+    def overhead(self) -> float:
+        return max(self.total - self.ops, 0.0)
+
+    def __str__(self) -> str:
+        lines = [f"{name:<32} {op:<18} {1e3 * t:9.3f} ms" for name, op, t in self.per_node]
+        lines.append(f"end to end {1e3 * self.total:.3f} ms, operators {1e3 * self.ops:.3f} ms, "
+                     f"overhead {1e3 * self.overhead:.3f} ms ({100 * self.overhead / self.total:.1f} %)"
+                     f" over {self.rounds} rounds")
+        return "\n".join(lines)
+
+
+def _type_string(dtype: np.dtype) -> str:
+    name = onnx.TensorProto.DataType.Name(helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+    return f"tensor({name.lower()})"
+
+
+class Session:
+    """A model ready to run: ``Session("model.onnx", logs="logs/x.jsonl").run(None, {"input": x})``."""
+
+    def __init__(self, model: str | Path | onnx.ModelProto | ModelGraph,
+                 logs: str | Path | Iterable[str | Path] | None = None, batch: int | None = None) -> None:
+        graph = model if isinstance(model, ModelGraph) else import_model(model, batch)
+        self.graph = optimize(graph)
+        self.plan: Plan = self._plan(logs)
+        self._specs = {t: TensorSpec(t, self.graph.tensors[t].shape, _type_string(self.graph.tensors[t].dtype))
+                       for t in (*self.graph.inputs, *self.graph.outputs)}
+
+    def _plan(self, logs: str | Path | Iterable[str | Path] | None) -> Plan:
+        dispatcher = ApplyHistoryBest([] if logs is None else logs)
+        if logs is not None:
+            return build_plan(self.graph, dispatcher.kernel)
+        with warnings.catch_warnings():  # one warning for the model, not one per conv
+            warnings.simplefilter("ignore", FallbackWarning)
+            plan = build_plan(self.graph, dispatcher.kernel)
+        convs = {n.attrs["workload"] for n in self.graph.nodes() if n.op == "FusedConv"}
+        if convs:
+            warnings.warn(f"no tuning log given: the model's {len(convs)} conv workloads run with untuned "
+                          "default configs", FallbackWarning, stacklevel=3)
+        return plan
+
+    def get_inputs(self) -> list[TensorSpec]:
+        return [self._specs[t] for t in self.graph.inputs]
+
+    def get_outputs(self) -> list[TensorSpec]:
+        return [self._specs[t] for t in self.graph.outputs]
+
+    def _feed(self, feeds: Mapping[str, object]) -> None:
+        names = ", ".join(self.graph.inputs)
+        for name in feeds:
+            if name not in self.plan.inputs:
+                raise InputError(f"input {name!r}: the model has no such input (inputs: {names})")
+        for name, buffer in self.plan.inputs.items():
+            if name not in feeds:
+                raise InputError(f"input {name!r}: missing (the model's inputs: {names})")
+            value = np.asarray(feeds[name])
+            if value.dtype != buffer.dtype:
+                raise InputError(f"input {name!r}: expected {buffer.dtype.name}, got {value.dtype.name}")
+            if value.shape != buffer.shape:
+                raise InputError(f"input {name!r}: expected shape {buffer.shape}, got {value.shape}")
+        for name, buffer in self.plan.inputs.items():
+            np.copyto(buffer, feeds[name])
+
+    def _fetch(self, output_names: Sequence[str] | None) -> list[np.ndarray]:
+        names = list(self.graph.outputs) if output_names is None else list(output_names)
+        for name in names:
+            if name not in self.graph.outputs:
+                raise InputError(f"output {name!r}: the model has no such output "
+                                 f"(outputs: {', '.join(self.graph.outputs)})")
+        return [np.array(self.plan.values[name]) for name in names]  # copies: buffers are reused by the next run
+
+    def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, object]) -> list[np.ndarray]:
+        """The outputs named (all when None), for ``feeds`` {input name: array}."""
+        self._feed(feeds)
+        run_plan(self.plan)
+        return self._fetch(output_names)
+
+    def profile(self, feeds: Mapping[str, object], rounds: int = 10) -> Profile:
+        """Per-node and end-to-end medians over ``rounds`` runs (after one
+        warm-up); the end-to-end runs are untimed inside, like ``run``."""
+        if rounds < 1:
+            raise InputError(f"rounds: expected a positive int, got {rounds}")
+        self._feed(feeds)
+        run_plan(self.plan)
+        totals, per_step = [], [[] for _ in self.plan.steps]
+        for _ in range(rounds):
+            start = time.perf_counter()
+            run_plan(self.plan)
+            totals.append(time.perf_counter() - start)
+            with np.errstate(all="ignore"):
+                for times, step in zip(per_step, self.plan.steps):
+                    t0 = time.perf_counter()
+                    step.run()
+                    times.append(time.perf_counter() - t0)
+        per_node = [(s.node.name, s.node.op, statistics.median(t)) for s, t in zip(self.plan.steps, per_step)]
+        return Profile(per_node, statistics.median(totals), rounds)
