@@ -50,6 +50,10 @@ def _bench(args: argparse.Namespace) -> int:
         return _search_bench(args, console)
     if not args.suite:
         raise ValueError("give a suite (or --search)")
+    from convtune.tuner.cli_model import bench_model_command, names_a_model
+
+    if args.model or names_a_model(args.suite):
+        return bench_model_command(args, console)
     configs = None
     if args.log:
         from convtune.tuner.dispatch import ApplyHistoryBest
@@ -141,6 +145,10 @@ def _storage_problem(e: Exception, args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
+    if args.model:
+        from convtune.tuner.cli_model import tune_model_command
+
+        return tune_model_command(args)
     import sqlalchemy.exc
     from rich.console import Console
 
@@ -315,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--peers", type=_peer_names,
                        help="comma-separated peers (default: onnxruntime,torch_nchw,torch_cl)")
     bench.add_argument("--json", help="also write the numbers to this JSON file")
+    bench.add_argument("--model", action="store_true", help="the positional is a model (an .onnx file or a zoo "
+                       "model), benchmarked end to end; needed only for resnet18, also a layer suite")
+    bench.add_argument("--no-startup", action="store_true", help="with a model: skip timing cold and warm start")
     bench.add_argument("--warm", action="store_true", help="time warm only (default: warm and with the caches "
                        "flushed before each call, side by side)")
     bench.add_argument("--search", action="store_true", help="instead: search efficiency of grid / random / TPE "
@@ -324,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     tune = sub.add_parser("tune", help="tune conv layers and append every measured candidate to a log")
+    tune.add_argument("model", nargs="?", help="an .onnx file or a zoo model: tune its convs, the budget spread "
+                      "by share of latency (instead of --suite or --conv)")
     what = tune.add_mutually_exclusive_group()
     what.add_argument("--conv", action="append", help="a workload, e.g. N=1,C=64,H=56,W=56,K=64,R=3,S=3,stride=1,pad=1 "
                       "(repeatable)")
@@ -359,9 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("output")
     best.set_defaults(run=_log_best)
 
-    from convtune.tuner.cli_model import add_zoo_parser
+    from convtune.tuner.cli_model import add_model_parsers
 
-    add_zoo_parser(sub)
+    add_model_parsers(sub)
     return parser
 
 

@@ -9,6 +9,25 @@ import sys
 from convtune.tuner.zoo import ZOO
 
 
+def add_model_parsers(sub: argparse._SubParsersAction) -> None:
+    """The ``zoo`` and ``report`` subcommands (``tune`` and ``bench`` take a
+    MODEL in their own parsers)."""
+    add_zoo_parser(sub)
+    report = sub.add_parser("report", help="plot a tuning log: tuning curves and per-layer speed vs the FMA ceiling")
+    report.add_argument("log")
+    report.add_argument("-o", "--output", default="report", help="directory for the PNGs (default report/)")
+    report.set_defaults(run=report_command)
+
+
+def names_a_model(text: str) -> bool:
+    """Whether ``convtune bench``'s positional names a model: an .onnx file or
+    a zoo model that is not also a layer suite (``resnet18`` is both: the
+    suite unless ``--model``)."""
+    from convtune.tuner.suites import suite_names
+
+    return text.endswith(".onnx") or (text in ZOO and text not in suite_names())
+
+
 def add_zoo_parser(sub: argparse._SubParsersAction) -> None:
     zoo = sub.add_parser("zoo", help="write a zoo model (torchvision architecture, random weights) as ONNX")
     zoo.add_argument("name", nargs="?", help=f"one of {', '.join(ZOO)} (none: list them)")
@@ -29,4 +48,124 @@ def zoo_command(args: argparse.Namespace) -> int:
     model = build_model(args.name, fold_bn=not args.no_fold_bn, seed=args.seed, batch=args.batch)
     path = save_model(model, args.output or f"{args.name}.onnx")
     print(f"{args.name}: {len(model.graph.node)} nodes written to {path}", file=sys.stdout)
+    return 0
+
+
+def tune_model_command(args: argparse.Namespace) -> int:
+    """``convtune tune MODEL``: the model's conv tasks under one progress
+    display (a bar per task and one overall), then the per-task table."""
+    import sqlalchemy.exc
+    from rich.console import Console
+
+    from convtune.tuner.cli import _import_plugins, _storage_problem
+    from convtune.tuner.measure import MeasureOptions
+
+    if args.target != "cpu":
+        raise ValueError(f"--target: model tuning supports cpu only, not {args.target!r}")
+    _import_plugins(args.plugin)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    options = MeasureOptions(repeats=args.repeats, timeout=args.timeout, plugins=tuple(args.plugin),
+                             cold=not args.warm)
+    try:
+        return _tune_model(args, options, console)
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        return _storage_problem(e, args)
+
+
+def _tune_model(args: argparse.Namespace, options, console) -> int:  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from convtune.ir.model_passes import optimize
+    from convtune.ir.onnx_frontend import import_model
+    from convtune.tuner.measure import Measurer
+    from convtune.tuner.model_tuning import tune_model
+    from convtune.tuner.tasks import extract_tasks
+    from convtune.tuner.zoo import resolve_model
+
+    if args.conv:
+        raise ValueError("give a MODEL or --conv/--suite, not both")
+    tasks = extract_tasks(optimize(import_model(resolve_model(args.model))))
+    console.print(f"{args.model}: {len(tasks)} conv tasks ({sum(t.count for t in tasks)} convs), "
+                  f"{args.trials} trials a task on average, log {args.log}", highlight=False)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("trial {task.completed}/{task.total}"),
+               TextColumn("best {task.fields[best]:.1f} GFLOP/s"), TextColumn("failures {task.fields[failures]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Measurer(options) as measurer, Progress(*columns, console=console) as progress:
+        overall = progress.add_task("all tasks", total=args.trials * len(tasks), best=0.0, failures=0)
+        rows = {t.workload.key: progress.add_task(f"  {t.name} x{t.count}", total=0, best=0.0, failures=0)
+                for t in tasks}
+        done = {t.workload.key: 0 for t in tasks}
+
+        def show(task, measured: int, **fields: object) -> None:  # type: ignore[no-untyped-def]
+            done[task.workload.key] = measured
+            progress.update(rows[task.workload.key], completed=measured, **fields)
+            progress.update(overall, completed=sum(done.values()))
+
+        try:
+            result = tune_model(
+                tasks, log=args.log, trials_per_task=args.trials, strategy=args.strategy, storage=args.storage,
+                seed=args.seed, options=options, measurer=measurer,
+                on_target=lambda task, n: progress.update(rows[task.workload.key], total=n),
+                on_progress=lambda task, p: show(task, p.measured, best=p.best_gflops, failures=p.failures),
+                on_done=lambda task, r: show(task, r.measured, best=r.best.gflops if r.best else 0.0,
+                                             failures=r.failures))
+        except KeyboardInterrupt:
+            progress.stop()
+            console.print(f"interrupted: {args.log} and the studies are intact; rerun the same command to resume")
+            return 130
+    console.print(task_table(result))
+    return 0
+
+
+def task_table(result):  # type: ignore[no-untyped-def]
+    """Per task: convs, trials, best GFLOP/s, % of the FMA ceiling (measured
+    now, on the cores the kernels use) and share of the model's conv time."""
+    from rich.table import Table
+
+    from convtune.schedules.target import host_target
+    from convtune.tuner.ceilings import fma_ceiling
+
+    threads = host_target().cores
+    ceiling = fma_ceiling(threads)
+    table = Table(title=f"{len(result.tasks)} tasks, {result.measured} trials measured "
+                        f"(FMA ceiling {ceiling:.0f} GFLOP/s on {threads} threads)")
+    numbers = ("convs", "trials", "GFLOP/s", "% FMA", "share of time")
+    for col in ("task", *numbers, "config"):
+        table.add_column(col, justify="right" if col in numbers else "left")
+    for task in sorted(result.tasks, key=lambda t: -t.share):
+        r = result.result(task)
+        gflops = r.best.gflops if r.best else 0.0
+        config = " ".join(f"{k}={v}" for k, v in r.best.config.items()) if r.best else "no successful candidate"
+        table.add_row(task.name, str(task.count), str(r.measured), f"{gflops:.1f}", f"{100 * gflops / ceiling:.0f}",
+                      f"{100 * task.share:.1f}%", config)
+    return table
+
+
+def bench_model_command(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+    """``convtune bench MODEL``: end to end against onnxruntime, the slowest
+    layers, cold and warm start."""
+    from convtune.schedules.target import host_target
+    from convtune.tuner.model_bench import bench_model, render
+    from convtune.tuner.zoo import resolve_model
+
+    path = resolve_model(args.suite)
+    try:
+        report = bench_model(path, args.log, args.threads or host_target().cores, rounds=args.rounds,
+                             startup=not args.no_startup)
+    except (AssertionError, RuntimeError) as e:
+        print(f"convtune bench: {e}", file=sys.stderr)
+        return 1
+    console.print(render(report))
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(report.to_json())
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from convtune.tuner.report import write_report
+
+    for path in write_report(args.log, args.output):
+        print(path)
     return 0

@@ -75,11 +75,13 @@ def tune_model(
     measurer: Optional[Measurer] = None,
     on_target: Callable[[Task, int], None] = lambda task, trials: None,
     on_progress: Callable[[Task, Progress], None] = lambda task, p: None,
+    on_done: Callable[[Task, TuneResult], None] = lambda task, r: None,
 ) -> ModelTuneResult:
     """Tune ``tasks`` (from ``tasks.extract_tasks``) with ``search.tune``, one
     study per task, ``trials_per_task`` trials per task on average.
     ``on_target(task, trials)`` says when a task's trial target is raised,
-    ``on_progress(task, progress)`` reports each of its trials."""
+    ``on_progress(task, progress)`` reports each of its trials and
+    ``on_done(task, result)`` the end of each of its ``tune`` calls."""
     if not tasks:
         raise ValueError("tune_model: no tasks")
     budget = trials_per_task * len(tasks)
@@ -93,6 +95,7 @@ def tune_model(
         result = tune(task.workload, log=log, strategy=strategy, n_trials=target, storage=storage, seed=seed,
                       options=options, measurer=measurer, on_progress=lambda p: on_progress(task, p))
         results[task.workload.key] = result
+        on_done(task, result)
         if result.measured < target:
             exhausted.add(task.workload.key)
 

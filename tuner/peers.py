@@ -20,11 +20,23 @@ class PeerUnavailable(RuntimeError):
     pass
 
 
+def onnxruntime_session(model: bytes, threads: int):  # type: ignore[no-untyped-def]
+    """An onnxruntime session as convtune is compared with it: ``threads``
+    intra-op threads, one inter-op thread, every graph optimisation."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
 def onnxruntime_conv(wl: Conv2D, data: np.ndarray, weight: np.ndarray, threads: int) -> Runner:
     """A one-node ONNX Conv model (weights as an initializer) in onnxruntime."""
     try:
         import onnx
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401 - here only to report a missing one as PeerUnavailable
         from onnx import TensorProto, helper, numpy_helper
     except ImportError as e:
         raise PeerUnavailable(f"onnxruntime: {e} (pip install '.[bench]')") from None
@@ -36,11 +48,7 @@ def onnxruntime_conv(wl: Conv2D, data: np.ndarray, weight: np.ndarray, threads: 
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(wl.out_shape))],
         initializer=[numpy_helper.from_array(weight, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(model.SerializeToString(), threads)
     onnx.checker.check_model(model)
     feed = {"x": data}
     return lambda: session.run(None, feed)[0]

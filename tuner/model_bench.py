@@ -1,0 +1,176 @@
+"""``convtune bench MODEL``: a whole model end to end, convtune's ``Session``
+side by side with onnxruntime in one run, on the same threads and inputs.
+
+The runtimes are timed in interleaved rounds (``bench.bench_layer``: blocks
+in rotating order, a pause between runtimes so onnxruntime's spinning pool
+goes idle), after checking that convtune's outputs match onnxruntime's. The
+per-layer breakdown comes from the Session's profile. Start-up is timed in
+fresh processes (``python -m convtune.tuner.model_bench``): cold, with an
+empty kernel cache directory (every kernel compiled), then warm, a second
+process on the same directory (kernels loaded from disk): seconds from
+process start to the first output.
+
+PyTorch is not compared here: running an ONNX file in PyTorch needs a
+converter that is not a dependency.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+CONVTUNE, ONNXRUNTIME = "convtune", "onnxruntime"
+TOLERANCE = 1e-4
+"""Relative error allowed between convtune's and onnxruntime's outputs."""
+
+
+@dataclass
+class LayerTime:
+    node: str
+    op: str
+    seconds: float
+    workload: str = ""
+    """``Conv2D.short()`` for a conv; empty for other operators."""
+    gflops: float = 0.0
+
+
+@dataclass
+class ModelBenchReport:
+    model: str
+    threads: int
+    seconds: dict[str, float]
+    """Median seconds per inference, per runtime."""
+    error: float
+    """convtune's relative error against onnxruntime (max over outputs)."""
+    layers: list[LayerTime]
+    profile_total: float
+    startup: dict[str, float] = field(default_factory=dict)
+    """"cold" / "warm": seconds from process start to the first output."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+
+def random_feeds(session) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    return {t.name: rng.standard_normal(t.shape).astype(np.float32) for t in session.get_inputs()}
+
+
+def _layers(session, feeds: dict[str, np.ndarray], rounds: int) -> tuple[list[LayerTime], float]:  # type: ignore[no-untyped-def]
+    profile = session.profile(feeds, rounds=rounds)
+    layers = []
+    for name, op, seconds in profile.per_node:
+        wl = session.graph.node(name).attrs.get("workload") if op == "FusedConv" else None
+        layers.append(LayerTime(name, op, seconds, wl.short() if wl else "",
+                                wl.flops / seconds / 1e9 if wl and seconds > 0 else 0.0))
+    return layers, profile.total
+
+
+def _relative_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
+    from convtune.ir.reference import relative_error
+
+    return max(relative_error(g, r.astype(np.float64)) for g, r in zip(got, ref))
+
+
+def bench_model(path: str | Path, log: Optional[str], threads: int, rounds: int = 7, min_block_seconds: float = 0.05,
+                startup: bool = True) -> ModelBenchReport:
+    """Time the model at ``path`` (convtune with ``log``'s configs, else
+    defaults) against onnxruntime; raise ``AssertionError`` if they disagree."""
+    import numba
+    import onnx
+
+    from convtune.tuner.bench import bench_layer
+    from convtune.tuner.peers import onnxruntime_session
+    from convtune.tuner.session import Session
+
+    numba.set_num_threads(threads)
+    session = Session(str(path), logs=log)
+    feeds = random_feeds(session)
+    peer = onnxruntime_session(onnx.load(str(path)).SerializeToString(), threads)
+    error = _relative_error(session.run(None, feeds), peer.run(None, feeds))
+    if not error < TOLERANCE:
+        raise AssertionError(f"{path}: convtune's outputs differ from onnxruntime's (relative error {error:.2g})")
+    seconds = bench_layer({CONVTUNE: lambda: session.run(None, feeds), ONNXRUNTIME: lambda: peer.run(None, feeds)},
+                          rounds, min_block_seconds)["warm"]
+    layers, total = _layers(session, feeds, rounds)
+    report = ModelBenchReport(str(path), threads, seconds, error, layers, total)
+    if startup:
+        report.startup = start_up_seconds(path, log, threads)
+    return report
+
+
+def start_up_seconds(path: str | Path, log: Optional[str], threads: int) -> dict[str, float]:
+    """Seconds to the first output of a fresh process: "cold" with an empty
+    kernel cache directory, then "warm", a second process on it."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="convtune-cold-") as cache:
+        env = dict(os.environ, CONVTUNE_CACHE_DIR=cache, NUMBA_NUM_THREADS=str(threads))
+        command = [sys.executable, "-m", "convtune.tuner.model_bench", str(path), "--threads", str(threads)]
+        command += ["--log", log] if log else []
+        for kind in ("cold", "warm"):
+            start = time.perf_counter()
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            out[kind] = time.perf_counter() - start
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                raise RuntimeError(f"{kind} start of {path} failed (exit {done.returncode}): {last}")
+    return out
+
+
+def render(report: ModelBenchReport, top: int = 15):  # type: ignore[no-untyped-def]
+    """Rich tables: end to end per runtime, then the slowest layers."""
+    from rich.console import Group
+    from rich.table import Table
+
+    ours = report.seconds[CONVTUNE]
+    e2e = Table(title=f"{report.model}: end to end, {report.threads} threads (relative error vs onnxruntime "
+                      f"{report.error:.1e})")
+    for col in ("runtime", "ms", "convtune / it"):
+        e2e.add_column(col, justify="right" if col != "runtime" else "left")
+    for name, s in report.seconds.items():
+        e2e.add_row(name, f"{1e3 * s:.2f}", f"{ours / s:.2f}x")
+    for kind, s in report.startup.items():
+        e2e.add_row(f"convtune {kind} start (to first output)", f"{1e3 * s:.0f}", "")
+    layers = Table(title=f"slowest {top} of {len(report.layers)} nodes (profile: {1e3 * report.profile_total:.2f} ms "
+                         f"end to end, {1e3 * sum(layer.seconds for layer in report.layers):.2f} ms in nodes)")
+    for col in ("node", "op", "workload", "ms", "GFLOP/s", "% of nodes"):
+        layers.add_column(col, justify="right" if col in ("ms", "GFLOP/s", "% of nodes") else "left")
+    in_nodes = sum(layer.seconds for layer in report.layers) or 1.0
+    for layer in sorted(report.layers, key=lambda x: -x.seconds)[:top]:
+        layers.add_row(layer.node, layer.op, layer.workload, f"{1e3 * layer.seconds:.3f}",
+                       f"{layer.gflops:.1f}" if layer.workload else "", f"{100 * layer.seconds / in_nodes:.1f}")
+    return Group(e2e, layers)
+
+
+def _first_output(argv: list[str]) -> int:
+    """The start-up probe: build a Session and run it once, then exit."""
+    parser = argparse.ArgumentParser(prog="python -m convtune.tuner.model_bench")
+    parser.add_argument("model")
+    parser.add_argument("--log")
+    parser.add_argument("--threads", type=int, required=True)
+    args = parser.parse_args(argv)
+    import warnings
+
+    import numba
+
+    from convtune.tuner.session import Session
+
+    numba.set_num_threads(args.threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # untuned fallbacks were reported by the parent
+        session = Session(args.model, logs=args.log)
+    outputs = session.run(None, random_feeds(session))
+    return 0 if all(np.all(np.isfinite(o)) for o in outputs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_first_output(sys.argv[1:]))
