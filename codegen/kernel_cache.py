@@ -24,8 +24,8 @@ import numpy as np
 from numba import types
 
 _HERE = Path(__file__).parent
-CODEGEN_VERSION = hashlib.sha256(
-    b"".join((_HERE / f).read_bytes() for f in ("intrinsics.py", "render_numba.py", "launch.py"))).hexdigest()[:12]
+_CODEGEN_FILES = ("intrinsics.py", "math_intrinsics.py", "render_numba.py", "launch.py")
+CODEGEN_VERSION = hashlib.sha256(b"".join((_HERE / f).read_bytes() for f in _CODEGEN_FILES)).hexdigest()[:12]
 
 _loaded: dict[str, Any] = {}
 

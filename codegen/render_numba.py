@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from convtune.ir.expr import (
     BOOL,
+    FUNCTIONS,
     INT,
     And,
     BinOp,
     Broadcast,
+    Call,
     Cmp,
     Const,
     Expr,
@@ -34,6 +36,8 @@ from convtune.ir.printer import expr_str
 MAX_WIDE_STRIDE = 4
 INTRINSICS = ("checked", "ld", "st", "vld", "vldmask", "vst", "vgather", "vscatter", "vsplat", "vfromtuple",
               "vinterleave", "vstrows", "vget", "vadd", "vsub", "vmul", "vmin", "vmax", "vfma", "vselect")
+MATH = tuple(f"v{fn}" for fn in FUNCTIONS)
+"""``Call`` nodes, from ``codegen.math_intrinsics`` (scalar or vector alike)."""
 FASTMATH = "{'contract', 'arcp', 'nsz', 'reassoc', 'afn'}"
 """LLVM fast-math flags that keep NaN/inf semantics ('nnan'/'ninf' are left
 out): reassociation and contraction are what let LLVM fuse and reorder."""
@@ -95,6 +99,8 @@ class _Renderer:
                     raise RenderError(f"vector select needs a comparison, got {c}")
                 return f"vselect({self.expr(c.a)}, '{c.op}', {self.expr(c.b)}, {self.expr(e.t)}, {self.expr(e.f)})"
             return f"({self.expr(e.t)} if {self.expr(e.cond)} else {self.expr(e.f)})"
+        if isinstance(e, Call):
+            return f"v{e.fn}({self.expr(e.arg)})"
         if isinstance(e, Broadcast):
             return f"vsplat({self.expr(e.value)}, {e.lanes})"
         if isinstance(e, Lanes):
@@ -222,6 +228,7 @@ def render(k: Kernel, header: list[str], check_bounds: bool = False) -> str:
         "import numpy as np",
         "from numba import njit",
         f"from convtune.codegen.intrinsics import {', '.join(INTRINSICS)}",
+        f"from convtune.codegen.math_intrinsics import {', '.join(MATH)}",
         "",
         f"BUFFERS = ({', '.join(repr(b.name) for b in k.params)},)",
         f"CHECKED = {check_bounds}",

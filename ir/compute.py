@@ -14,12 +14,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from convtune.ir.expr import BinOp, Cmp, Const, Expr, Load, Select, Var, conj, emax, emin, fconst
+from convtune.ir.expr import BinOp, Call, Cmp, Const, Expr, Load, Select, Var, conj, emax, emin, fconst
 from convtune.ir.loopnest import Buffer
-from convtune.ir.workload import Conv2D
+from convtune.ir.workload import Activation, Conv2D
 
 SPATIAL = "spatial"
 REDUCE = "reduce"
+
+
+def _clamp(x: Expr, lo: float, hi: float) -> Expr:
+    return emin(emax(x, fconst(lo)), fconst(hi))
+
+
+def activate(act: Activation, y: Expr) -> Expr:
+    """``act(y)`` as an expression. Piecewise-linear kinds are min/max/select
+    (exact in fp32); sigmoid and tanh are ``Call`` nodes, which the renderer
+    turns into branch-free vector code."""
+    if act.kind == "relu":
+        return emax(y, fconst(0.0))
+    if act.kind == "clip":
+        return _clamp(y, act.lo, act.hi)
+    if act.kind == "leaky_relu":
+        return Select(Cmp(">", y, fconst(0.0)), y, BinOp("*", y, fconst(act.alpha)))
+    if act.kind == "hardsigmoid":
+        return _clamp(y * fconst(act.alpha) + fconst(act.beta), 0.0, 1.0)
+    if act.kind == "hardswish":
+        return y * (_clamp(y + fconst(3.0), 0.0, 6.0) * fconst(1 / 6))
+    if act.kind == "silu":
+        return y * Call("sigmoid", y)
+    return Call(act.kind, y)  # sigmoid, tanh
 
 
 @dataclass(frozen=True)
@@ -94,14 +117,7 @@ class ComputeDef:
             y = y + Load("bias", (ax["k"],))
         if w.residual:
             y = y + Load("residual", (ax["n"], ax["k"], ax["p"], ax["q"]))
-        act = w.activation
-        if act is None:
-            return y
-        if act.kind == "relu":
-            return emax(y, fconst(0.0))
-        if act.kind == "clip":
-            return emin(emax(y, fconst(act.lo)), fconst(act.hi))
-        return Select(Cmp(">", y, fconst(0.0)), y, BinOp("*", y, fconst(act.alpha)))
+        return y if w.activation is None else activate(w.activation, y)
 
     def __str__(self) -> str:
         ax = {a.name: Var(a.name) for a in self.axes}

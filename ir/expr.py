@@ -261,6 +261,28 @@ class Extract(Expr):
         return self.vec.dtype
 
 
+FUNCTIONS = ("exp", "sigmoid", "tanh")
+"""The float functions a ``Call`` may apply: what the fused epilogue's
+activations need beyond arithmetic and min/max."""
+
+
+@dataclass(frozen=True, eq=True)
+class Call(Expr):
+    """``fn(arg)`` lane-wise, ``fn`` one of ``FUNCTIONS``."""
+
+    fn: str
+    arg: Expr
+    dtype: str = FLOAT
+
+    def __post_init__(self) -> None:
+        if self.fn not in FUNCTIONS:
+            raise ValueError(f"call: {self.fn!r} is not one of {', '.join(FUNCTIONS)}")
+
+    @property
+    def lanes(self) -> int:  # type: ignore[override]
+        return self.arg.lanes
+
+
 def as_expr(x: ExprLike) -> Expr:
     if isinstance(x, Expr):
         return x

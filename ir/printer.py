@@ -1,8 +1,8 @@
 """Human-readable text for expressions and loop nests (never fed to a compiler)."""
 from __future__ import annotations
 
-from convtune.ir.expr import (And, BinOp, Broadcast, Cmp, Const, Expr, Extract, Interleave, Lanes, Load, MaskedLoad, Not, Ramp,
-                     Rows, Select, Var)
+from convtune.ir.expr import (And, BinOp, Broadcast, Call, Cmp, Const, Expr, Extract, Interleave, Lanes, Load,
+                              MaskedLoad, Not, Ramp, Rows, Select, Var)
 from convtune.ir.loopnest import Allocate, Assign, Barrier, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
 
 _PREC = {"+": 1, "-": 1, "*": 2, "//": 2, "%": 2}
@@ -29,6 +29,8 @@ def expr_str(e: Expr, parent_prec: int = 0) -> str:
         return f"{expr_str(e.a, 1)} and {expr_str(e.b, 1)}"
     if isinstance(e, Not):
         return f"not ({expr_str(e.a)})"
+    if isinstance(e, Call):
+        return f"{e.fn}({expr_str(e.arg)})"
     if isinstance(e, Select):
         return f"select({expr_str(e.cond)}, {expr_str(e.t)}, {expr_str(e.f)})"
     if isinstance(e, Load):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convtune.ir.workload import Conv2D
+from convtune.ir.workload import Activation, Conv2D
 
 
 def conv2d_reference(
@@ -33,14 +33,34 @@ def conv2d_reference(
         y = y + np.asarray(bias, np.float64)[None, :, None, None]
     if wl.residual:
         y = y + np.asarray(residual, np.float64)
-    act = wl.activation
-    if act is None:
-        return y
+    return y if wl.activation is None else activation_reference(wl.activation, y)
+
+
+def _sigmoid(y: np.ndarray) -> np.ndarray:
+    """Without overflow warnings: exp of a non-positive number only."""
+    e = np.exp(-np.abs(y))
+    return np.where(y >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def activation_reference(act: Activation, y: np.ndarray) -> np.ndarray:
+    """``act(y)`` in float64, from the definitions (ONNX's for the hard ones)."""
     if act.kind == "relu":
         return np.maximum(y, 0.0)
     if act.kind == "clip":
         return np.clip(y, act.lo, act.hi)
-    return np.where(y > 0, y, y * act.alpha)
+    if act.kind == "leaky_relu":
+        return np.where(y > 0, y, y * act.alpha)
+    if act.kind == "sigmoid":
+        return _sigmoid(y)
+    if act.kind == "hardsigmoid":
+        return np.maximum(0.0, np.minimum(1.0, act.alpha * y + act.beta))
+    if act.kind == "hardswish":
+        return y * np.clip(y + 3.0, 0.0, 6.0) / 6.0
+    if act.kind == "silu":
+        return y * _sigmoid(y)
+    if act.kind == "tanh":
+        return np.tanh(y)
+    raise ValueError(f"activation: no reference for kind {act.kind!r}")
 
 
 def relative_error(got: np.ndarray, ref: np.ndarray) -> float:

@@ -14,9 +14,16 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence, Union
 
 ACTIVATION_PARAMS: dict[str, tuple[str, ...]] = {
-    "relu": (), "relu6": (), "clip": ("lo", "hi"), "leaky_relu": ("alpha",),
+    "relu": (), "relu6": (), "clip": ("lo", "hi"), "leaky_relu": ("alpha",), "sigmoid": (),
+    "hardsigmoid": ("alpha", "beta"), "hardswish": (), "silu": (), "tanh": (),
 }
 ACTIVATIONS = tuple(ACTIVATION_PARAMS)
+_DEFAULTS: dict[str, dict[str, float]] = {
+    "clip": {"lo": 0.0, "hi": 6.0}, "leaky_relu": {"alpha": 0.01}, "hardsigmoid": {"alpha": 0.2, "beta": 0.5},
+}
+"""Parameters not given take ONNX's defaults (clip's are relu6's)."""
+KINDS = tuple(name for name in ACTIVATIONS if name != "relu6")
+"""The kinds an ``Activation`` holds (relu6 is stored as clip to [0, 6])."""
 
 
 class WorkloadError(ValueError):
@@ -26,12 +33,20 @@ class WorkloadError(ValueError):
 @dataclass(frozen=True)
 class Activation:
     """``relu``; ``clip`` to [lo, hi] (relu6 is clip to [0, 6]); ``leaky_relu``
-    with slope ``alpha`` for negative inputs."""
+    with slope ``alpha`` for negative inputs; ``sigmoid``; ``hardsigmoid``,
+    ``max(0, min(1, alpha * x + beta))`` (ONNX HardSigmoid; PyTorch's is
+    alpha=1/6, beta=0.5); ``hardswish``, ``x * relu6(x + 3) / 6``; ``silu``,
+    ``x * sigmoid(x)``; ``tanh``. Fields a kind does not use stay 0."""
 
     kind: str
     alpha: float = 0.0
     lo: float = 0.0
     hi: float = 0.0
+    beta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise WorkloadError(f"activation: kind {self.kind!r} is not one of {', '.join(KINDS)}")
 
     @staticmethod
     def parse(spec: Union[str, Activation, None], **params: float) -> Activation | None:
@@ -40,16 +55,12 @@ class Activation:
         values = _activation_params(spec, params)
         if spec is None or isinstance(spec, Activation):
             return spec
-        if spec == "relu":
-            return Activation("relu")
         if spec == "relu6":
             return Activation("clip", lo=0.0, hi=6.0)
-        if spec == "clip":
-            lo, hi = values.get("lo", 0.0), values.get("hi", 6.0)
-            if not lo < hi:
-                raise WorkloadError(f"activation: clip needs lo < hi, got lo={lo}, hi={hi}")
-            return Activation("clip", lo=lo, hi=hi)
-        return Activation("leaky_relu", alpha=values.get("alpha", 0.01))
+        values = {**_DEFAULTS.get(spec, {}), **values}
+        if spec == "clip" and not values["lo"] < values["hi"]:
+            raise WorkloadError(f"activation: clip needs lo < hi, got lo={values['lo']}, hi={values['hi']}")
+        return Activation(spec, **values)
 
 
 def _activation_params(spec: Union[str, Activation, None], params: dict[str, Any]) -> dict[str, float]:
@@ -247,7 +258,8 @@ def conv2d(
 
     ``padding`` is an int, ``(h, w)``, ``(top, left, bottom, right)``, or
     'valid' / 'same' (= ONNX SAME_UPPER) / 'same_lower'. ``activation`` is one
-    of relu, relu6, clip (``lo``, ``hi``) or leaky_relu (``alpha``).
+    of relu, relu6, clip (``lo``, ``hi``), leaky_relu (``alpha``), sigmoid,
+    hardsigmoid (``alpha``, ``beta``), hardswish, silu or tanh (see ``Activation``).
     """
     S = R if S is None else S
     N, C, H, W, K, R, S, groups = (_check_int(name, v, 1) for name, v in (

@@ -109,7 +109,7 @@ def test_activation_parameters_are_stored_as_float():
 
 
 @pytest.mark.parametrize("activation,params,message", [
-    ("relu", dict(alpha=0.2), r"^alpha: only activation leaky_relu takes it, not 'relu'"),
+    ("relu", dict(alpha=0.2), r"^alpha: only activation leaky_relu or hardsigmoid takes it, not 'relu'"),
     ("relu6", dict(lo=-1.0), r"^lo: only activation clip takes it, not 'relu6'"),
     (None, dict(hi=1.0), r"^hi: only activation clip takes it, not None"),
     ("leaky_relu", dict(alpha="x"), r"^alpha: expected a finite number, got str 'x'"),

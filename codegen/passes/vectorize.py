@@ -16,6 +16,7 @@ from convtune.ir.expr import (
     INT,
     BinOp,
     Broadcast,
+    Call,
     Cmp,
     Const,
     Expr,
@@ -97,6 +98,8 @@ def vectorize_expr(e: Expr, ctx: _Lanes) -> Expr:
         return Select(cond, _widen(vectorize_expr(e.t, ctx), lanes), _widen(vectorize_expr(e.f, ctx), lanes))
     if isinstance(e, BinOp) and e.dtype == FLOAT:
         return BinOp(e.op, _widen(vectorize_expr(e.a, ctx), lanes), _widen(vectorize_expr(e.b, ctx), lanes))
+    if isinstance(e, Call):
+        return Call(e.fn, vectorize_expr(e.arg, ctx))
     raise ScheduleError(f"vectorize: cannot vectorize expression {e} over '{v}'")
 
 
