@@ -20,11 +20,11 @@ def make_model(nodes: Sequence[onnx.NodeProto], inputs: dict[str, Sequence[int |
     graph = helper.make_graph(
         list(nodes), "test",
         [helper.make_tensor_value_info(n, dtype, s) for n, s in inputs.items()],
-        [helper.make_tensor_value_info(n, dtype, s) if s is not None else helper.make_empty_tensor_value_info(n)
-         for n, s in outputs.items()],
+        [helper.make_tensor_value_info(n, dtype, s) for n, s in outputs.items()],
         [numpy_helper.from_array(np.asarray(v), n) for n, v in (initializers or {}).items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = min(model.ir_version, 10)  # what onnxruntime reads
+    model = onnx.shape_inference.infer_shapes(model)  # fills the output shapes left as None
     onnx.checker.check_model(model)
     return model
 

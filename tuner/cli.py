@@ -77,7 +77,9 @@ CONV_KEYS = ("N", "C", "H", "W", "K", "R", "S", "stride", "pad", "dilation", "gr
 
 def parse_conv(spec: str):  # type: ignore[no-untyped-def]
     """``N=1,C=64,H=56,W=56,K=64,R=3,S=3,stride=1,pad=1[,dilation=1,groups=1,bias=1,residual=1,act=relu]``;
-    pairs as ``1:2``, padding also as ``same``/``valid`` or ``top:left:bottom:right``."""
+    pairs as ``1:2``, padding also as ``same``/``valid`` or ``top:left:bottom:right``. ``act`` is one of
+    ``ir.workload.ACTIVATIONS`` (relu, relu6, clip, leaky_relu, sigmoid, hardsigmoid, hardswish, silu,
+    tanh) with its default parameters."""
     from convtune.ir.workload import conv2d
 
     fields: dict[str, object] = {}
@@ -375,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     from convtune.tuner.cli_model import add_model_parsers
 
     add_model_parsers(sub)
+    from convtune.tuner.cli_run import add_run_parser
+
+    add_run_parser(sub)
     return parser
 
 

@@ -72,6 +72,22 @@ def _type_string(dtype: np.dtype) -> str:
     return f"tensor({name.lower()})"
 
 
+def check_feeds(graph: ModelGraph, feeds: Mapping[str, object]) -> None:
+    """Every input of ``graph`` fed, with its exact dtype and shape, and nothing else."""
+    names = ", ".join(graph.inputs)
+    for name in feeds:
+        if name not in graph.inputs:
+            raise InputError(f"input {name!r}: the model has no such input (inputs: {names})")
+    for name in graph.inputs:
+        if name not in feeds:
+            raise InputError(f"input {name!r}: missing (the model's inputs: {names})")
+        value, info = np.asarray(feeds[name]), graph.tensors[name]
+        if value.dtype != info.dtype:
+            raise InputError(f"input {name!r}: expected {np.dtype(info.dtype).name}, got {value.dtype.name}")
+        if value.shape != info.shape:
+            raise InputError(f"input {name!r}: expected shape {info.shape}, got {value.shape}")
+
+
 class Session:
     """A model ready to run: ``Session("model.onnx", logs="logs/x.jsonl").run(None, {"input": x})``."""
 
@@ -103,18 +119,7 @@ class Session:
         return [self._specs[t] for t in self.graph.outputs]
 
     def _feed(self, feeds: Mapping[str, object]) -> None:
-        names = ", ".join(self.graph.inputs)
-        for name in feeds:
-            if name not in self.plan.inputs:
-                raise InputError(f"input {name!r}: the model has no such input (inputs: {names})")
-        for name, buffer in self.plan.inputs.items():
-            if name not in feeds:
-                raise InputError(f"input {name!r}: missing (the model's inputs: {names})")
-            value = np.asarray(feeds[name])
-            if value.dtype != buffer.dtype:
-                raise InputError(f"input {name!r}: expected {buffer.dtype.name}, got {value.dtype.name}")
-            if value.shape != buffer.shape:
-                raise InputError(f"input {name!r}: expected shape {buffer.shape}, got {value.shape}")
+        check_feeds(self.graph, feeds)
         for name, buffer in self.plan.inputs.items():
             np.copyto(buffer, feeds[name])
 
