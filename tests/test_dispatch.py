@@ -13,7 +13,7 @@ import pytest
 from convtune.codegen.verify import check_kernel
 from convtune.ir import conv2d
 from convtune.schedules.target import host_target
-from convtune.schedules.templates import default_config
+from convtune.schedules.templates import default_config, invalid_reason, schedule_from_config
 from convtune.tuner import records
 from convtune.tuner.dispatch import FallbackWarning, apply_history_best, conv2d_kernel, current
 from convtune.tuner.records import Record
@@ -21,6 +21,12 @@ from convtune.tuner.records import Record
 TUNED = conv2d(1, 16, 12, 12, 32, 3, padding=1)
 BEST = {"algorithm": "direct", "cb": 16, "kb": 16, "owb": 3, "ohb": 2, "reduction_order": "rs_c", "unroll_s": True,
         "parallel": "nkp"}
+FOREIGN = dict(BEST, owb=4)
+"""Logged on another machine for TUNED, faster than BEST and valid here too:
+only the target filter keeps it out."""
+ELSEWHERE = conv2d(1, 8, 8, 8, 8, 1)
+"""Tuned only on another machine, with a config valid here."""
+ANOTHER_TARGET = dict(host_target().to_dict(), cpu="another-cpu")
 
 
 @pytest.fixture
@@ -29,9 +35,8 @@ def log(tmp_path):
     slower = dict(BEST, owb=2)
     for config, cost in ((slower, 2e-4), (BEST, 1e-4)):
         records.append(path, Record(TUNED.to_dict(), host_target().to_dict(), config, [cost, cost]))
-    other_target = dict(host_target().to_dict(), cpu="another-cpu")
-    elsewhere = conv2d(1, 8, 8, 8, 8, 1)
-    records.append(path, Record(elsewhere.to_dict(), other_target, {"algorithm": "direct", **BEST}, [1e-6]))
+    records.append(path, Record(TUNED.to_dict(), ANOTHER_TARGET, FOREIGN, [1e-6]))
+    records.append(path, Record(ELSEWHERE.to_dict(), ANOTHER_TARGET, default_config(ELSEWHERE), [1e-6]))
     return path
 
 
@@ -41,7 +46,7 @@ def test_exact_match_gives_the_best_config_and_a_correct_kernel(log):
         with apply_history_best(log) as d:
             assert d.config_for(TUNED) == (BEST, "tuned")
             kernel = conv2d_kernel(TUNED)
-    assert kernel.state.trace == d.kernel(TUNED).state.trace
+    assert kernel.state.trace == schedule_from_config(TUNED, BEST).state.trace
     assert check_kernel(kernel, np.random.default_rng(0)) < 1e-4
 
 
@@ -92,10 +97,12 @@ def test_a_tuned_config_no_longer_valid_is_not_applied(log):
 
 
 def test_records_of_another_target_are_not_applied(log):
+    assert invalid_reason(TUNED, FOREIGN) is None and invalid_reason(ELSEWHERE, default_config(ELSEWHERE)) is None
     d = apply_history_best(log)
-    assert d.other_targets == 1
-    with pytest.warns(FallbackWarning):
-        assert d.config_for(conv2d(1, 8, 8, 8, 8, 1))[1] == "default"
+    assert d.other_targets == 2
+    assert d.config_for(TUNED) == (BEST, "tuned")
+    with pytest.warns(FallbackWarning, match="N1 C8 8x8 K8 1x1: not tuned"):
+        assert d.config_for(ELSEWHERE)[1] == "default"
 
 
 def test_current_dispatcher_is_scoped(log):
