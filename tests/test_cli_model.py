@@ -1,0 +1,96 @@
+"""The whole-model commands: tune MODEL (resumes measuring nothing twice),
+bench MODEL (end to end against onnxruntime, layers, start-up), report, and
+their error paths in one line with status 2."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from model_graphs import tiny_onnx_model
+
+from convtune.tuner import records
+from convtune.tuner.cli import main
+from convtune.tuner.cli_model import names_a_model
+from convtune.tuner.model_bench import CONVTUNE, ONNXRUNTIME, start_up_seconds
+
+
+def one_line(capsys) -> str:  # type: ignore[no-untyped-def]
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    tiny_onnx_model(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The tiny model tuned with 2 trials a task: (log, first run's output)."""
+    log = tmp_path_factory.mktemp("logs") / "tiny.jsonl"
+    args = ["tune", str(tiny), "--trials", "2", "--log", str(log), "--repeats", "2", "--seed", "0"]
+    assert main(args) == 0
+    return log, args
+
+
+def test_tune_model_tunes_each_task_and_a_rerun_measures_nothing(tuned, capsys) -> None:
+    log, args = tuned
+    recs = list(records.read(log))
+    assert len(recs) == 4 and all(r.ok for r in recs)  # 2 tasks x 2 trials
+    assert len({r.workload_key for r in recs}) == 2
+    assert main(args) == 0
+    assert len(list(records.read(log))) == 4
+    out = capsys.readouterr().out
+    assert "2 conv tasks (3 convs)" in out and "share of time" in out and "% FMA" in out
+
+
+def test_bench_command_times_the_model_against_onnxruntime_and_profiles_every_node(tuned, tiny, tmp_path,
+                                                                                   capsys) -> None:
+    log, _ = tuned
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(tiny), "--log", str(log), "--rounds", "1", "--no-startup", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["error"] < 1e-4 and report["startup"] == {}
+    assert set(report["seconds"]) == {CONVTUNE, ONNXRUNTIME} and all(s > 0 for s in report["seconds"].values())
+    convs = [layer for layer in report["layers"] if layer["op"] == "FusedConv"]
+    assert len(convs) == 3 and all(layer["gflops"] > 0 for layer in convs)
+    assert "slowest 15 of 4 nodes" in capsys.readouterr().out
+
+
+def test_a_positional_names_a_model_unless_it_is_a_layer_suite() -> None:
+    assert names_a_model("mobilenet_v2") and names_a_model("my/net.onnx")
+    assert not names_a_model("resnet18")  # also a layer suite: bench resnet18 --model for the model
+    assert not names_a_model("mobilenetv2_dw") and not names_a_model("layers.json")
+
+
+def test_start_up_runs_a_cold_then_a_warm_process(tuned, tiny) -> None:
+    log, _ = tuned
+    seconds = start_up_seconds(tiny, str(log), threads=2)
+    assert set(seconds) == {"cold", "warm"} and all(s > 0 for s in seconds.values())
+
+
+def test_report_writes_the_pngs(tuned, tmp_path, capsys) -> None:
+    log, _ = tuned
+    assert main(["report", str(log), "-o", str(tmp_path / "r")]) == 0
+    for name in ("tuning_curves.png", "layers.png"):
+        assert (tmp_path / "r" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["tune", "nosuch", "--trials", "1"], "convtune tune: 'nosuch' is neither a zoo model (resnet18,"),
+    (["bench", "nosuch.onnx"], "convtune bench: 'nosuch.onnx' is neither a zoo model"),
+    (["tune", "{bad}", "--trials", "1"], "convtune tune: {bad}: not a readable ONNX model"),
+    (["bench", "{bad}", "--model"], "convtune bench: {bad}: not a readable ONNX model"),
+    (["tune", "{tiny}", "--conv", "N=1,C=8,H=8,W=8,K=8,R=3"], "convtune tune: give a MODEL or --conv/--suite"),
+    (["report", "{empty}"], "convtune report: {empty}: no record of this machine"),
+])
+def test_model_command_errors_are_one_line_with_status_2(args, message, tiny, tmp_path, capsys) -> None:
+    paths = {"bad": tmp_path / "bad.onnx", "tiny": tiny, "empty": tmp_path / "empty.jsonl"}
+    paths["bad"].write_bytes(b"\x08\x99garbage" * 20)
+    paths["empty"].write_text("")
+    argv = [a.format(**paths) for a in args]
+    assert main(argv) == 2
+    assert one_line(capsys).startswith(message.format(**paths))
