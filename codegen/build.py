@@ -8,6 +8,7 @@ from convtune.codegen.kernel import CompiledKernel
 from convtune.codegen.kernel_cache import CODEGEN_VERSION, compile_source
 from convtune.codegen.lower import lower
 from convtune.codegen.passes.bounds_check import check_bounds
+from convtune.codegen.passes.chunk_stores import chunk_stores
 from convtune.codegen.passes.flatten import flatten_kernel
 from convtune.codegen.passes.hoist import hoist_indices
 from convtune.codegen.passes.combine_stores import combine_stores
@@ -42,7 +43,8 @@ def lower_schedule(schedule: Schedule | ScheduleState, optimize: bool = True, ta
         return k
     if target == "cuda":
         return hoist_indices(simplify_kernel(promote_registers(unroll_kernel(k))))
-    return hoist_indices(simplify_kernel(promote_registers(combine_stores(unroll_kernel(vectorize_kernel(k))))))
+    return hoist_indices(simplify_kernel(promote_registers(combine_stores(unroll_kernel(
+        chunk_stores(vectorize_kernel(k)))))))
 
 
 def source(schedule: Schedule | ScheduleState, target: str = "cpu") -> str:

@@ -76,6 +76,23 @@ def test_blocked_input_output_and_residual_match_the_reference(algorithm):
     check_output(out_layout, out, conv2d_reference(wl, x, w, b, r))
 
 
+def test_a_register_tile_wider_than_the_output_block_is_stored_in_vector_chunks():
+    """kb = 32 channels into NCHW8c: four contiguous 8-lane stores per pixel,
+    not 32 scalar ones (``codegen.passes.chunk_stores``)."""
+    wl = conv2d(1, 8, 6, 6, 32, 3, padding=1, bias=True, activation="relu")
+    sch = schedule_from_config(wl, {**CONFIGS["direct"], "kb": 32, "owb": 3})
+    layout = BlockedLayout(wl.out_shape, 8, 1, 1, 8, 9)
+    sch.io_layout(out=layout)
+    kernel = build(sch)
+    stores = [line.strip() for line in kernel.source.splitlines() if "(out," in line]
+    assert stores and all(line.startswith("vst(out,") for line in stores), stores[:3]
+    rng = np.random.default_rng(fresh_seed())
+    x, w, b = draw(rng, wl.data_shape), draw(rng, wl.weight_shape), draw(rng, (wl.K,))
+    out = poisoned(layout)
+    kernel.prepare(w, b)(x, out=out)
+    check_output(layout, out, conv2d_reference(wl, x, w, b))
+
+
 def test_two_convs_chain_in_blocked_layout_with_no_packing_between():
     """A writes what B reads in place, and B adds A's output as its residual
     (a ResNet block): no NCHW tensor between them."""
