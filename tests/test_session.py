@@ -1,0 +1,229 @@
+"""The graph runtime end to end: a small CNN (conv+BN+ReLU, max pool,
+residual block, global pool, Gemm) through ``Session`` against onnxruntime,
+its buffers, its errors, its profile, and ``convtune run``."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from onnx import helper
+from onnx_models import assert_close, make_model, ort_run, weights
+
+from convtune.ir.graph import GraphError
+from convtune.tuner.cli import main
+from convtune.tuner.dispatch import FallbackWarning
+from convtune.tuner.session import InputError, Session
+
+X = ("N", 3, 16, 16)
+
+
+def _cnn(rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    """Four distinct conv workloads, kept small so they compile fast."""
+    k = 8
+    inits = {
+        "w0": weights(rng, k, 3, 3, 3), "s": rng.uniform(0.5, 2, k).astype(np.float32), "sh": weights(rng, k),
+        "m": weights(rng, k), "v": rng.uniform(0.5, 2, k).astype(np.float32),
+        "w1": weights(rng, k, k, 3, 3) / 8, "b1": weights(rng, k), "w2": weights(rng, k, k, 3, 3) / 8,
+        "b2": weights(rng, k), "wd": weights(rng, k, 1, 3, 3), "wf": weights(rng, 5, k), "bf": weights(rng, 5),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c0", "s", "sh", "m", "v"], ["b0"]),
+        helper.make_node("Relu", ["b0"], ["r0"]),
+        helper.make_node("MaxPool", ["r0"], ["p0"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["p0", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "p0"], ["a2"]),
+        helper.make_node("Relu", ["a2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "wd"], ["d"], pads=[1, 1, 1, 1], group=k),
+        helper.make_node("GlobalAveragePool", ["d"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1),
+        helper.make_node("Softmax", ["y"], ["prob"]),
+    ]
+    return make_model(nodes, {"x": X}, {"y": ("N", 5), "prob": ("N", 5)}, inits)
+
+
+@pytest.fixture(scope="module")
+def model():  # type: ignore[no-untyped-def]
+    return _cnn(np.random.default_rng(1234))
+
+
+@pytest.fixture(scope="module")
+def session(model) -> Session:  # type: ignore[no-untyped-def]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = Session(model, batch=2)
+    fallbacks = [w for w in caught if issubclass(w.category, FallbackWarning)]
+    assert len(fallbacks) == 1 and "4 conv workloads" in str(fallbacks[0].message)
+    return s
+
+
+def _x(rng: np.random.Generator, batch: int = 2) -> np.ndarray:
+    return rng.standard_normal((batch, *X[1:]), dtype=np.float32)
+
+
+def test_matches_onnxruntime_on_fresh_inputs(model, session: Session, rng: np.random.Generator) -> None:
+    assert [n.op for n in session.graph.nodes()] == ["FusedConv", "MaxPool", "FusedConv", "FusedConv",
+                                                     "FusedConv", "GlobalAveragePool", "Flatten", "Gemm", "Softmax"]
+    for _ in range(2):  # the second run reuses every buffer
+        x = _x(rng)
+        assert_close(session.run(None, {"x": x}), ort_run(model, {"x": x}))
+
+
+def test_buffers_are_shared_by_liveness(session: Session) -> None:
+    graph = session.graph
+    computed = [t for n in graph.nodes() for t in n.outputs] + graph.inputs
+    total = sum(math.prod(graph.tensors[t].shape) * 4 for t in computed)
+    assert len(session.plan.blocks) < len(computed)
+    assert session.plan.storage_bytes < total
+    flatten = next(n for n in graph.nodes() if n.op == "Flatten")  # a view, not a step
+    assert flatten not in [s.node for s in session.plan.steps]
+    assert np.shares_memory(session.plan.values[flatten.outputs[0]], session.plan.values[flatten.inputs[0]])
+
+
+def test_outputs_are_copies_and_selectable(session: Session, rng: np.random.Generator) -> None:
+    x = _x(rng)
+    y, prob = session.run(None, {"x": x})
+    (prob_only,) = session.run(["prob"], {"x": _x(rng)})
+    assert not np.array_equal(prob, prob_only)  # the first result was not overwritten by the second run
+    assert_close([prob], session.run(["prob"], {"x": x}))
+    assert np.allclose(prob.sum(axis=1), 1)
+
+
+def test_inputs_and_outputs_described(session: Session) -> None:
+    assert [(i.name, i.shape, i.type) for i in session.get_inputs()] == [("x", (2, 3, 16, 16), "tensor(float)")]
+    assert [(o.name, o.shape, o.type) for o in session.get_outputs()] == [("y", (2, 5), "tensor(float)"),
+                                                                          ("prob", (2, 5), "tensor(float)")]
+
+
+@pytest.mark.parametrize("feeds, message", [
+    ({"x": np.zeros((2, 3, 16, 16), np.float32), "z": np.zeros(1)}, "input 'z': the model has no such input"),
+    ({}, "input 'x': missing"),
+    ({"x": np.zeros((2, 3, 16, 16))}, "input 'x': expected float32, got float64"),
+    ({"x": np.zeros((1, 3, 16, 16), np.float32)}, r"input 'x': expected shape \(2, 3, 16, 16\), got \(1, 3, 16, 16\)"),
+])
+def test_bad_feeds_are_clear_errors_and_lose_nothing(model, session: Session, feeds: dict, message: str,
+                                                     rng: np.random.Generator) -> None:
+    with pytest.raises(InputError, match=message):
+        session.run(None, feeds)
+    x = _x(rng)
+    assert_close(session.run(None, {"x": x}), ort_run(model, {"x": x}))
+
+
+def test_unknown_output_name(session: Session, rng: np.random.Generator) -> None:
+    with pytest.raises(InputError, match="output 'nope': the model has no such output"):
+        session.run(["nope"], {"x": _x(rng)})
+
+
+def test_nan_and_inf_propagate(session: Session, rng: np.random.Generator) -> None:
+    x = _x(rng)
+    x[0, 0, 3, 3], x[1, 1, 5, 5] = np.nan, np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning either
+        y, prob = session.run(None, {"x": x})
+    assert not np.isfinite(y).all() and not np.isfinite(prob).all()
+
+
+def test_profile(session: Session, rng: np.random.Generator) -> None:
+    profile = session.profile({"x": _x(rng)}, rounds=2)
+    assert [name for name, _, _ in profile.per_node] == [s.node.name for s in session.plan.steps]
+    assert all(t > 0 for _, _, t in profile.per_node) and profile.total > 0 and profile.overhead >= 0
+    assert "overhead" in str(profile)
+    with pytest.raises(InputError, match="rounds"):
+        session.profile({"x": _x(rng)}, rounds=0)
+
+
+def test_dynamic_batch_needs_a_batch(model) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(GraphError, match="batch axis is dynamic"):
+        Session(model)
+
+
+def test_an_empty_log_warns_once_per_conv(model, tmp_path, rng: np.random.Generator) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "empty.jsonl"
+    log.write_text("")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = Session(model, logs=log, batch=1)
+    assert sum(issubclass(w.category, FallbackWarning) for w in caught) == 4
+    x = _x(rng, 1)
+    assert_close(s.run(None, {"x": x}), ort_run(model, {"x": x}))
+
+
+# -- convtune run -----------------------------------------------------------------
+def _two_in_two_out(path):  # type: ignore[no-untyped-def]
+    """No convs: the CLI's own paths, without compiling."""
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Relu", ["s"], ["r"])]
+    model = make_model(nodes, {"a": (2, 3), "b": (2, 3)}, {"s": (2, 3), "r": (2, 3)})
+    path.write_bytes(model.SerializeToString())
+    return model
+
+
+def test_cli_run_npz(tmp_path, rng: np.random.Generator, capsys) -> None:  # type: ignore[no-untyped-def]
+    model = _two_in_two_out(tmp_path / "m.onnx")
+    feeds = {"a": weights(rng, 2, 3), "b": weights(rng, 2, 3)}
+    np.savez(tmp_path / "in.npz", **feeds)
+    assert main(["run", str(tmp_path / "m.onnx"), "--input", str(tmp_path / "in.npz"),
+                 "--output", str(tmp_path / "out.npz")]) == 0
+    with np.load(tmp_path / "out.npz") as out:
+        assert sorted(out.files) == ["r", "s"]
+        assert_close([out["s"], out["r"]], ort_run(model, feeds))
+    assert "written to" in capsys.readouterr().out
+
+
+def test_cli_run_npy_with_the_conv_model(model, tmp_path, rng: np.random.Generator) -> None:  # type: ignore[no-untyped-def]
+    single = _cnn(np.random.default_rng(1234))
+    del single.graph.output[1]  # one output: y
+    (tmp_path / "cnn.onnx").write_bytes(single.SerializeToString())
+    x = _x(rng)
+    np.save(tmp_path / "x.npy", x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FallbackWarning)
+        code = main(["run", str(tmp_path / "cnn.onnx"), "--input", str(tmp_path / "x.npy"),
+                     "--output", str(tmp_path / "y.npy"), "--batch", "2"])
+    assert code == 0
+    assert_close([np.load(tmp_path / "y.npy")], ort_run(model, {"x": x})[:1])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: {"--input": str(p / "missing.npz")}, "no such file"),
+    (lambda p: {"--input": str(p / "one.npy")}, "the model has 2 inputs"),
+    (lambda p: {"--output": str(p / "out.npy")}, "the model has 2 outputs"),
+    (lambda p: {"--output": str(p / "out.txt")}, "expected a .npy or .npz"),
+    (lambda p: {"--output": str(p / "nodir" / "out.npz")}, "does not exist"),
+    (lambda p: {"--input": str(p / "wrong.npz")}, "input 'b': expected shape"),
+    (lambda p: {"--log": str(p / "nolog.jsonl")}, "no such file"),
+    (lambda p: {"model": str(p / "broken.onnx")}, "broken.onnx"),
+])
+def test_cli_run_bad_input_exits_2_and_writes_nothing(change, message: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    _two_in_two_out(tmp_path / "m.onnx")
+    (tmp_path / "broken.onnx").write_bytes((tmp_path / "m.onnx").read_bytes()[:40])
+    np.save(tmp_path / "one.npy", np.zeros((2, 3), np.float32))
+    np.savez(tmp_path / "in.npz", a=np.zeros((2, 3), np.float32), b=np.zeros((2, 3), np.float32))
+    np.savez(tmp_path / "wrong.npz", a=np.zeros((2, 3), np.float32), b=np.zeros((3, 3), np.float32))
+    (tmp_path / "out.npz").write_bytes(b"previous")
+    args = {"model": str(tmp_path / "m.onnx"), "--input": str(tmp_path / "in.npz"),
+            "--output": str(tmp_path / "out.npz"), **change(tmp_path)}
+    argv = ["run", args.pop("model")] + [x for kv in args.items() for x in kv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert (tmp_path / "out.npz").read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_cli_run_failure_inside_the_model_exits_1(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    _two_in_two_out(tmp_path / "m.onnx")
+    np.savez(tmp_path / "in.npz", a=np.zeros((2, 3), np.float32), b=np.zeros((2, 3), np.float32))
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("kernel crashed")
+
+    monkeypatch.setattr(Session, "run", broken)
+    assert main(["run", str(tmp_path / "m.onnx"), "--input", str(tmp_path / "in.npz"),
+                 "--output", str(tmp_path / "out.npz")]) == 1
+    assert "kernel crashed" in capsys.readouterr().err
+    assert not (tmp_path / "out.npz").exists()
