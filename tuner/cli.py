@@ -48,6 +48,10 @@ def _bench(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 200)
     if args.search:
         return _search_bench(args, console)
+    if args.chain:
+        from convtune.tuner.chain_bench import chain_bench_command
+
+        return chain_bench_command(args, console)
     if not args.suite:
         raise ValueError("give a suite (or --search)")
     from convtune.tuner.cli_model import bench_model_command, names_a_model
@@ -330,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-startup", action="store_true", help="with a model: skip timing cold and warm start")
     bench.add_argument("--warm", action="store_true", help="time warm only (default: warm and with the caches "
                        "flushed before each call, side by side)")
+    bench.add_argument("--chain", metavar="MODEL", help="instead: a model's convs (zoo name or .onnx) in sequence "
+                       "against the sum of their isolated times, and onnxruntime's whole model")
     bench.add_argument("--search", action="store_true", help="instead: search efficiency of grid / random / TPE "
                        "on r18_c2, r18_c5, r18_c8")
     bench.add_argument("--seeds", type=_positive(int), default=5, help="seeds per strategy for --search (default 5)")

@@ -1,0 +1,74 @@
+"""``convtune bench --chain``: a model's convs in sequence (NCHW and blocked
+layouts) against their isolated times, and onnxruntime's whole model, on a
+tiny ONNX model: conv-relu, conv+residual-relu (a ResNet block), max pool,
+conv."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from convtune.codegen.verify import TOLERANCE
+from convtune.schedules.layout import to_blocked
+from convtune.tuner.chain import model_chain, prepare_chain
+from convtune.tuner.cli import main
+
+
+def _conv(name, x, out, c, k, r, rng, inits):
+    w = helper.make_tensor(f"{name}_w", TensorProto.FLOAT, (k, c, r, r),
+                           (rng.standard_normal((k, c, r, r)) / np.sqrt(c * r * r)).astype(np.float32).ravel())
+    b = helper.make_tensor(f"{name}_b", TensorProto.FLOAT, (k,), rng.uniform(-0.1, 0.1, k).astype(np.float32))
+    inits += [w, b]
+    return helper.make_node("Conv", [x, w.name, b.name], [out], name=name, kernel_shape=[r, r],
+                            pads=[r // 2] * 4)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    inits = []
+    nodes = [
+        _conv("c1", "input", "c1", 8, 16, 3, rng, inits), helper.make_node("Relu", ["c1"], ["t1"]),
+        _conv("c2", "t1", "c2", 16, 16, 3, rng, inits), helper.make_node("Add", ["c2", "t1"], ["s2"]),
+        helper.make_node("Relu", ["s2"], ["t2"]),
+        helper.make_node("MaxPool", ["t2"], ["t3"], kernel_shape=[2, 2], strides=[2, 2]),
+        _conv("c3", "t3", "c3", 16, 16, 3, rng, inits), helper.make_node("Relu", ["c3"], ["output"]),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, (1, 8, 12, 12))],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, (1, 16, 6, 6))], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("chain") / "tiny.onnx"
+    onnx.save(model, path)
+    return str(path)
+
+
+def test_blocked_mode_keeps_only_conv_to_conv_tensors_blocked(tiny_model):
+    chain = model_chain(tiny_model)
+    assert [c.workload.residual for c in chain.convs] == [False, True, False]
+    run = prepare_chain(chain, "blocked")
+    assert set(run.layouts) == {"t1", "t3"}  # input, t2 (read by MaxPool) and output are the model's, in NCHW
+    c2 = run.prepared[1].kernel
+    assert c2.input_layout == c2.residual_layout == run.layouts["t1"]
+    assert run.prepared[0].kernel.output_layout == run.layouts["t1"]
+    for c in chain.convs:  # poison every output (a blocked one inside its zero border)
+        layout = run.layouts.get(c.out)
+        run.buffers[c.out][...] = np.nan if layout is None else to_blocked(layout, np.full(layout.tensor, np.nan,
+                                                                                          np.float32))
+    run()
+    assert run.check() < TOLERANCE
+    assert np.array_equal(run.nchw("output"), run.buffers["output"])
+
+
+def test_convtune_bench_chain_reports_sequence_isolated_and_onnxruntime(tiny_model, tmp_path):
+    out = tmp_path / "chain.json"
+    assert main(["bench", "--chain", tiny_model, "--rounds", "1", "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["modes"]) == {"nchw", "blocked"} and len(report["convs"]) == 3
+    for mode in report["modes"].values():
+        assert mode["error"] < TOLERANCE and mode["sequence"] > 0
+        assert len(mode["isolated_warm"]) == len(mode["isolated_cold"]) == 3
+        assert mode["slowdown"] == pytest.approx(mode["sequence"] / sum(mode["isolated_warm"]))
+    assert report["modes"]["blocked"]["blocked_tensors"] >= 2 and report["modes"]["nchw"]["blocked_tensors"] == 0
+    assert report["onnxruntime"] > 0

@@ -1,0 +1,188 @@
+"""``convtune bench --chain MODEL``: a model's convs run one after another
+against the same kernels timed alone, and onnxruntime's whole model.
+
+Per-layer benchmarks time each kernel on its own, called back to back, with
+its weights and scratch in cache; in a model they are not, and ResNet-18's
+20 convs took 1.86x the sum of their isolated times in sequence
+(shared/NOTES.md). This bench reports, side by side in one run and
+interleaved round by round (so drift hits all alike):
+
+- the chain in sequence, in NCHW mode (every kernel packs its input and
+  unpacks its output) and in blocked mode (activations stay NCHW[x]c);
+- the sum of each kernel's isolated time, warm and cold (caches flushed),
+  and sequence / warm sum: how much the isolated numbers flatter;
+- onnxruntime running the whole model (convs and everything else), and the
+  chain's time over it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import numba
+import numpy as np
+
+from convtune.codegen.verify import TOLERANCE
+from convtune.ir.reference import relative_error
+from convtune.schedules.target import host_target
+from convtune.tuner.cache_flush import CacheFlusher
+from convtune.tuner.chain import MODES, ConfigFor, model_chain, prepare_chain
+from convtune.tuner.peers import PeerUnavailable
+from convtune.tuner.timing import PEER_SETTLE_SECONDS, calls_per_block, median, time_calls
+
+ORT = "onnxruntime"
+ORT_TOLERANCE = 1e-3
+
+
+@dataclass
+class ModeResult:
+    """One way of running the chain: seconds in sequence and per conv alone."""
+
+    sequence: float
+    isolated_warm: list[float]
+    isolated_cold: list[float] = field(default_factory=list)
+    error: float = 0.0
+    """Largest relative error of a conv against the float64 reference."""
+    blocked_tensors: int = 0
+
+    @property
+    def warm_sum(self) -> float:
+        return sum(self.isolated_warm)
+
+    @property
+    def cold_sum(self) -> float:
+        return sum(self.isolated_cold) if self.isolated_cold else float("nan")
+
+    @property
+    def slowdown(self) -> float:
+        """Sequence time over the sum of warm isolated times."""
+        return self.sequence / self.warm_sum
+
+
+@dataclass
+class ChainReport:
+    model: str
+    threads: int
+    convs: list[str]
+    modes: dict[str, ModeResult]
+    onnxruntime: Optional[float] = None
+    """Seconds of onnxruntime's whole model (None when it is unavailable)."""
+    unavailable: str = ""
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        for name, mode in self.modes.items():
+            d["modes"][name].update(warm_sum=mode.warm_sum, cold_sum=mode.cold_sum, slowdown=mode.slowdown)
+        return json.dumps(d, indent=1)
+
+
+def onnxruntime_model(model: str, values: dict[str, np.ndarray], threads: int) -> Callable[[], list]:
+    """onnxruntime's session on the model file, as a call on the chain's
+    inputs, checked against the chain's reference run of the model."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise PeerUnavailable(f"onnxruntime: {e} (pip install '.[bench]')") from None
+    from convtune.tuner.zoo import resolve_model
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(resolve_model(model)), opts, providers=["CPUExecutionProvider"])
+    feeds = {i.name: values[i.name] for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    err = max(relative_error(got, values[name]) for got, name in zip(session.run(None, feeds), outputs))
+    if err >= ORT_TOLERANCE:
+        raise AssertionError(f"onnxruntime disagrees with the reference run of {model} ({err:.2g})")
+    return lambda: session.run(None, feeds)
+
+
+def run_chain_bench(model: str, configs: Optional[ConfigFor] = None, threads: Optional[int] = None,
+                    rounds: int = 7, min_block_seconds: float = 0.02, cold: bool = True,
+                    peers: bool = True) -> ChainReport:
+    """Time ``model``'s conv chain in every mode and onnxruntime's model,
+    interleaved over ``rounds``; each kernel is checked first."""
+    threads = threads or host_target().cores
+    numba.set_num_threads(threads)
+    chain = model_chain(model)
+    runs = {mode: prepare_chain(chain, mode, configs) for mode in MODES}
+    errors = {}
+    for mode, run in runs.items():
+        run()
+        errors[mode] = run.check()
+        if errors[mode] >= TOLERANCE:
+            raise AssertionError(f"{mode} chain: a kernel is wrong (relative error {errors[mode]:.2g})")
+    contenders: dict[str, Callable[[], object]] = {f"sequence {m}": r for m, r in runs.items()}
+    for mode, run in runs.items():
+        contenders.update({f"{mode} {i}": call for i, call in enumerate(run.calls)})
+    report = ChainReport(chain.model, threads, [c.name for c in chain.convs], {})
+    if peers:
+        try:
+            contenders[ORT] = onnxruntime_model(model, chain.values, threads)
+        except PeerUnavailable as e:
+            report.unavailable = str(e)
+    flush = CacheFlusher(threads) if cold else None
+    warm, cold_s = _interleaved(contenders, rounds, min_block_seconds, flush, cold_names=set(contenders) - {
+        f"sequence {m}" for m in MODES} - {ORT})
+    n = len(chain.convs)
+    for mode, run in runs.items():
+        report.modes[mode] = ModeResult(warm[f"sequence {mode}"], [warm[f"{mode} {i}"] for i in range(n)],
+                                        [cold_s[f"{mode} {i}"] for i in range(n)] if cold else [], errors[mode],
+                                        len(run.layouts))
+    report.onnxruntime = warm.get(ORT)
+    return report
+
+
+def _interleaved(contenders: dict[str, Callable[[], object]], rounds: int, min_block_seconds: float,
+                 flush: Optional[Callable[[], object]], cold_names: set[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per call of every contender warm, and of ``cold_names``
+    with ``flush`` before each call: one block of each per round."""
+    numbers = {n: calls_per_block(fn, min_block_seconds) for n, fn in contenders.items()}
+    warm: dict[str, list[float]] = {n: [] for n in contenders}
+    cold: dict[str, list[float]] = {n: [] for n in cold_names if flush}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            settle = PEER_SETTLE_SECONDS if name == ORT else 0.0
+            warm[name].append(median(time_calls(fn, numbers[name], settle=settle)))
+            if name in cold:
+                cold[name].append(median(time_calls(fn, min(numbers[name], 3), settle=0.0, warmup=0, before=flush)))
+    return {n: median(s) for n, s in warm.items()}, {n: median(s) for n, s in cold.items()}
+
+
+def render_chain_table(report: ChainReport):  # type: ignore[no-untyped-def]
+    """A rich Table: per mode, the sequence against the isolated sums, and against onnxruntime."""
+    from rich.table import Table
+
+    ort = report.onnxruntime
+    table = Table(title=f"{report.model}: {len(report.convs)} convs, {report.threads} threads, ms (median over rounds)",
+                  caption="sequence / warm sum: how much timing kernels alone flatters them; "
+                          f"x {ORT}: the conv chain over {ORT}'s whole model")
+    for col in ("mode", "sequence", "sum warm", "sum cold", "sequence / warm sum", f"{ORT} model", f"x {ORT}",
+                "blocked tensors", "max error"):
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for name, mode in report.modes.items():
+        table.add_row(name, f"{1e3 * mode.sequence:.2f}", f"{1e3 * mode.warm_sum:.2f}", f"{1e3 * mode.cold_sum:.2f}",
+                      f"{mode.slowdown:.2f}", f"{1e3 * ort:.2f}" if ort else "-",
+                      f"{mode.sequence / ort:.2f}" if ort else "-", str(mode.blocked_tensors), f"{mode.error:.1e}")
+    return table
+
+
+def chain_bench_command(args, console) -> int:  # type: ignore[no-untyped-def]
+    """``convtune bench --chain MODEL [--log L] [--threads T] [--rounds R] [--warm] [--json F]``."""
+    from pathlib import Path
+
+    configs = None
+    if args.log:
+        from convtune.tuner.dispatch import ApplyHistoryBest
+
+        best = ApplyHistoryBest(args.log)
+        configs = lambda wl: best.config_for(wl)[0]  # noqa: E731
+    report = run_chain_bench(args.chain, configs=configs, threads=args.threads, rounds=args.rounds,
+                             cold=not args.warm, peers=args.peers is None or ORT in args.peers)
+    console.print(render_chain_table(report))
+    if report.unavailable:
+        console.print(f"[yellow]{ORT} skipped: {report.unavailable}[/yellow]")
+    if args.json:
+        Path(args.json).write_text(report.to_json())
+    return 0
