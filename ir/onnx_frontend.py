@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from convtune.ir.evaluate import evaluate
 from convtune.ir.graph import GraphError, ModelGraph, Node, TensorInfo
@@ -162,7 +162,26 @@ class _Importer:
         if all(t in self.graph.constants for t in inputs if t) or proto_node.op_type == "Shape":
             self._fold(new)
         else:
-            self.graph.add_node(new, {t: self._info(t, f"node {name!r} ({new.op}): output {t!r}") for t in outputs})
+            self.graph.add_node(new, {t: self._output_info(proto_node, t, f"node {name!r} ({new.op}): output {t!r}")
+                                      for t in outputs})
+
+    def _output_info(self, proto_node: onnx.NodeProto, tensor: str, what: str) -> TensorInfo:
+        """From the model's shape inference; where its data propagation fell
+        short (shape arithmetic it cannot follow), from the node's own
+        inference given the inputs folded to constants here."""
+        try:
+            return self._info(tensor, what)
+        except GraphError:
+            pass
+        known = [t for t in proto_node.input if t]
+        types = {t: helper.make_tensor_type_proto(helper.np_dtype_to_tensor_dtype(self.graph.tensors[t].dtype),
+                                                  self.graph.tensors[t].shape) for t in known}
+        data = {t: numpy_helper.from_array(self.graph.constants[t], t) for t in known if t in self.graph.constants}
+        schema = onnx.defs.get_schema(proto_node.op_type, self.opset, proto_node.domain)
+        inferred = onnx.shape_inference.infer_node_outputs(schema, proto_node, types, data)
+        if tensor in inferred:
+            self.value_types[tensor] = inferred[tensor]
+        return self._info(tensor, what)
 
     def _shape(self, tensor: str) -> tuple[int, ...]:
         return self.graph.tensors[tensor].shape
