@@ -139,15 +139,15 @@ def build_tanh(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 
 def _lanewise(name: str, build: Build):  # type: ignore[no-untyped-def]
-    """A numba intrinsic applying ``build`` to a vector, or to a number as float32."""
+    """A numba intrinsic applying ``build`` to a vector, or to a float as float32."""
     @intrinsic
     def fn(typingctx, x):  # type: ignore[no-untyped-def]
         if isinstance(x, F32Vec):
             ret = x
-        elif isinstance(x, (types.Float, types.Integer)):
+        elif isinstance(x, types.Float):
             ret = types.float32
         else:
-            raise TypingError(f"v{name} takes a float32 vector or a number, got {x}")
+            raise TypingError(f"v{name} takes a float32 vector or a float, got {x}")
 
         def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
             value = args[0] if isinstance(x, F32Vec) else context.cast(builder, args[0], sig.args[0], types.float32)
