@@ -1,17 +1,20 @@
 """``convtune bench`` on a tiny suite: convtune's kernel is checked and timed
-with every peer and the FMA probe in the same rounds, peers that are missing
-are reported, a peer that computes a different answer stops the run (a
-benchmark against a wrong result would be meaningless)."""
+with a real peer (onnxruntime) and the FMA probe in the same rounds, peers
+that are missing are reported, a peer that computes a different answer stops
+the run (a benchmark against a wrong result would be meaningless). Each real
+peer wrapper computes the reference result on layers that are awkward to
+translate (where its package is installed)."""
 import json
 
 import numpy as np
 import pytest
 from rich.console import Console
 
+from convtune.ir import conv2d, conv2d_reference, relative_error
 from convtune.schedules.target import host_target
 from convtune.schedules.templates import default_config
 from convtune.tuner import bench
-from convtune.tuner.peers import PeerUnavailable
+from convtune.tuner.peers import PEERS, PeerUnavailable
 from convtune.tuner.suites import load_suite
 
 
@@ -26,11 +29,28 @@ def suite(tmp_path):
     return str(path)
 
 
-def _numpy_peer(wl, x, w, threads):
-    """A correct but slow peer: the float64 reference itself."""
-    from convtune.ir.reference import conv2d_reference
+OPTIONAL = {"torch_nchw": "torch", "torch_cl": "torch"}
+"""Peers whose package the test extra leaves out (torch's CPU build has to be
+chosen by hand); onnxruntime is in it, so its tests always run."""
+AWKWARD = {
+    "asymmetric pads, strides, dilation, groups": conv2d(2, 6, 9, 8, 4, 3, 2, stride=(2, 1), dilation=(1, 2),
+                                                         padding=(1, 0, 2, 1), groups=2),
+    "depthwise same_lower stride 2": conv2d(1, 5, 7, 6, 5, 3, stride=2, padding="same_lower", groups=5),
+    "1x1 stride 2 odd size": conv2d(1, 3, 7, 5, 7, 1, stride=2),
+}
+"""Layers where a wrapper's translation of padding (ONNX pads order, torch's
+symmetric-only padding), stride, dilation or groups would go wrong."""
 
-    return lambda: conv2d_reference(wl, x, w)
+
+@pytest.mark.parametrize("layer", AWKWARD)
+@pytest.mark.parametrize("peer", PEERS)
+def test_peer_computes_the_reference_result(peer, layer, rng):
+    if peer in OPTIONAL:
+        pytest.importorskip(OPTIONAL[peer])
+    wl = AWKWARD[layer]
+    x = rng.uniform(-1, 1, wl.data_shape).astype(np.float32)
+    w = rng.uniform(-1, 1, wl.weight_shape).astype(np.float32)
+    assert relative_error(PEERS[peer](wl, x, w, 1)(), conv2d_reference(wl, x, w)) < 1e-4
 
 
 def _missing_peer(wl, x, w, threads):
@@ -43,17 +63,17 @@ def _run(suite, monkeypatch, peers, configs=None):
 
 
 def test_bench_times_convtune_peers_and_the_fma_probe_side_by_side(suite, monkeypatch):
-    report = _run(suite, monkeypatch, {"numpy_ref": _numpy_peer, "absent": _missing_peer})
+    report = _run(suite, monkeypatch, {"onnxruntime": PEERS["onnxruntime"], "absent": _missing_peer})
     assert [la.name for la in report.layers] == ["t3x3", "tdw"]
     assert report.unavailable == {"absent": "not installed here"}
     for layer in report.layers:
         assert layer.config_source == "default" and layer.error < 1e-4
-        assert set(layer.gflops) == {bench.CONVTUNE, "numpy_ref"} and min(layer.gflops.values()) > 0
+        assert set(layer.gflops) == {bench.CONVTUNE, "onnxruntime"} and min(layer.gflops.values()) > 0
         assert layer.fma_gflops > 0 and layer.fma_fraction == layer.gflops[bench.CONVTUNE] / layer.fma_gflops
     data = json.loads(report.to_json())
     assert data["geomean"]["fma_fraction"] == pytest.approx(
         np.exp(np.mean([np.log(la.fma_fraction) for la in report.layers])))
-    assert data["geomean"]["best_peer_per_layer"] == pytest.approx(report.geomean("numpy_ref"))
+    assert data["geomean"]["best_peer_per_layer"] == pytest.approx(report.geomean("onnxruntime"))
     console = Console(width=250, record=True)
     console.print(bench.render_table(report))
     text = console.export_text()
