@@ -33,6 +33,8 @@ from typing import Any, Iterator
 import networkx as nx
 import numpy as np
 
+from convtune.ir.workload import Conv2D
+
 
 class GraphError(ValueError):
     """A malformed graph or an unsupported operator; the message names the node."""
@@ -68,8 +70,9 @@ class Node:
 def _attr_str(v: Any) -> str:
     if isinstance(v, np.ndarray):
         return f"array{list(v.shape)}" if v.size > 8 else str(v.tolist())
-    if hasattr(v, "short"):
-        return v.short()
+    if isinstance(v, Conv2D):
+        act = v.activation
+        return " ".join([v.short()] + ["+bias"] * v.bias + ["+residual"] * v.residual + ([act.kind] if act else []))
     return repr(v)
 
 

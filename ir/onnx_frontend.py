@@ -26,9 +26,19 @@ MAX_OPSET = onnx.defs.onnx_opset_version()
 SUPPORTED_OPS = tuple(sorted(NORMALISERS))
 
 
+def _tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """The tensors that may keep their data in external files."""
+    graph = proto.graph
+    return [*graph.initializer, *(a.t for n in graph.node for a in n.attribute if a.HasField("t"))]
+
+
 def load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
     """The model proto with its external data loaded, or one ``GraphError``."""
     if isinstance(model, onnx.ModelProto):
+        for tensor in _tensors(model):
+            if onnx.external_data_helper.uses_external_data(tensor):
+                raise GraphError(f"initializer {tensor.name!r}: its data is in an external file that was not "
+                                 "loaded; import the model from its path")
         return model
     path = Path(model)
     if not path.is_file():
@@ -38,7 +48,7 @@ def load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
     except Exception as e:  # noqa: BLE001 - protobuf raises several types for a corrupt file
         raise GraphError(f"{path}: not a readable ONNX model (truncated or corrupt?): "
                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    for tensor in onnx.external_data_helper._get_all_tensors(proto):
+    for tensor in _tensors(proto):
         if onnx.external_data_helper.uses_external_data(tensor):
             location = {e.key: e.value for e in tensor.external_data}.get("location", "")
             if not (path.parent / location).is_file():
@@ -102,8 +112,8 @@ def _infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise GraphError(f"model: {'invalid' if isinstance(e, onnx.checker.ValidationError) else 'shape inference failed'}"
-                         f": {first}") from None
+        what = "invalid" if isinstance(e, onnx.checker.ValidationError) else "shape inference failed"
+        raise GraphError(f"model: {what}: {first}") from None
 
 
 class _Importer:

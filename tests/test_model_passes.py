@@ -178,7 +178,7 @@ def test_optimized_graph_matches_onnxruntime(stride: int, pad: list[int], dilati
     rng = np.random.default_rng(seed)
     k = 4
     x = (1, 4, 7, 7)
-    out = [(7 + pad[0] + pad[2] - 2 * dilation - 1) // stride + 1, (7 + pad[1] + pad[3] - 2 * dilation - 1) // stride + 1]
+    out = [(7 + pad[i] + pad[i + 2] - 2 * dilation - 1) // stride + 1 for i in (0, 1)]
     inits = {"w": weights(rng, k, 4 // groups, 3, 3), "b": weights(rng, k), **_bn_inits(rng)}
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c0"], strides=[stride] * 2, pads=pad,
                               dilations=[dilation] * 2, group=groups)]

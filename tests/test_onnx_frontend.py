@@ -216,6 +216,9 @@ def test_external_data(saved) -> None:  # type: ignore[no-untyped-def]
     _, w, path = saved
     graph = optimize(import_model(path))
     assert np.array_equal(graph.constants["w"], w)
+    unloaded = onnx.load(path, load_external_data=False)
+    with pytest.raises(GraphError, match="initializer 'w': its data is in an external file that was not loaded"):
+        import_model(unloaded)
     (path.parent / "m.weights").unlink()
     with pytest.raises(GraphError, match="external data file 'm.weights' of tensor 'w' is missing"):
         import_model(path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -142,7 +144,7 @@ def test_dynamic_batch_needs_a_batch(model) -> None:  # type: ignore[no-untyped-
         Session(model)
 
 
-def test_an_empty_log_warns_once_per_conv(model, tmp_path, rng: np.random.Generator) -> None:  # type: ignore[no-untyped-def]
+def test_an_empty_log_warns_once_per_conv(model, tmp_path: Path, rng: np.random.Generator) -> None:
     log = tmp_path / "empty.jsonl"
     log.write_text("")
     with warnings.catch_warnings(record=True) as caught:
@@ -174,7 +176,7 @@ def test_cli_run_npz(tmp_path, rng: np.random.Generator, capsys) -> None:  # typ
     assert "written to" in capsys.readouterr().out
 
 
-def test_cli_run_npy_with_the_conv_model(model, tmp_path, rng: np.random.Generator) -> None:  # type: ignore[no-untyped-def]
+def test_cli_run_npy_with_the_conv_model(model, tmp_path: Path, rng: np.random.Generator) -> None:
     single = _cnn(np.random.default_rng(1234))
     del single.graph.output[1]  # one output: y
     (tmp_path / "cnn.onnx").write_bytes(single.SerializeToString())
@@ -198,7 +200,8 @@ def test_cli_run_npy_with_the_conv_model(model, tmp_path, rng: np.random.Generat
     (lambda p: {"--log": str(p / "nolog.jsonl")}, "no such file"),
     (lambda p: {"model": str(p / "broken.onnx")}, "broken.onnx"),
 ])
-def test_cli_run_bad_input_exits_2_and_writes_nothing(change, message: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_run_bad_input_exits_2_and_writes_nothing(change: Callable[[Path], dict[str, str]], message: str,
+                                                     tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _two_in_two_out(tmp_path / "m.onnx")
     (tmp_path / "broken.onnx").write_bytes((tmp_path / "m.onnx").read_bytes()[:40])
     np.save(tmp_path / "one.npy", np.zeros((2, 3), np.float32))
@@ -215,7 +218,8 @@ def test_cli_run_bad_input_exits_2_and_writes_nothing(change, message: str, tmp_
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-def test_cli_run_failure_inside_the_model_exits_1(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_run_failure_inside_the_model_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
     _two_in_two_out(tmp_path / "m.onnx")
     np.savez(tmp_path / "in.npz", a=np.zeros((2, 3), np.float32), b=np.zeros((2, 3), np.float32))
 

@@ -93,6 +93,8 @@ class Session:
 
     def __init__(self, model: str | Path | onnx.ModelProto | ModelGraph,
                  logs: str | Path | Iterable[str | Path] | None = None, batch: int | None = None) -> None:
+        if isinstance(model, ModelGraph) and batch is not None:
+            raise InputError("batch: an imported ModelGraph has its batch already (import_model(..., batch=))")
         graph = model if isinstance(model, ModelGraph) else import_model(model, batch)
         self.graph = optimize(graph)
         self.plan: Plan = self._plan(logs)
