@@ -43,6 +43,40 @@ def host_operands(state: ScheduleState, nest: LoopNest, weight: object,
     return w.reshape(-1), None if b is None else b.reshape(-1)
 
 
+SCRATCH_ALIGN = 16
+"""Scratch buffers in an arena start on 64-byte boundaries (16 floats)."""
+
+
+class ScratchArena:
+    """One scratch buffer shared by kernels that run one after another, as a
+    model's convs do: each kernel's packed input and transform buffers are
+    views of it, so a kernel finds the scratch its predecessor just wrote in
+    cache instead of its own, last touched a whole network ago (Winograd's
+    are megabytes). Kernels sharing an arena must not run at the same time."""
+
+    def __init__(self) -> None:
+        self._buf = np.empty(0, np.float32)
+        self.generation = 0
+        """Bumped when the buffer grows (views taken before are stale)."""
+
+    @property
+    def size(self) -> int:
+        return self._buf.size
+
+    def take(self, sizes: list[int]) -> list[np.ndarray]:
+        """Views of ``sizes`` float32 elements each, aligned, from the start."""
+        offsets = []
+        total = 0
+        for n in sizes:
+            offsets.append(total)
+            total += -(-n // SCRATCH_ALIGN) * SCRATCH_ALIGN
+        if total > self._buf.size:
+            self._buf = np.empty(total + SCRATCH_ALIGN, np.float32)
+            self.generation += 1
+        start = (-self._buf.ctypes.data // 4) % SCRATCH_ALIGN
+        return [self._buf[start + o:start + o + n] for o, n in zip(offsets, sizes)]
+
+
 @dataclass
 class CompiledKernel:
     """A conv2d kernel compiled from a schedule.
@@ -80,8 +114,10 @@ class CompiledKernel:
         """Physical shape of argument ``name`` ('data', 'out', 'residual', ...)."""
         return next(b.shape for b in self.loop_nest.params if b.name == name)
 
-    def prepare(self, weight: object, bias: object = None) -> PreparedConv:
-        return PreparedConv(self, *host_operands(self.state, self.loop_nest, weight, bias))
+    def prepare(self, weight: object, bias: object = None, arena: ScratchArena | None = None) -> PreparedConv:
+        """Pack the weights once. With ``arena``, the kernel's scratch lives in
+        that buffer, shared with the other kernels that use it."""
+        return PreparedConv(self, *host_operands(self.state, self.loop_nest, weight, bias), arena=arena)
 
     def __call__(self, data: object, weight: object, bias: object = None,
                  residual: object = None, out: np.ndarray | None = None) -> np.ndarray:
@@ -94,18 +130,31 @@ class PreparedConv:
     ``data``, ``residual`` and ``out`` are NCHW arrays, or the physical arrays
     of the kernel's blocked layouts (``kernel.input_layout`` etc.; a blocked
     output array must be zero outside the tensor: ``new_output`` makes one).
-    Holds per-call scratch (the packed input), so one instance must not be
-    called from two threads at once.
+    Holds per-call scratch (the packed input), its own or in a shared
+    ``ScratchArena``, so one instance must not be called from two threads at
+    once.
     """
 
-    def __init__(self, kernel: CompiledKernel, weight: np.ndarray, bias: np.ndarray | None) -> None:
+    def __init__(self, kernel: CompiledKernel, weight: np.ndarray, bias: np.ndarray | None,
+                 arena: ScratchArena | None = None) -> None:
         self.kernel = kernel
         self.weight = weight
         self.bias = bias
         params = kernel.loop_nest.params
-        self._scratch = {b.name: np.empty(b.size, np.float32) for b in params
-                         if b.name not in ("data", "weight", "bias", "residual", "out")}
+        self._scratch_sizes = {b.name: b.size for b in params
+                               if b.name not in ("data", "weight", "bias", "residual", "out")}
+        self.arena = arena or ScratchArena()
+        self._scratch: dict[str, np.ndarray] = {}
+        self._generation = -1
         self._order = [b.name for b in params]
+
+    def scratch(self) -> dict[str, np.ndarray]:
+        """The scratch buffers by name (views of the arena, renewed if it grew)."""
+        if self._generation != self.arena.generation or not self._scratch:
+            views = self.arena.take(list(self._scratch_sizes.values()))
+            self._scratch = dict(zip(self._scratch_sizes, views))
+            self._generation = self.arena.generation
+        return self._scratch
 
     def new_output(self) -> np.ndarray:
         """An output array for this kernel: NCHW, or its blocked layout with the border zeroed."""
@@ -115,7 +164,7 @@ class PreparedConv:
     def __call__(self, data: object, residual: object = None, out: np.ndarray | None = None) -> np.ndarray:
         wl = self.kernel.workload
         shape_of = self.kernel.shape_of
-        args = dict(self._scratch)
+        args = dict(self.scratch())
         args["data"] = _as_input("data", data, shape_of("data")).reshape(-1)
         args["weight"] = self.weight
         if self.bias is not None:

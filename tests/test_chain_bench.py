@@ -7,10 +7,16 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import fresh_seed
 from onnx import TensorProto, helper
 
-from convtune.codegen.verify import TOLERANCE
+from convtune.codegen import build
+from convtune.codegen.kernel import ScratchArena
+from convtune.codegen.verify import TOLERANCE, random_inputs
+from convtune.ir.reference import conv2d_reference, relative_error
+from convtune.ir.workload import conv2d
 from convtune.schedules.layout import to_blocked
+from convtune.schedules.templates import schedule_from_config
 from convtune.tuner.chain import model_chain, prepare_chain
 from convtune.tuner.cli import main
 
@@ -59,6 +65,29 @@ def test_blocked_mode_keeps_only_conv_to_conv_tensors_blocked(tiny_model):
     run()
     assert run.check() < TOLERANCE
     assert np.array_equal(run.nchw("output"), run.buffers["output"])
+
+
+def test_kernels_sharing_a_scratch_arena_stay_correct_called_in_turn():
+    """Two kernels' packed inputs and Winograd buffers are views of one
+    arena (grown when the second needs more); called alternately, each
+    still computes its own conv."""
+    wls = [conv2d(1, 8, 10, 10, 16, 3, padding=1), conv2d(1, 16, 12, 12, 16, 3, padding=1, bias=True)]
+    arena = ScratchArena()
+    rng = np.random.default_rng(fresh_seed())
+    convs, inputs = [], []
+    for wl in wls:
+        x = random_inputs(wl, rng)
+        convs.append(build(schedule_from_config(wl, {"algorithm": "winograd", "m": 2, "cb": 8, "kb": 16, "tb": 4}))
+                     .prepare(x.weight, x.bias, arena=arena))
+        inputs.append(x)
+    first = convs[0].scratch()["V"]
+    for _ in range(2):
+        for wl, conv, x in zip(wls, convs, inputs):
+            out = np.full(wl.out_shape, np.nan, np.float32)
+            conv(x.data, out=out)
+            assert relative_error(out, conv2d_reference(wl, x.data, x.weight, x.bias)) < TOLERANCE
+    assert np.shares_memory(convs[0].scratch()["V"], convs[1].scratch()["V"])
+    assert arena.generation >= 1 and arena.size >= max(first.size, convs[1].scratch()["V"].size)
 
 
 def test_convtune_bench_chain_reports_sequence_isolated_and_onnxruntime(tiny_model, tmp_path):

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from convtune.codegen import build
-from convtune.codegen.kernel import PreparedConv
+from convtune.codegen.kernel import PreparedConv, ScratchArena
 from convtune.codegen.lower import input_layout_wanted
 from convtune.ir.graph import ModelGraph
 from convtune.ir.reference import conv2d_reference, relative_error
@@ -144,20 +144,23 @@ def plan_layouts(chain: ConvChain, configs: ConfigFor) -> dict[str, BlockedLayou
     return layouts
 
 
-def prepare_chain(chain: ConvChain, mode: str, configs: ConfigFor | None = None) -> ChainRun:
-    """Build and prepare every kernel of the chain for ``mode``."""
+def prepare_chain(chain: ConvChain, mode: str, configs: ConfigFor | None = None,
+                  shared_scratch: bool = True) -> ChainRun:
+    """Build and prepare every kernel of the chain for ``mode``; with
+    ``shared_scratch`` their scratch lives in one ``ScratchArena``."""
     if mode not in MODES:
         raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
     configs = configs or default_config
     layouts = plan_layouts(chain, configs) if mode == "blocked" else {}
     run = ChainRun(mode, chain.convs, [], {}, layouts)
     produced = {c.out for c in chain.convs}
+    arena = ScratchArena() if shared_scratch else None
     for c in chain.convs:
         sch = schedule_from_config(c.workload, configs(c.workload))
         io = {"data": layouts.get(c.data), "out": layouts.get(c.out),
               "residual": layouts.get(c.residual) if c.residual else None}
         sch.io_layout(**io)
-        conv = build(sch).prepare(c.weight, c.bias)
+        conv = build(sch).prepare(c.weight, c.bias, arena=arena)
         for tensor in (c.data, c.residual):
             if tensor and tensor not in run.buffers and tensor not in produced:
                 value = chain.values[tensor]
