@@ -11,6 +11,7 @@ from model_graphs import tiny_onnx_model
 from convtune.tuner import records
 from convtune.tuner.cli import main
 from convtune.tuner.cli_model import names_a_model
+from convtune.tuner.dispatch import FallbackWarning
 from convtune.tuner.model_bench import CONVTUNE, ONNXRUNTIME, start_up_seconds
 
 
@@ -94,3 +95,19 @@ def test_model_command_errors_are_one_line_with_status_2(args, message, tiny, tm
     argv = [a.format(**paths) for a in args]
     assert main(argv) == 2
     assert one_line(capsys).startswith(message.format(**paths))
+
+
+@pytest.mark.parametrize("name,flag", [("resnet18", ["--model"]), ("mobilenet_v2", [])])
+def test_bench_runs_a_zoo_model_through_convtune_matching_onnxruntime(name, flag, tmp_path, monkeypatch,
+                                                                      capsys) -> None:
+    """A whole zoo model, untuned, on fresh random inputs: the bench fails
+    (status 1) unless convtune's outputs are within 1e-4 of onnxruntime's."""
+    monkeypatch.setenv("CONVTUNE_ZOO_DIR", str(tmp_path / "zoo"))
+    out = tmp_path / "bench.json"
+    with pytest.warns(FallbackWarning, match="no tuning log given"):
+        code = main(["bench", name, *flag, "--rounds", "1", "--no-startup", "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["error"] < 1e-4
+    convs = {"resnet18": 20, "mobilenet_v2": 52}[name]
+    assert [layer["op"] for layer in report["layers"]].count("FusedConv") == convs
