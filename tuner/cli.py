@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="cpu, or cuda (the GPU; numba's simulator with NUMBA_ENABLE_CUDASIM=1)")
     tune.add_argument("--strategy", default="tpe", choices=("grid", "random", "tpe"))
     tune.add_argument("--trials", type=_positive(int), default=100,
-                      help="measured candidates per workload (default 100)")
+                      help="measured candidates per workload, with MODEL per task on average (default 100)")
     tune.add_argument("--log", default="logs/convtune.jsonl", help="tuning log (default logs/convtune.jsonl)")
     tune.add_argument("--storage", help="Optuna storage URL shared by workers, e.g. postgresql://user@host/db "
                       "(default: a SQLite file next to the log)")

@@ -47,7 +47,7 @@ def zoo_command(args: argparse.Namespace) -> int:
         return 0
     model = build_model(args.name, fold_bn=not args.no_fold_bn, seed=args.seed, batch=args.batch)
     path = save_model(model, args.output or f"{args.name}.onnx")
-    print(f"{args.name}: {len(model.graph.node)} nodes written to {path}", file=sys.stdout)
+    print(f"{args.name}: {len(model.graph.node)} nodes written to {path}")
     return 0
 
 

@@ -66,7 +66,8 @@ def random_feeds(session) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-d
     return {t.name: rng.standard_normal(t.shape).astype(np.float32) for t in session.get_inputs()}
 
 
-def _layers(session, feeds: dict[str, np.ndarray], rounds: int) -> tuple[list[LayerTime], float]:  # type: ignore[no-untyped-def]
+def _layers(session, feeds: dict[str, np.ndarray],  # type: ignore[no-untyped-def]
+            rounds: int) -> tuple[list[LayerTime], float]:
     profile = session.profile(feeds, rounds=rounds)
     layers = []
     for name, op, seconds in profile.per_node:
@@ -87,7 +88,6 @@ def bench_model(path: str | Path, log: Optional[str], threads: int, rounds: int 
     """Time the model at ``path`` (convtune with ``log``'s configs, else
     defaults) against onnxruntime; raise ``AssertionError`` if they disagree."""
     import numba
-    import onnx
 
     from convtune.tuner.bench import bench_layer
     from convtune.tuner.peers import onnxruntime_session
@@ -96,7 +96,7 @@ def bench_model(path: str | Path, log: Optional[str], threads: int, rounds: int 
     numba.set_num_threads(threads)
     session = Session(str(path), logs=log)
     feeds = random_feeds(session)
-    peer = onnxruntime_session(onnx.load(str(path)).SerializeToString(), threads)
+    peer = onnxruntime_session(str(path), threads)
     error = _relative_error(session.run(None, feeds), peer.run(None, feeds))
     if not error < TOLERANCE:
         raise AssertionError(f"{path}: convtune's outputs differ from onnxruntime's (relative error {error:.2g})")

@@ -20,9 +20,10 @@ class PeerUnavailable(RuntimeError):
     pass
 
 
-def onnxruntime_session(model: bytes, threads: int):  # type: ignore[no-untyped-def]
-    """An onnxruntime session as convtune is compared with it: ``threads``
-    intra-op threads, one inter-op thread, every graph optimisation."""
+def onnxruntime_session(model: bytes | str, threads: int):  # type: ignore[no-untyped-def]
+    """An onnxruntime session (of ONNX bytes or a file path) as convtune is
+    compared with it: ``threads`` intra-op threads, one inter-op thread, every
+    graph optimisation."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
