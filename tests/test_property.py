@@ -1,6 +1,9 @@
 """Property: any workload under any legal sequence of primitives computes the
 reference result. Illegal steps must be refused by the primitive itself (a
-ScheduleError); what is left is a legal schedule that must build and be right."""
+ScheduleError); what is left is a legal schedule that must build and be right.
+A refusal is no failure here, so a second test checks that the primitives do
+apply most of the drawn steps of each kind: one that wrongly refused legal
+steps would leave only trivial schedules to check."""
 import os
 from collections import Counter
 from typing import Callable
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 from conftest import assert_correct
 from convtune.codegen import lower_schedule
 from convtune.ir import WorkloadError, conv2d
+from convtune.ir.compute import REDUCE, SPATIAL
 from convtune.schedules import Schedule, ScheduleError
 
 EXAMPLES = int(os.environ.get("CONVTUNE_PROPERTY_EXAMPLES", "40"))
@@ -54,7 +58,7 @@ def split_kind(extent: int, factor: int) -> str:
 
 def aimed_vectorize(sch: Schedule, a: int) -> None:
     """Move one of the two innermost spatial loops innermost and vectorize it."""
-    spatial = [n for n in sch.axes if sch.state.axis(n).kind == "spatial"]
+    spatial = [n for n in sch.axes if sch.state.axis(n).kind == SPATIAL]
     lanes = spatial[-1 - a % min(2, len(spatial))]
     if lanes != sch.axes[-1]:
         sch.reorder(sch.axes[-1], lanes)
@@ -90,7 +94,7 @@ def plan(sch: Schedule, action: str, a: int, b: int) -> tuple[str, Callable[[], 
         outermost = next((n for n in leaves if sch.extent(n) > 1), leaves[0])
         return "parallel", lambda: sch.parallel(outermost if a % 2 else pick)
     if action == "cache_write":
-        reduce_at = next((i for i, n in enumerate(leaves) if sch.state.axis(n).kind == "reduce"), 0)
+        reduce_at = next((i for i, n in enumerate(leaves) if sch.state.axis(n).kind == REDUCE), 0)
         outside = leaves[:reduce_at] or leaves
         return "cache_write", lambda: sch.cache_write(outside[a % len(outside)])
     if action == "pack_data":
