@@ -33,11 +33,13 @@ def test_time_calls_runs_before_untimed_before_every_timed_call():
     assert events == ["call"] + ["flush", "call"] * 3
 
 
+DIRECT = {"algorithm": "direct", "cb": 4, "kb": 16, "owb": 4, "ohb": 1, "reduction_order": "c_rs",
+          "unroll_s": False, "parallel": "nkp"}
+
+
 def _measure(cold: bool):
     wl = parse_conv(SMALL_CONV + ",bias=1,act=relu")
-    config = {"algorithm": "direct", "cb": 4, "kb": 16, "owb": 4, "ohb": 1, "reduction_order": "c_rs",
-              "unroll_s": False, "parallel": "nkp"}
-    return measure_here(wl.to_dict(), config, MeasureOptions(repeats=3, min_repeat_seconds=0.001, cold=cold))
+    return measure_here(wl.to_dict(), DIRECT, MeasureOptions(repeats=3, min_repeat_seconds=0.001, cold=cold))
 
 
 def test_the_tuner_measures_cold_by_default_and_warm_on_request():
@@ -92,3 +94,22 @@ def test_the_bench_times_every_contender_warm_and_cold(tmp_path, monkeypatch):
         layer.cold_gflops[bench.CONVTUNE])
     warm = bench.run_bench(str(path), threads=1, rounds=1, min_block_seconds=0.001, warm_only=True)
     assert warm.layers[0].cold_gflops == {} and not warm.cold
+
+
+def test_a_log_mixing_cold_and_warm_records_picks_among_the_cold_ones(tmp_path):
+    """Warm costs flatter (weights in cache): a faster warm record must not
+    beat the cold ones, in best_records nor in dispatch."""
+    from convtune.schedules.templates import invalid_reason
+    from convtune.tuner import records
+    from convtune.tuner.dispatch import ApplyHistoryBest
+
+    wl = parse_conv(SMALL_CONV)
+    target = host_target()
+    config, other = DIRECT, {**DIRECT, "owb": 2}
+    assert invalid_reason(wl, config, target) is None and invalid_reason(wl, other, target) is None
+    log = tmp_path / "mixed.jsonl"
+    for cfg, cost, cache in ((config, 2e-4, "cold"), (other, 1e-4, "warm")):
+        records.append(log, Record(wl.to_dict(), target.to_dict(), cfg, [cost], extra={"cache": cache}))
+    (best,) = records.best_records(records.read(log)).values()
+    assert best.cache == "cold" and best.config == config
+    assert ApplyHistoryBest(str(log)).config_for(wl) == (config, "tuned")

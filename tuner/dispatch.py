@@ -65,7 +65,7 @@ class ApplyHistoryBest:
         here = [r for r in recs if r.target_key == self.target.key and r.ok]
         self.other_targets = sum(1 for r in recs if r.target_key != self.target.key)
         self.best: dict[str, Record] = {}
-        for r in sorted(here, key=lambda r: r.cost):  # fastest first: usually one validity check a workload
+        for r in sorted(here, key=lambda r: r.rank):  # best first: usually one validity check a workload
             if r.workload_key not in self.best and invalid_reason(r.workload_obj, r.config, self.target) is None:
                 self.best[r.workload_key] = r
         # workloads tuned here whose every successful config is invalid now

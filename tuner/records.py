@@ -75,6 +75,13 @@ class Record:
         return str(self.extra.get("cache", "warm"))
 
     @property
+    def rank(self) -> tuple[int, float]:
+        """Sort key for "best": records timed cold (as in a model) before
+        those timed warm, which look faster than they run in a model; then
+        by cost. A log that mixes both picks among its cold records."""
+        return (0 if self.cache == "cold" else 1, self.cost)
+
+    @property
     def gflops(self) -> float:
         return self.workload_obj.flops / self.cost / 1e9 if self.ok else 0.0
 
@@ -196,13 +203,14 @@ def read_many(paths: Iterable[str | Path]) -> list[Record]:
 
 
 def best_records(records: Iterable[Record]) -> dict[tuple[str, str], Record]:
-    """The fastest successful record per (workload key, target key)."""
+    """The best successful record per (workload key, target key): the
+    fastest, cold-timed records first (``Record.rank``)."""
     best: dict[tuple[str, str], Record] = {}
     for r in records:
         if not r.ok:
             continue
         key = (r.workload_key, r.target_key)
-        if key not in best or r.cost < best[key].cost:
+        if key not in best or r.rank < best[key].rank:
             best[key] = r
     return best
 
