@@ -43,27 +43,26 @@ class TensorSpec:
 
 @dataclass
 class Profile:
-    """Median seconds: per node (in run order) and end to end; ``overhead``
-    is what the end to end time spends outside the operators (Python)."""
+    """Median seconds over the rounds: per node (in run order), end to end
+    (runs timed only as a whole, like ``run``), and ``overhead``: in the
+    rounds timed node by node, the round's time minus its nodes' times, i.e.
+    what the execution loop spends between operators."""
 
     per_node: list[tuple[str, str, float]]
     """(node name, operator, seconds)"""
     total: float
+    overhead: float
     rounds: int
 
     @property
     def ops(self) -> float:
         return sum(t for _, _, t in self.per_node)
 
-    @property
-    def overhead(self) -> float:
-        return max(self.total - self.ops, 0.0)
-
     def __str__(self) -> str:
         lines = [f"{name:<32} {op:<18} {1e3 * t:9.3f} ms" for name, op, t in self.per_node]
         lines.append(f"end to end {1e3 * self.total:.3f} ms, operators {1e3 * self.ops:.3f} ms, "
-                     f"overhead {1e3 * self.overhead:.3f} ms ({100 * self.overhead / self.total:.1f} %)"
-                     f" over {self.rounds} rounds")
+                     f"between operators {1e3 * self.overhead:.3f} ms "
+                     f"({100 * self.overhead / self.total:.1f} % of end to end), median of {self.rounds} rounds")
         return "\n".join(lines)
 
 
@@ -140,21 +139,24 @@ class Session:
         return self._fetch(output_names)
 
     def profile(self, feeds: Mapping[str, object], rounds: int = 10) -> Profile:
-        """Per-node and end-to-end medians over ``rounds`` runs (after one
-        warm-up); the end-to-end runs are untimed inside, like ``run``."""
+        """Per-node, end-to-end and between-operator medians over ``rounds``
+        runs of each kind (after one warm-up run)."""
         if rounds < 1:
             raise InputError(f"rounds: expected a positive int, got {rounds}")
         self._feed(feeds)
         run_plan(self.plan)
-        totals, per_step = [], [[] for _ in self.plan.steps]
+        totals, gaps, per_step = [], [], [[] for _ in self.plan.steps]
+        clock = time.perf_counter
         for _ in range(rounds):
-            start = time.perf_counter()
+            start = clock()
             run_plan(self.plan)
-            totals.append(time.perf_counter() - start)
+            totals.append(clock() - start)
             with np.errstate(all="ignore"):
+                start = clock()
                 for times, step in zip(per_step, self.plan.steps):
-                    t0 = time.perf_counter()
+                    t0 = clock()
                     step.run()
-                    times.append(time.perf_counter() - t0)
+                    times.append(clock() - t0)
+                gaps.append(clock() - start - sum(t[-1] for t in per_step))
         per_node = [(s.node.name, s.node.op, statistics.median(t)) for s, t in zip(self.plan.steps, per_step)]
-        return Profile(per_node, statistics.median(totals), rounds)
+        return Profile(per_node, statistics.median(totals), statistics.median(gaps), rounds)
