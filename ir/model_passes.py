@@ -80,7 +80,7 @@ def fold_batch_norm(graph: ModelGraph) -> ModelGraph:
     return graph
 
 
-def _activation(graph: ModelGraph, node: Node) -> Activation | None:
+def _activation(node: Node) -> Activation | None:
     """The fused-epilogue activation a node computes, if convtune's
     ``Activation`` has it (kinds arrive as the kernels learn them)."""
     spec: tuple[str, dict[str, float]] | None = None
@@ -141,7 +141,7 @@ def fuse_conv_epilogues(graph: ModelGraph) -> ModelGraph:
             act = Activation.parse("silu")
             chain += [c.name for c in graph.consumers(out)]
             out = silu.outputs[0]
-        elif nxt is not None and (act := _activation(graph, nxt)) is not None:
+        elif nxt is not None and (act := _activation(nxt)) is not None:
             chain.append(nxt.name)
             out = nxt.outputs[0]
         x, w = (graph.tensors[t].shape for t in node.inputs[:2])

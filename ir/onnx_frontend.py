@@ -188,7 +188,10 @@ class _Importer:
                                                   self.graph.tensors[t].shape) for t in known}
         data = {t: numpy_helper.from_array(self.graph.constants[t], t) for t in known if t in self.graph.constants}
         schema = onnx.defs.get_schema(proto_node.op_type, self.opset, proto_node.domain)
-        inferred = onnx.shape_inference.infer_node_outputs(schema, proto_node, types, data)
+        try:
+            inferred = onnx.shape_inference.infer_node_outputs(schema, proto_node, types, data)
+        except onnx.shape_inference.InferenceError as e:
+            raise GraphError(f"{what}: shape inference failed: {str(e).splitlines()[0]}") from None
         if tensor in inferred:
             self.value_types[tensor] = inferred[tensor]
         return self._info(tensor, what)
