@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from convtune.ir.workload import Conv2D
 from convtune.tuner.measure import MeasureOptions, Measurer
 from convtune.tuner.search import Progress, TuneResult, tune
 from convtune.tuner.tasks import Task, estimate_shares
@@ -99,7 +100,7 @@ def tune_model(
         if result.measured < target:
             exhausted.add(task.workload.key)
 
-    def best_seconds(wl):  # type: ignore[no-untyped-def]
+    def best_seconds(wl: Conv2D) -> Optional[float]:
         best = results[wl.key].best if wl.key in results else None
         return best.cost if best is not None else None
 
