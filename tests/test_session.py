@@ -139,9 +139,11 @@ def test_profile(session: Session, rng: np.random.Generator) -> None:
         session.profile({"x": _x(rng)}, rounds=0)
 
 
-def test_dynamic_batch_needs_a_batch(model) -> None:  # type: ignore[no-untyped-def]
+def test_dynamic_batch_needs_a_batch(model, session: Session) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(GraphError, match="batch axis is dynamic"):
         Session(model)
+    with pytest.raises(InputError, match="batch: an imported ModelGraph has its batch already"):
+        Session(session.graph, batch=2)
 
 
 def test_an_empty_log_warns_once_per_conv(model, tmp_path: Path, rng: np.random.Generator) -> None:
@@ -149,9 +151,9 @@ def test_an_empty_log_warns_once_per_conv(model, tmp_path: Path, rng: np.random.
     log.write_text("")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        s = Session(model, logs=log, batch=1)
+        s = Session(model, logs=log, batch=2)  # the session fixture's workloads: kernels from the disk cache
     assert sum(issubclass(w.category, FallbackWarning) for w in caught) == 4
-    x = _x(rng, 1)
+    x = _x(rng)
     assert_close(s.run(None, {"x": x}), ort_run(model, {"x": x}))
 
 
