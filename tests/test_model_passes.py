@@ -199,3 +199,17 @@ def test_optimized_graph_matches_onnxruntime(stride: int, pad: list[int], dilati
     graph = optimize(import_model(model))
     assert _ops(graph)[0] == "FusedConv" and "BatchNormalization" not in _ops(graph)
     assert_close([interpret(graph, feeds)["y"]], ort_run(model, feeds))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "squeezenet1_1"])
+def test_zoo_architectures_fuse_every_epilogue(name: str, rng: np.random.Generator) -> None:
+    """Real architectures as PyTorch exports them, BN kept explicit: after
+    optimize only convs (with their BN, ReLU6, residual Adds) and the
+    non-conv layers are left, and the graph still matches onnxruntime."""
+    from convtune.tuner.zoo import build_model
+
+    model = build_model(name, fold_bn=False)
+    graph = optimize(import_model(model))
+    assert not {"BatchNormalization", "Relu", "Clip", "Add", "Identity"} & set(_ops(graph))
+    x = rng.standard_normal(graph.tensors[graph.inputs[0]].shape, dtype=np.float32)
+    assert_close(list(interpret(graph, {graph.inputs[0]: x}).values()), ort_run(model, {graph.inputs[0]: x}))

@@ -88,7 +88,11 @@ def check_feeds(graph: ModelGraph, feeds: Mapping[str, object]) -> None:
 
 
 class Session:
-    """A model ready to run: ``Session("model.onnx", logs="logs/x.jsonl").run(None, {"input": x})``."""
+    """A model ready to run: ``Session("model.onnx", logs="logs/x.jsonl").run(None, {"input": x})``.
+
+    Its buffers are preallocated and reused by every run, so one Session must
+    not run from two threads at once (make one per thread).
+    """
 
     def __init__(self, model: str | Path | onnx.ModelProto | ModelGraph,
                  logs: str | Path | Iterable[str | Path] | None = None, batch: int | None = None) -> None:
