@@ -4,7 +4,15 @@ are drawn from a new seed on every run (a fixed seed would test one input
 forever); failures print the seed to reproduce them."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Without a GPU (CI) the CUDA tests run on numba's CUDA simulator. numba reads
+# the variable when it is first imported (below, through convtune); only
+# numba.cuda acts on it, which no CPU code path imports, so it is set for the
+# whole run and the tuning workers it starts.
+if not Path("/dev/nvidiactl").exists():
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 import numpy as np
 import pytest
@@ -48,9 +56,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line(f"Hypothesis draws of this run: rerun with --hypothesis-seed={seed}")
 
 
-def assert_correct(sch: Schedule, seed: int | None = None) -> float:
-    """Build ``sch`` and check it; ``seed`` reproduces a reported failure."""
-    kernel = build(sch)
+def assert_correct(sch: Schedule, seed: int | None = None, target: str = "cpu") -> float:
+    """Build ``sch`` for ``target`` and check it; ``seed`` reproduces a reported failure."""
+    kernel = build(sch, target=target)
     seed = fresh_seed() if seed is None else seed
     err = check_kernel(kernel, np.random.default_rng(seed))
     assert err < TOLERANCE, (f"relative error {err:.3g} for {sch.workload.short()} (inputs: seed={seed})\n"

@@ -8,6 +8,7 @@ block count follows), which stays a plain JSON value in tuning logs.
 from __future__ import annotations
 
 import itertools
+import math
 
 from convtune.schedules.gpu import register_limit
 from convtune.schedules.schedule import Schedule
@@ -32,6 +33,15 @@ def tiles(extent: int, vthreads: tuple[int, ...], threads: tuple[int, ...], inne
 
 def largest(choices: tuple[int, ...], limit: int) -> int:
     return max((c for c in choices if c <= limit), default=1)
+
+
+def default_threads(extents: tuple[int, ...], wanted: tuple[int, ...], limit: int) -> tuple[int, ...]:
+    """Power-of-two thread counts per axis, at most ``wanted`` and the axis's
+    extent, the largest halved until the block fits ``limit`` threads."""
+    counts = [largest(tuple(2**e for e in range(11) if 2**e <= w), n) for n, w in zip(extents, wanted)]
+    while math.prod(counts) > limit:
+        counts[counts.index(max(counts))] //= 2
+    return tuple(counts)
 
 
 def split_tile(sch: Schedule, axis: str, value: str) -> tuple[str, str, str, str]:

@@ -16,7 +16,9 @@ from convtune.ir.workload import Conv2D
 from convtune.schedules.schedule import Schedule
 from convtune.schedules.space import Config, Knob, Space
 from convtune.schedules.target import CudaTarget
-from convtune.schedules.templates.cuda_common import bind_tiles, largest, launch_constraint, split_tile, tile, tiles
+from convtune.schedules.templates.cuda_common import (
+    bind_tiles, default_threads, largest, launch_constraint, split_tile, tile, tiles,
+)
 
 NAME = "cuda_direct"
 THREADS = (1, 2, 4, 8, 16)
@@ -32,10 +34,9 @@ def _inner_windows(wl: Conv2D) -> tuple[str, ...]:
 
 def space(wl: Conv2D, target: CudaTarget) -> Space:
     shared = ("both",) if wl.groups == 1 else ("weight", "none")
+    tf, ty, tx = default_threads((wl.K, wl.P, wl.Q), (8, 4, 8), target.max_threads_per_block)
     default = {
-        "tile_f": tile(1, largest((1, 2, 4, 8), wl.K), largest((1, 2), wl.K // largest((1, 2, 4, 8), wl.K))),
-        "tile_y": tile(1, largest((1, 2, 4), wl.P), 1),
-        "tile_x": tile(1, largest((1, 2, 4, 8), wl.Q), 1),
+        "tile_f": tile(1, tf, largest((1, 2), wl.K // tf)), "tile_y": tile(1, ty, 1), "tile_x": tile(1, tx, 1),
         "tile_rc": largest((1, 2, 4), wl.Cg), "tile_r": _inner_windows(wl)[-1], "unroll": True, "shared": shared[0],
     }
     knobs = (
