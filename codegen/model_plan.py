@@ -5,7 +5,11 @@ node; shape-only nodes are views and need none) whose arrays are views into a
 few storage blocks, shared between tensors whose lifetimes do not overlap
 (liveness over the topological order). ``run_plan`` is the execution loop and
 nothing else, so the plan can later be handed whole to one compiled driver.
-FusedConv nodes run convtune kernels, prepared (weights packed) once here.
+FusedConv nodes run convtune kernels, prepared (weights packed) once here,
+sharing one scratch arena; activations passed from conv to conv stay in
+blocked layouts (``codegen.layout_plan``). A blocked tensor's buffer has a
+zero border the kernels never write, so it is shared only with tensors of
+the same layout, and zeroed once.
 """
 from __future__ import annotations
 
@@ -15,12 +19,16 @@ from typing import Callable
 
 import numpy as np
 
-from convtune.codegen.kernel import CompiledKernel
+from convtune.codegen.build import build
+from convtune.codegen.kernel import ScratchArena
+from convtune.codegen.layout_plan import choose_layouts
 from convtune.codegen.ops import VIEW_OPS, Step, op_step
 from convtune.ir.graph import ModelGraph, Node
 from convtune.ir.workload import Conv2D
+from convtune.schedules.schedule import Schedule
+from convtune.schedules.state import BlockedLayout
 
-KernelFor = Callable[[Conv2D], CompiledKernel]
+ScheduleFor = Callable[[Conv2D], Schedule]
 
 
 @dataclass
@@ -35,28 +43,44 @@ class Plan:
     ``values`` every tensor's array (constants included); ``blocks`` the
     storage the non-constant tensors live in."""
 
+
     steps: list[PlannedStep]
     inputs: dict[str, np.ndarray]
     values: dict[str, np.ndarray]
     blocks: list[np.ndarray]
+    layouts: dict[str, BlockedLayout]
+    """The tensors kept blocked (their ``values`` are the physical arrays)."""
 
     @property
     def storage_bytes(self) -> int:
         return sum(b.nbytes for b in self.blocks)
 
 
-def _storages(graph: ModelGraph, order: list[Node]) -> tuple[dict[str, int], list[int], list[int], list[int]]:
+@dataclass
+class _Storages:
     """Storage id per tensor (a view shares its input's), and per storage its
-    size in bytes, the step that creates it (-1: a model input) and the last
-    step that reads it (``len(order)``: read after the run)."""
+    size in bytes, its blocked layout (None: any NCHW tensor may share it),
+    the step that creates it (-1: a model input) and the last step that
+    reads it (the number of steps: read after the run)."""
+
+    of: dict[str, int]
+    size: list[int]
+    kind: list[BlockedLayout | None]
+    birth: list[int]
+    death: list[int]
+
+
+def _storages(graph: ModelGraph, order: list[Node], layouts: dict[str, BlockedLayout]) -> _Storages:
     storage: dict[str, int] = {}
     size: list[int] = []
+    kind: list[BlockedLayout | None] = []
     birth: list[int] = []
 
     def new(tensor: str, step: int) -> None:
-        info = graph.tensors[tensor]
+        info, layout = graph.tensors[tensor], layouts.get(tensor)
         storage[tensor] = len(size)
-        size.append(math.prod(info.shape) * np.dtype(info.dtype).itemsize)
+        size.append(math.prod(layout.shape if layout else info.shape) * np.dtype(info.dtype).itemsize)
+        kind.append(layout)
         birth.append(step)
 
     for t in graph.inputs:
@@ -75,61 +99,70 @@ def _storages(graph: ModelGraph, order: list[Node]) -> tuple[dict[str, int], lis
     for t in graph.outputs:
         if t in storage:
             death[storage[t]] = len(order)
-    return storage, size, birth, death
+    return _Storages(storage, size, kind, birth, death)
 
 
-def _assign_blocks(size: list[int], birth: list[int], death: list[int], steps: int) -> tuple[list[int], list[int]]:
-    """Block per storage and block sizes: a storage takes the smallest free
-    block that fits, else grows the largest free one, else opens a new one.
-    A step's outputs are placed before its inputs are freed, so no step
-    writes over what it reads."""
-    block_of = [0] * len(size)
+def _assign_blocks(st: _Storages, steps: int) -> tuple[list[int], list[int], list[BlockedLayout | None]]:
+    """Block per storage, and per block its size and kind. An NCHW storage
+    takes the smallest free NCHW block that fits, else grows the largest
+    free one, else opens a new one; a blocked one takes a free block of its
+    own layout, else a new one. A step's outputs are placed before its
+    inputs are freed, so no step writes over what it reads."""
+    block_of = [0] * len(st.size)
     capacity: list[int] = []
+    block_kind: list[BlockedLayout | None] = []
     free: list[int] = []
     for step in range(-1, steps):
-        for s in (s for s in range(len(size)) if birth[s] == step):
-            fits = [b for b in free if capacity[b] >= size[s]]
+        for s in (s for s in range(len(st.size)) if st.birth[s] == step):
+            same = [b for b in free if block_kind[b] == st.kind[s]]
+            fits = [b for b in same if capacity[b] >= st.size[s]]
             if fits:
                 b = min(fits, key=capacity.__getitem__)
-                free.remove(b)
-            elif free:
-                b = max(free, key=capacity.__getitem__)
-                free.remove(b)
-                capacity[b] = size[s]
+            elif same and st.kind[s] is None:
+                b = max(same, key=capacity.__getitem__)
+                capacity[b] = st.size[s]
             else:
                 b = len(capacity)
-                capacity.append(size[s])
+                capacity.append(st.size[s])
+                block_kind.append(st.kind[s])
+                free.append(b)
+            free.remove(b)
             block_of[s] = b
-        free += [block_of[s] for s in range(len(size)) if death[s] == step]
-    return block_of, capacity
+        free += [block_of[s] for s in range(len(st.size)) if st.death[s] == step]
+    return block_of, capacity, block_kind
 
 
-def _conv_step(node: Node, ins: list[np.ndarray], out: np.ndarray, kernel_for: KernelFor) -> Step:
+def _conv_step(node: Node, ins: list[np.ndarray], out: np.ndarray, sch: Schedule, arena: ScratchArena) -> Step:
     wl: Conv2D = node.attrs["workload"]
-    conv = kernel_for(wl).prepare(ins[1], ins[2] if wl.bias else None)
+    conv = build(sch).prepare(ins[1], ins[2] if wl.bias else None, arena=arena)
     x, residual = ins[0], ins[-1] if wl.residual else None
     return lambda: conv(x, residual=residual, out=out)
 
 
-def build_plan(graph: ModelGraph, kernel_for: KernelFor) -> Plan:
-    """Bind every node of ``graph`` to its buffers; ``kernel_for`` gives the
-    compiled kernel of each FusedConv workload (tuned, or a fallback)."""
+def build_plan(graph: ModelGraph, schedule_for: ScheduleFor, blocked: bool = True) -> Plan:
+    """Bind every node of ``graph`` to its buffers; ``schedule_for`` gives
+    the schedule of each FusedConv workload (tuned, or a fallback), a fresh
+    one per call; ``blocked`` lets activations stay blocked between convs."""
     order = list(graph.nodes())
-    storage, size, birth, death = _storages(graph, order)
-    block_of, capacity = _assign_blocks(size, birth, death, len(order))
-    blocks = [np.empty(c, np.uint8) for c in capacity]
+    schedules = {n.name: schedule_for(n.attrs["workload"]) for n in order if n.op == "FusedConv"}
+    layouts = choose_layouts(graph, schedules) if blocked else {}
+    st = _storages(graph, order, layouts)
+    block_of, capacity, block_kind = _assign_blocks(st, len(order))
+    blocks = [np.empty(c, np.uint8) if k is None else np.zeros(c, np.uint8) for c, k in zip(capacity, block_kind)]
     values: dict[str, np.ndarray] = dict(graph.constants)
-    for t, s in storage.items():
-        info = graph.tensors[t]
-        values[t] = blocks[block_of[s]][:size[s]].view(info.dtype).reshape(info.shape)
+    for t, s in st.of.items():
+        info, layout = graph.tensors[t], st.kind[s]
+        values[t] = blocks[block_of[s]][:st.size[s]].view(info.dtype).reshape(layout.shape if layout else info.shape)
+    arena = ScratchArena()
     steps = []
     for node in order:
-        if node.op in VIEW_OPS and node.inputs[0] in storage:
+        if node.op in VIEW_OPS and node.inputs[0] in st.of:
             continue
         ins, outs = [values[t] for t in node.inputs if t], [values[t] for t in node.outputs]
-        run = _conv_step(node, ins, outs[0], kernel_for) if node.op == "FusedConv" else op_step(node, ins, outs)
+        run = (_conv_step(node, ins, outs[0], schedules[node.name], arena) if node.op == "FusedConv"
+               else op_step(node, ins, outs))
         steps.append(PlannedStep(node, run))
-    return Plan(steps, {t: values[t] for t in graph.inputs}, values, blocks)
+    return Plan(steps, {t: values[t] for t in graph.inputs}, values, blocks, layouts)
 
 
 def run_plan(plan: Plan) -> None:

@@ -87,6 +87,26 @@ def test_buffers_are_shared_by_liveness(session: Session) -> None:
     assert np.shares_memory(session.plan.values[flatten.outputs[0]], session.plan.values[flatten.inputs[0]])
 
 
+def test_activations_stay_blocked_between_convs(model, session: Session, rng: np.random.Generator) -> None:
+    """conv1 -> conv2 hands its output over in NCHW[x]c: conv1's kernel
+    writes it, conv2's reads it in place; its buffer's border stays zero
+    run after run; and the NCHW-only plan computes the same."""
+    layout = session.plan.layouts["r1"]
+    assert session.plan.values["r1"].shape == layout.shape != session.graph.tensors["r1"].shape
+    with pytest.warns(FallbackWarning):
+        unblocked = Session(model, batch=2, blocked=False)
+    assert unblocked.plan.layouts == {}
+    for _ in range(2):
+        x = _x(rng)
+        got = session.run(None, {"x": x})
+        assert_close(got, unblocked.run(None, {"x": x}))
+        assert_close(got, ort_run(model, {"x": x}))
+        border = session.plan.values["r1"].copy()
+        n, c, h, w = layout.tensor
+        border[:, :, layout.top:layout.top + h, layout.left:layout.left + w] = 0
+        assert not border.any()
+
+
 def test_outputs_are_copies_and_selectable(session: Session, rng: np.random.Generator) -> None:
     x = _x(rng)
     y, prob = session.run(None, {"x": x})

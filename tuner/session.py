@@ -4,8 +4,9 @@
 graph (BN folding, conv epilogue fusion), picks each conv's kernel from the
 tuning logs (``ApplyHistoryBest``; untuned workloads fall back with a
 warning) and builds the execution plan once: kernels prepared, buffers
-preallocated. ``run`` only copies the feeds in, runs the plan's steps and
-copies the outputs out.
+preallocated, activations kept in blocked layouts from conv to conv.
+``run`` only copies the feeds in, runs the plan's steps and copies the
+outputs out.
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ from convtune.codegen.model_plan import Plan, build_plan, run_plan
 from convtune.ir.graph import ModelGraph
 from convtune.ir.model_passes import optimize
 from convtune.ir.onnx_frontend import import_model
+from convtune.ir.workload import Conv2D
+from convtune.schedules.schedule import Schedule
+from convtune.schedules.templates import schedule_from_config
 from convtune.tuner.dispatch import ApplyHistoryBest, FallbackWarning
 
 
@@ -95,22 +99,28 @@ class Session:
     """
 
     def __init__(self, model: str | Path | onnx.ModelProto | ModelGraph,
-                 logs: str | Path | Iterable[str | Path] | None = None, batch: int | None = None) -> None:
+                 logs: str | Path | Iterable[str | Path] | None = None, batch: int | None = None,
+                 blocked: bool = True) -> None:
+        """``blocked=False`` keeps every activation NCHW (for comparison)."""
         if isinstance(model, ModelGraph) and batch is not None:
             raise InputError("batch: an imported ModelGraph has its batch already (import_model(..., batch=))")
         graph = model if isinstance(model, ModelGraph) else import_model(model, batch)
         self.graph = optimize(graph)
-        self.plan: Plan = self._plan(logs)
+        self.plan: Plan = self._plan(logs, blocked)
         self._specs = {t: TensorSpec(t, self.graph.tensors[t].shape, _type_string(self.graph.tensors[t].dtype))
                        for t in (*self.graph.inputs, *self.graph.outputs)}
 
-    def _plan(self, logs: str | Path | Iterable[str | Path] | None) -> Plan:
+    def _plan(self, logs: str | Path | Iterable[str | Path] | None, blocked: bool) -> Plan:
         dispatcher = ApplyHistoryBest([] if logs is None else logs)
+
+        def schedule_for(wl: Conv2D) -> Schedule:
+            return schedule_from_config(wl, dispatcher.config_for(wl)[0], dispatcher.target)
+
         if logs is not None:
-            return build_plan(self.graph, dispatcher.kernel)
+            return build_plan(self.graph, schedule_for, blocked)
         with warnings.catch_warnings():  # one warning for the model, not one per conv
             warnings.simplefilter("ignore", FallbackWarning)
-            plan = build_plan(self.graph, dispatcher.kernel)
+            plan = build_plan(self.graph, schedule_for, blocked)
         convs = {n.attrs["workload"] for n in self.graph.nodes() if n.op == "FusedConv"}
         if convs:
             warnings.warn(f"no tuning log given: the model's {len(convs)} conv workloads run with untuned "

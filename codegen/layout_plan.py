@@ -1,0 +1,56 @@
+"""Which activations stay in blocked NCHW[x]c layouts between convs.
+
+A tensor that one fused conv writes and only fused convs read (as their
+input or their residual) is kept in the blocked layout its first reading conv
+packs its input to (``codegen.lower.input_layout_wanted``): the writer writes
+that layout, the readers read it in place, and the NCHW packing and
+unpacking between them disappear. Everything else stays NCHW. A layout a
+schedule refuses (``ScheduleError``) leaves that tensor NCHW.
+"""
+from __future__ import annotations
+
+from convtune.codegen.lower import input_layout_wanted
+from convtune.ir.graph import ModelGraph, Node
+from convtune.schedules import ScheduleError
+from convtune.schedules import primitives as prim
+from convtune.schedules.schedule import Schedule
+from convtune.schedules.state import BlockedLayout, ScheduleState
+
+
+def _roles(node: Node, tensor: str) -> list[str]:
+    """How a FusedConv reads ``tensor``: as its 'data', its 'residual', or both."""
+    roles = ["data"] if node.inputs[0] == tensor else []
+    if node.attrs["workload"].residual and node.inputs[-1] == tensor:
+        roles.append("residual")
+    return roles
+
+
+def _with_layout(state: ScheduleState, role: str, layout: BlockedLayout) -> ScheduleState:
+    return prim.io_layout(state, **{role: layout})
+
+
+def choose_layouts(graph: ModelGraph, schedules: dict[str, Schedule]) -> dict[str, BlockedLayout]:
+    """Blocked layouts by tensor name; the schedules of ``schedules`` (one per
+    FusedConv node, by node name) are given the matching ``io_layout`` s."""
+    wanted = {name: input_layout_wanted(sch.state) for name, sch in schedules.items()}
+    layouts: dict[str, BlockedLayout] = {}
+    for name in schedules:
+        tensor = graph.node(name).outputs[0]
+        readers = graph.consumers(tensor)
+        if tensor in graph.outputs or not readers or any(r.name not in schedules for r in readers):
+            continue
+        uses = [(r.name, role) for r in readers for role in _roles(r, tensor)]
+        layout = next((wanted[n] for n, role in uses if role == "data" and wanted[n] is not None), None)
+        if layout is None:
+            continue
+        states = {n: schedules[n].state for n in {name, *(n for n, _ in uses)}}
+        try:
+            states[name] = _with_layout(states[name], "out", layout)
+            for n, role in uses:
+                states[n] = _with_layout(states[n], role, layout)
+        except ScheduleError:
+            continue
+        for n, state in states.items():
+            schedules[n].state = state
+        layouts[tensor] = layout
+    return layouts
