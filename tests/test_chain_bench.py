@@ -97,7 +97,8 @@ def test_convtune_bench_chain_reports_sequence_isolated_and_onnxruntime(tiny_mod
     assert set(report["modes"]) == {"nchw", "blocked"} and len(report["convs"]) == 3
     for mode in report["modes"].values():
         assert mode["error"] < TOLERANCE and mode["sequence"] > 0
-        assert len(mode["isolated_warm"]) == len(mode["isolated_cold"]) == 3
+        assert len(mode["isolated_warm"]) == len(mode["isolated_cold"]) == len(mode["in_sequence"]) == 3
+        assert mode["in_sequence_slowdown"] == pytest.approx(sum(mode["in_sequence"]) / sum(mode["isolated_warm"]))
         assert mode["slowdown"] == pytest.approx(mode["sequence"] / sum(mode["isolated_warm"]))
     assert report["modes"]["blocked"]["blocked_tensors"] >= 2 and report["modes"]["nchw"]["blocked_tensors"] == 0
     assert report["onnxruntime"] > 0

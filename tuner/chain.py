@@ -17,6 +17,7 @@ ways to run it:
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -114,6 +115,15 @@ class ChainRun:
     def __call__(self) -> None:
         for call in self.calls:
             call()
+
+    def timed(self) -> list[float]:
+        """Run the chain once; the seconds each conv took inside it."""
+        times = []
+        for call in self.calls:
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        return times
 
     def nchw(self, tensor: str) -> np.ndarray:
         """A tensor of the chain as an NCHW array."""

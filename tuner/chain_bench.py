@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Callable, Optional
 
 import numba
@@ -27,7 +28,7 @@ from convtune.codegen.verify import TOLERANCE
 from convtune.ir.reference import relative_error
 from convtune.schedules.target import host_target
 from convtune.tuner.cache_flush import CacheFlusher
-from convtune.tuner.chain import MODES, ConfigFor, model_chain, prepare_chain
+from convtune.tuner.chain import MODES, ChainRun, ConfigFor, model_chain, prepare_chain
 from convtune.tuner.peers import PeerUnavailable
 from convtune.tuner.timing import PEER_SETTLE_SECONDS, calls_per_block, median, time_calls
 
@@ -41,6 +42,10 @@ class ModeResult:
 
     sequence: float
     isolated_warm: list[float]
+    in_sequence: list[float]
+    """Median seconds of each conv timed inside the sequence: with the
+    isolated times, shows which layers lose in sequence, and their sum
+    resists preemption on a busy machine better than one long timing."""
     isolated_cold: list[float] = field(default_factory=list)
     error: float = 0.0
     """Largest relative error of a conv against the float64 reference."""
@@ -59,6 +64,11 @@ class ModeResult:
         """Sequence time over the sum of warm isolated times."""
         return self.sequence / self.warm_sum
 
+    @property
+    def in_sequence_slowdown(self) -> float:
+        """The in-sequence per-conv medians summed, over the warm isolated sum."""
+        return sum(self.in_sequence) / self.warm_sum
+
 
 @dataclass
 class ChainReport:
@@ -73,7 +83,8 @@ class ChainReport:
     def to_json(self) -> str:
         d = asdict(self)
         for name, mode in self.modes.items():
-            d["modes"][name].update(warm_sum=mode.warm_sum, cold_sum=mode.cold_sum, slowdown=mode.slowdown)
+            d["modes"][name].update(warm_sum=mode.warm_sum, cold_sum=mode.cold_sum, slowdown=mode.slowdown,
+                                    in_sequence_slowdown=mode.in_sequence_slowdown)
         return json.dumps(d, indent=1)
 
 
@@ -113,7 +124,14 @@ def run_chain_bench(model: str, configs: Optional[ConfigFor] = None, threads: Op
         errors[mode] = run.check()
         if errors[mode] >= TOLERANCE:
             raise AssertionError(f"{mode} chain: a kernel is wrong (relative error {errors[mode]:.2g})")
-    contenders: dict[str, Callable[[], object]] = {f"sequence {m}": r for m, r in runs.items()}
+    in_sequence: dict[str, list[list[float]]] = {m: [[] for _ in chain.convs] for m in MODES}
+
+    def sequence(run: ChainRun, per_conv: list[list[float]]) -> None:
+        for samples, seconds in zip(per_conv, run.timed()):
+            samples.append(seconds)
+
+    contenders: dict[str, Callable[[], object]] = {
+        f"sequence {m}": partial(sequence, r, in_sequence[m]) for m, r in runs.items()}
     for mode, run in runs.items():
         contenders.update({f"{mode} {i}": call for i, call in enumerate(run.calls)})
     report = ChainReport(chain.model, threads, [c.name for c in chain.convs], {})
@@ -128,7 +146,7 @@ def run_chain_bench(model: str, configs: Optional[ConfigFor] = None, threads: Op
     n = len(chain.convs)
     for mode, run in runs.items():
         report.modes[mode] = ModeResult(warm[f"sequence {mode}"], [warm[f"{mode} {i}"] for i in range(n)],
-                                        [cold_s[f"{mode} {i}"] for i in range(n)] if cold else [], errors[mode],
+                                        [median(s) for s in in_sequence[mode]], [cold_s[f"{mode} {i}"] for i in range(n)] if cold else [], errors[mode],
                                         len(run.layouts))
     report.onnxruntime = warm.get(ORT)
     return report
@@ -158,13 +176,33 @@ def render_chain_table(report: ChainReport):  # type: ignore[no-untyped-def]
     table = Table(title=f"{report.model}: {len(report.convs)} convs, {report.threads} threads, ms (median over rounds)",
                   caption="sequence / warm sum: how much timing kernels alone flatters them; "
                           f"x {ORT}: the conv chain over {ORT}'s whole model")
-    for col in ("mode", "sequence", "sum warm", "sum cold", "sequence / warm sum", f"{ORT} model", f"x {ORT}",
-                "blocked tensors", "max error"):
+    for col in ("mode", "sequence", "sum warm", "sum cold", "sequence / warm sum", "in-sequence sum",
+                "in-sequence / warm sum", f"{ORT} model", f"x {ORT}", "blocked tensors", "max error"):
         table.add_column(col, justify="left" if col == "mode" else "right")
     for name, mode in report.modes.items():
         table.add_row(name, f"{1e3 * mode.sequence:.2f}", f"{1e3 * mode.warm_sum:.2f}", f"{1e3 * mode.cold_sum:.2f}",
-                      f"{mode.slowdown:.2f}", f"{1e3 * ort:.2f}" if ort else "-",
+                      f"{mode.slowdown:.2f}", f"{1e3 * sum(mode.in_sequence):.2f}",
+                      f"{mode.in_sequence_slowdown:.2f}", f"{1e3 * ort:.2f}" if ort else "-",
                       f"{mode.sequence / ort:.2f}" if ort else "-", str(mode.blocked_tensors), f"{mode.error:.1e}")
+    return table
+
+
+def render_layer_table(report: ChainReport):  # type: ignore[no-untyped-def]
+    """Per conv and mode: isolated warm and cold, and inside the sequence (us)."""
+    from rich.table import Table
+
+    table = Table(title=f"{report.model}: each conv alone (warm, cold) and inside the sequence, us")
+    table.add_column("conv")
+    for name in report.modes:
+        for col in ("warm", "cold", "in sequence", "x warm"):
+            table.add_column(f"{name} {col}", justify="right")
+    for i, conv in enumerate(report.convs):
+        cells = []
+        for mode in report.modes.values():
+            cold = f"{1e6 * mode.isolated_cold[i]:.0f}" if mode.isolated_cold else "-"
+            cells += [f"{1e6 * mode.isolated_warm[i]:.0f}", cold, f"{1e6 * mode.in_sequence[i]:.0f}",
+                      f"{mode.in_sequence[i] / mode.isolated_warm[i]:.2f}"]
+        table.add_row(conv, *cells)
     return table
 
 
@@ -180,6 +218,7 @@ def chain_bench_command(args, console) -> int:  # type: ignore[no-untyped-def]
         configs = lambda wl: best.config_for(wl)[0]  # noqa: E731
     report = run_chain_bench(args.chain, configs=configs, threads=args.threads, rounds=args.rounds,
                              cold=not args.warm, peers=args.peers is None or ORT in args.peers)
+    console.print(render_layer_table(report))
     console.print(render_chain_table(report))
     if report.unavailable:
         console.print(f"[yellow]{ORT} skipped: {report.unavailable}[/yellow]")
