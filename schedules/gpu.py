@@ -91,6 +91,8 @@ def footprint(state: ScheduleState, buffer: str, at: str) -> tuple[tuple[Expr, .
     compute = state.compute
     ax = {a.name: simplify(roots[a.name], ranges) for a in compute.axes}
     coords = compute.data_coords(ax) if buffer == "data" else compute.weight_coords(ax)
+    single = {a.name: Const(0) for a in state.leaf_axes() if a.extent == 1}  # lets (x + 0) // n fold
+    coords = tuple(simplify(substitute(c, single), ranges) for c in coords)
     order = state.leaves
     free = set(order[order.index(at) + 1:]) | {n for n in state.gpu_bound() if state.annotation(n) in THREADS}
     zero = {v: Const(0) for v in free}

@@ -18,21 +18,21 @@ from convtune.schedules.schedule import default_schedule
 from convtune.schedules.templates import CUDA_TEMPLATES, default_config, schedule_from_config
 from convtune.schedules.templates.cuda_common import parse_tile
 
-pytest.importorskip("numba_cuda", reason="the cuda extra (numba-cuda) is not installed")
-
 WORKLOADS = {
     "cuda_direct": conv2d(1, 2, 4, 4, 4, 3, padding=1, bias=True, activation="relu"),
+    "cuda_depthwise": conv2d(1, 3, 5, 5, 3, 3, padding=1, groups=3, bias=True, activation="relu6"),
 }
 # (template, workload) pairs whose knobs differ: grouped convs stage only the
 # weights; a 1x1 kernel has one inner window.
 PATH_WORKLOADS = {
-    "cuda_direct_grouped": ("cuda_direct", conv2d(1, 2, 4, 5, 4, 3, padding=1, groups=2, residual=True)),
+    "cuda_direct_grouped": ("cuda_direct", conv2d(1, 4, 4, 5, 4, 3, padding=1, groups=2, residual=True)),
     "cuda_direct_1x1": ("cuda_direct", conv2d(2, 3, 5, 5, 4, 1, stride=2, activation="relu6")),
+    "cuda_depthwise_x2": ("cuda_depthwise", conv2d(1, 2, 6, 5, 4, 3, stride=2, padding=1, groups=2, residual=True)),
 }
 
 
 def simulated_cost(wl, c) -> int:
-    """What a cuda_direct config costs the simulator: it runs every thread of
+    """What a config of the direct schedules costs the simulator: it runs every thread of
     every block in Python, and each shared-memory step of each thread ends
     in a barrier."""
     blocks, threads = wl.N, 1

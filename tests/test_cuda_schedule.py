@@ -46,9 +46,11 @@ def test_launch_dims_and_footprint_follow_the_bindings():
 
 def test_cpu_search_space_has_no_cuda_templates():
     assert not set(search_space(WL)) & set(CUDA_TEMPLATES)
-    assert set(search_space(WL, GPU)) == set(CUDA_TEMPLATES)
-    assert default_config(WL, GPU)["algorithm"] in CUDA_TEMPLATES
-    with pytest.raises(ScheduleError, match=r"unknown algorithm '\w+' \(one of cuda_direct\)"):
+    assert set(search_space(WL, GPU)) == {"cuda_direct"}
+    depthwise = conv2d(1, 8, 10, 10, 8, 3, padding=1, groups=8)
+    assert set(search_space(depthwise, GPU)) == {"cuda_depthwise"}
+    assert default_config(depthwise, GPU)["algorithm"] == "cuda_depthwise"
+    with pytest.raises(ScheduleError, match=r"unknown algorithm '\w+' \(one of cuda_direct, cuda_depthwise\)"):
         schedule_from_config(WL, default_config(WL), GPU)
 
 

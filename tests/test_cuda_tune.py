@@ -16,8 +16,6 @@ from convtune.tuner import records
 from convtune.tuner.measure import MeasureOptions, measure_here
 from convtune.tuner.records import ErrorCode
 
-pytest.importorskip("numba_cuda", reason="the cuda extra (numba-cuda) is not installed")
-
 TINY_CONV = "N=1,C=2,H=4,W=4,K=4,R=3,pad=1"
 
 

@@ -17,7 +17,7 @@ from convtune.schedules.schedule import Schedule
 from convtune.schedules.space import Config, Space
 from convtune.schedules.state import ScheduleError
 from convtune.schedules.target import CudaTarget, Target, host_target
-from convtune.schedules.templates import cuda_direct, depthwise, direct, gemm, winograd
+from convtune.schedules.templates import cuda_depthwise, cuda_direct, depthwise, direct, gemm, winograd
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ BUILTIN = tuple(TEMPLATES)
 """Names of the templates shipped with convtune (plugins may register more)."""
 CUDA_TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template(cuda_direct.NAME, cuda_direct.applies, cuda_direct.space, cuda_direct.schedule),
+    Template(cuda_depthwise.NAME, cuda_depthwise.applies, cuda_depthwise.space, cuda_depthwise.schedule),
 )}
 
 
@@ -66,7 +67,10 @@ def default_algorithm(wl: Conv2D) -> str:
 def default_config(wl: Conv2D, target: Target | None = None) -> Config:
     """The config an untuned workload gets: a heuristic choice, no measurement."""
     target = target or host_target()
-    algorithm = cuda_direct.NAME if isinstance(target, CudaTarget) else default_algorithm(wl)
+    if isinstance(target, CudaTarget):
+        algorithm = cuda_depthwise.NAME if cuda_depthwise.applies(wl) else cuda_direct.NAME
+    else:
+        algorithm = default_algorithm(wl)
     return {"algorithm": algorithm, **templates_for(target)[algorithm].space(wl, target).default}
 
 
