@@ -39,6 +39,7 @@ from convtune.schedules.layout import (
     packed_weight_index,
     packed_weight_shape,
 )
+from convtune.schedules.gpu import split_k_axis
 from convtune.schedules.state import BlockedLayout, ScheduleState
 
 Finalize = Callable[[Expr, tuple[Expr, ...]], Expr]
@@ -301,8 +302,15 @@ def _lower_conv(state: ScheduleState) -> Kernel:
     # a batch or channel index past the end.
     reads_safe = state.weight_packing is not None and (
         state.data_packing is not None or not d.overruns({"n", "k", "c"}))
-    stages += reduction_stages(d, data_read * weight_read, cd.out, (ax["n"], ax["k"], ax["p"], ax["q"]), finalize,
-                               reads_safe)
+    out_idx = (ax["n"], ax["k"], ax["p"], ax["q"])
+    if split_k_axis(state) is None:
+        stages += reduction_stages(d, data_read * weight_read, cd.out, out_idx, finalize, reads_safe)
+    else:
+        from convtune.codegen.lower_split_k import split_k_stages
+
+        partial, split = split_k_stages(d, data_read * weight_read, cd.out, out_idx, finalize, reads_safe)
+        scratch.append(partial)
+        stages += split
     return Kernel("conv2d", tuple(params + scratch), tuple(stages), notes=state.trace)
 
 

@@ -1,6 +1,7 @@
 """GPU schedule primitives and the device limits a GPU schedule must respect.
 
-``bind`` turns a loop into a block or thread index (TVM's ``bind``); binding
+``bind`` turns a loop into a block or thread index (TVM's ``bind``; a
+reduction loop bound to blocks splits the reduction, see ``split_k_axis``); binding
 to ``vthread`` keeps the loop inside each thread, unrolled, so a split
 [block, vthread, thread, inner] gives each thread a register tile whose
 elements lie a whole thread-block apart (strided, coalesced accesses).
@@ -43,8 +44,10 @@ def bind(state: ScheduleState, axis: str, tag: str) -> ScheduleState:
     if tag not in TAGS:
         raise ScheduleError(f"bind: tag {tag!r} is not one of {', '.join(TAGS)}")
     _not_annotated(state, "bind", axis)
-    if a.kind == REDUCE:
-        raise ScheduleError(f"bind: '{axis}' is a reduction axis; only spatial axes can be bound")
+    if a.kind == REDUCE and not tag.startswith("blockIdx"):
+        raise ScheduleError(f"bind: '{axis}' is a reduction axis; it can only be split over blocks (blockIdx)")
+    if a.kind == REDUCE and split_k_axis(state) is not None:
+        raise ScheduleError(f"bind: reduction axis '{split_k_axis(state)}' is already split over blocks")
     if state.annotated(LoopKind.PARALLEL):
         raise ScheduleError(f"bind: '{state.annotated(LoopKind.PARALLEL)[0]}' is a parallel CPU loop; "
                             "a schedule is for the CPU or the GPU")
@@ -52,6 +55,12 @@ def bind(state: ScheduleState, axis: str, tag: str) -> ScheduleState:
     if kind.is_gpu and state.annotated(kind):
         raise ScheduleError(f"bind: '{state.annotated(kind)[0]}' is already bound to {tag}")
     return check(state.with_(f"bind({axis}, {tag})", annotations=state.annotations + ((axis, kind),)), "bind")
+
+
+def split_k_axis(state: ScheduleState) -> str | None:
+    """The reduction loop bound to a block index (split-K: each block sums
+    its part of the reduction; a last stage adds the parts), if any."""
+    return next((n for n in state.gpu_bound() if state.axis(n).kind == REDUCE), None)
 
 
 def cache_read(state: ScheduleState, buffer: str, scope: str, at: str) -> ScheduleState:

@@ -67,7 +67,8 @@ def check(state: ScheduleState, prim: str) -> ScheduleState:
     if state.cache_at is not None:
         at = order.index(state.cache_at)
         for a in state.reduce_leaves():
-            if order.index(a.name) < at:
+            # a one-iteration loop resets nothing; a block-bound one sums its own part (split-K)
+            if order.index(a.name) < at and a.extent > 1 and not state.annotation(a.name).is_gpu:
                 raise ScheduleError(
                     f"{prim}: reduction axis '{a.name}' would be outside the cache_write attach point "
                     f"'{state.cache_at}'; the accumulator would be reset inside the reduction")

@@ -21,27 +21,38 @@ from convtune.schedules.templates.cuda_common import parse_tile
 WORKLOADS = {
     "cuda_direct": conv2d(1, 2, 4, 4, 4, 3, padding=1, bias=True, activation="relu"),
     "cuda_depthwise": conv2d(1, 3, 5, 5, 3, 3, padding=1, groups=3, bias=True, activation="relu6"),
+    "cuda_gemm": conv2d(1, 4, 4, 4, 4, 3, padding=1, bias=True, residual=True, activation="relu"),
 }
 # (template, workload) pairs whose knobs differ: grouped convs stage only the
-# weights; a 1x1 kernel has one inner window.
+# weights; a 1x1 kernel has one inner window; channels that do not divide
+# into the split-K parts.
 PATH_WORKLOADS = {
     "cuda_direct_grouped": ("cuda_direct", conv2d(1, 4, 4, 5, 4, 3, padding=1, groups=2, residual=True)),
     "cuda_direct_1x1": ("cuda_direct", conv2d(2, 3, 5, 5, 4, 1, stride=2, activation="relu6")),
+    "cuda_gemm_strided": ("cuda_gemm", conv2d(1, 6, 7, 7, 4, 1, stride=2, activation="leaky_relu")),  # 3-channel parts
     "cuda_depthwise_x2": ("cuda_depthwise", conv2d(1, 2, 6, 5, 4, 3, stride=2, padding=1, groups=2, residual=True)),
 }
 
 
-def simulated_cost(wl, c) -> int:
-    """What a config of the direct schedules costs the simulator: it runs every thread of
-    every block in Python, and each shared-memory step of each thread ends
-    in a barrier."""
-    blocks, threads = wl.N, 1
-    for knob, extent in (("tile_f", wl.K), ("tile_y", wl.P), ("tile_x", wl.Q)):
-        v, t, i = parse_tile(c[knob])
+def _tiled(*pairs) -> tuple[int, int]:
+    """(blocks, threads per block) of "VxTxI" tiles over their extents."""
+    blocks = threads = 1
+    for value, extent in pairs:
+        v, t, i = parse_tile(value)
         blocks *= math.ceil(extent / (v * t * i))
         threads *= t
+    return blocks, threads
+
+
+def simulated_cost(wl, c) -> int:
+    """What a config costs the simulator: it runs every thread of every block
+    in Python, and each step through shared memory ends in a barrier."""
+    if "tile_pq" in c:  # cuda_gemm
+        blocks, threads = _tiled((c["tile_k"], wl.K), (c["tile_pq"], wl.P * wl.Q))
+        return wl.N * c["split_k"] * blocks * threads * math.ceil(wl.Cg / c["split_k"] / c["tile_rc"])
+    blocks, threads = _tiled((c["tile_f"], wl.K), (c["tile_y"], wl.P), (c["tile_x"], wl.Q))
     ry, rx = (int(n) for n in c["tile_r"].split("x"))
-    return blocks * threads * math.ceil(wl.Cg / c["tile_rc"]) * (wl.R // ry) * (wl.S // rx)
+    return wl.N * blocks * threads * math.ceil(wl.Cg / c["tile_rc"]) * (wl.R // ry) * (wl.S // rx)
 
 
 def cheap_covering_configs(wl, space) -> list[dict]:

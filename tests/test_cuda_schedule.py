@@ -46,11 +46,11 @@ def test_launch_dims_and_footprint_follow_the_bindings():
 
 def test_cpu_search_space_has_no_cuda_templates():
     assert not set(search_space(WL)) & set(CUDA_TEMPLATES)
-    assert set(search_space(WL, GPU)) == {"cuda_direct"}
+    assert set(search_space(WL, GPU)) == {"cuda_direct", "cuda_gemm"}
     depthwise = conv2d(1, 8, 10, 10, 8, 3, padding=1, groups=8)
     assert set(search_space(depthwise, GPU)) == {"cuda_depthwise"}
     assert default_config(depthwise, GPU)["algorithm"] == "cuda_depthwise"
-    with pytest.raises(ScheduleError, match=r"unknown algorithm '\w+' \(one of cuda_direct, cuda_depthwise\)"):
+    with pytest.raises(ScheduleError, match=r"unknown algorithm '\w+' \(one of cuda_direct, cuda_depthwise, cuda_gemm\)"):
         schedule_from_config(WL, default_config(WL), GPU)
 
 
@@ -111,3 +111,21 @@ def test_cuda_source_is_readable_with_literal_sizes_and_launch_config():
     assert src.count("cuda.syncthreads()") == 2
     assert "data_shared = cuda.shared.array(196, np.float32)" in src
     assert "def stage0(data, weight, bias, out):" in src  # shapes are literals, not arguments
+
+
+def test_split_k_sums_partial_results_in_a_last_stage():
+    wl = conv2d(1, 8, 4, 4, 8, 3, padding=1, bias=True)
+    config = {"algorithm": "cuda_gemm", "tile_k": "1x4x2", "tile_pq": "1x8x2", "split_k": 4, "tile_rc": 2,
+              "unroll": True, "shared": "weight"}
+    src = source(schedule_from_config(wl, config, GPU), target="cuda")
+    assert 'STAGES = (("stage0", (1, 1, 4), (8, 4, 1)), ("stage1", (1, 1, 1), (128, 1, 1)),)' in src
+    assert "def stage1(data, weight, bias, out, partial):" in src
+    assert "(partial[i0] + partial[i0 + 128]) + partial[i0 + 256]) + partial[i0 + 384])" in src
+
+
+def test_only_one_reduction_axis_splits_over_blocks():
+    sch = Schedule(WL)
+    sch.reorder("c", "r", "n", "k", "p", "q", "s")
+    sch.bind("c", "blockIdx.z")
+    with pytest.raises(ScheduleError, match="bind: reduction axis 'c' is already split over blocks"):
+        sch.bind("r", "blockIdx.y")

@@ -17,7 +17,7 @@ from convtune.schedules.schedule import Schedule
 from convtune.schedules.space import Config, Space
 from convtune.schedules.state import ScheduleError
 from convtune.schedules.target import CudaTarget, Target, host_target
-from convtune.schedules.templates import cuda_depthwise, cuda_direct, depthwise, direct, gemm, winograd
+from convtune.schedules.templates import cuda_depthwise, cuda_direct, cuda_gemm, depthwise, direct, gemm, winograd
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ BUILTIN = tuple(TEMPLATES)
 CUDA_TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template(cuda_direct.NAME, cuda_direct.applies, cuda_direct.space, cuda_direct.schedule),
     Template(cuda_depthwise.NAME, cuda_depthwise.applies, cuda_depthwise.space, cuda_depthwise.schedule),
+    Template(cuda_gemm.NAME, cuda_gemm.applies, cuda_gemm.space, cuda_gemm.schedule),
 )}
 
 
