@@ -11,10 +11,13 @@ import pytest
 from conftest import ROOT
 from convtune.codegen.cuda_build import cuda_target
 from convtune.ir import conv2d
-from convtune.schedules.target import target_key
+from convtune.schedules.target import CudaTarget, target_key
+from convtune.schedules.templates import CUDA_TEMPLATES
 from convtune.tuner import records
+from convtune.tuner.cli import parse_conv
+from convtune.tuner.dispatch import ApplyHistoryBest
 from convtune.tuner.measure import MeasureOptions, measure_here
-from convtune.tuner.records import ErrorCode
+from convtune.tuner.records import ErrorCode, Record
 
 TINY_CONV = "N=1,C=2,H=4,W=4,K=4,R=3,pad=1"
 
@@ -34,7 +37,7 @@ def test_tune_target_cuda_logs_records_of_this_gpu(tmp_path: Path):
     gpu = cuda_target()
     assert {r.target_key for r in recs} == {gpu.key}
     assert recs[0].target["name"] == gpu.name and recs[0].target["compute_capability"] == list(gpu.compute_capability)
-    assert {r.config["algorithm"] for r in recs} == {"cuda_direct"}
+    assert {r.config["algorithm"] for r in recs} <= set(CUDA_TEMPLATES)
 
 
 def test_a_candidate_past_the_shared_memory_limit_is_recorded_as_failed():
@@ -60,3 +63,19 @@ def test_no_gpu_and_no_simulator_says_so_in_one_line(tmp_path: Path):
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0
     assert "--target cuda: no CUDA GPU is available" in run.stderr
+
+
+def test_tuned_gpu_configs_are_applied_only_on_that_gpu(tmp_path: Path):
+    wl = parse_conv(TINY_CONV)
+    gpu = cuda_target()
+    config = {"algorithm": "cuda_gemm", "tile_k": "1x2x2", "tile_pq": "1x8x2", "split_k": 2, "tile_rc": 1,
+              "unroll": False, "shared": "none"}
+    other = dict(config, tile_pq="1x4x1")
+    log = tmp_path / "gpu.jsonl"
+    records.append(log, Record(wl.to_dict(), gpu.to_dict(), config, [2e-5]))
+    records.append(log, Record(wl.to_dict(), CudaTarget("another GPU", gpu.compute_capability).to_dict(), other,
+                               [1e-5]))
+    best = ApplyHistoryBest(log, gpu)
+    assert best.config_for(wl) == (config, "tuned")
+    assert best.other_targets == 1
+    assert len(best.kernel(wl).stages) == 2  # the split-K kernel, built for the GPU

@@ -99,7 +99,7 @@ class ApplyHistoryBest:
         """The compiled kernel for ``wl`` (memory, then disk cache, then compile)."""
         if wl.key not in self._kernels:
             config, _ = self.config_for(wl)
-            self._kernels[wl.key] = build(schedule_from_config(wl, config, self.target))
+            self._kernels[wl.key] = build(schedule_from_config(wl, config, self.target), target=self.target.kind)
         return self._kernels[wl.key]
 
     def __enter__(self) -> ApplyHistoryBest:
