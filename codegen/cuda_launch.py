@@ -132,6 +132,7 @@ class PreparedCudaConv:
             if b.name not in OPERANDS:
                 self._buffers[b.name] = cuda.device_array(b.size, np.float32)
         self._host: dict[str, Any] = {}
+        self._args: tuple[Any, ...] = ()
         self._prepared: tuple[tuple[int, ...] | None, tuple[Launch, ...]] | None = None
 
     def _host_buffer(self, name: str, shape: tuple[int, ...]) -> Any:
@@ -184,8 +185,21 @@ class PreparedCudaConv:
         key = None if simulated() else tuple(
             args[n].device_ctypes_pointer.value for n in ("data", "residual", "out") if n in args)
         if key is None or self._prepared is None or self._prepared[0] != key:
-            order = tuple(args[b.name] for b in self.kernel.loop_nest.params)
-            self._prepared = key, tuple(Launch(s, order, self.stream) for s in self.kernel.stages)
+            self._args = tuple(args[b.name] for b in self.kernel.loop_nest.params)
+            self._prepared = key, tuple(Launch(s, self._args, self.stream) for s in self.kernel.stages)
+
+    @property
+    def arguments(self) -> tuple[Any, ...]:
+        """The kernel's flat device arguments of the last ``bind``, in parameter order."""
+        return self._args
+
+    def record(self, builder: Any) -> None:
+        """Add the launches on the last ``bind``'s buffers to a cuda.core graph
+        builder (``codegen.cuda_graph``)."""
+        if self._prepared is None:
+            raise ValueError("record: bind device buffers first (or call the conv)")
+        for stage in self.kernel.stages:
+            Launch(stage, self._args, builder)()
 
     def launch(self) -> None:
         """Run the stages on the buffers of the last ``bind`` (asynchronous on the stream)."""
