@@ -86,8 +86,6 @@ def measure_here(workload: dict, config: dict, options: MeasureOptions) -> Measu
     import numpy as np
 
     from convtune.codegen import build
-    from convtune.codegen.verify import TOLERANCE
-    from convtune.ir.reference import relative_error
     from convtune.ir.workload import Conv2D
     from convtune.schedules.templates import schedule_from_config
     from convtune.tuner.timing import calls_per_block, time_calls
@@ -106,10 +104,9 @@ def measure_here(workload: dict, config: dict, options: MeasureOptions) -> Measu
         conv(x.data, residual=x.residual, out=out)
     except Exception as e:  # noqa: BLE001
         return MeasureResult(error_code=ErrorCode.RUNTIME_ERROR, error=_describe(e), compile_seconds=compiled)
-    err = relative_error(out, ref)
-    if not err < TOLERANCE:
-        return MeasureResult(error_code=ErrorCode.WRONG_ANSWER, compile_seconds=compiled,
-                             error=f"relative error {err:.3g} against the float64 reference (limit {TOLERANCE:g})")
+    wrong = wrong_answer(out, ref, compiled)
+    if wrong is not None:
+        return wrong
 
     def run() -> None:
         conv(x.data, residual=x.residual, out=out)
@@ -131,6 +128,18 @@ def measure_here(workload: dict, config: dict, options: MeasureOptions) -> Measu
             costs.append((time.perf_counter() - t0) / number)
     return MeasureResult(costs, compile_seconds=compiled, measure_seconds=time.perf_counter() - start - compiled,
                          cache="cold" if options.cold else "warm")
+
+
+def wrong_answer(out: Any, ref: Any, compile_seconds: float) -> MeasureResult | None:
+    """The WRONG_ANSWER result when ``out`` disagrees with the float64 reference, else None."""
+    from convtune.codegen.verify import TOLERANCE
+    from convtune.ir.reference import relative_error
+
+    err = relative_error(out, ref)
+    if err < TOLERANCE:
+        return None
+    return MeasureResult(error_code=ErrorCode.WRONG_ANSWER, compile_seconds=compile_seconds,
+                         error=f"relative error {err:.3g} against the float64 reference (limit {TOLERANCE:g})")
 
 
 def _describe(e: BaseException) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from convtune.tuner.measure import MeasureOptions, MeasureResult, _describe, _inputs_and_reference
+from convtune.tuner.measure import MeasureOptions, MeasureResult, _describe, _inputs_and_reference, wrong_answer
 from convtune.tuner.records import ErrorCode
 
 WARMUP_LAUNCHES = 3
@@ -56,8 +56,6 @@ def measure_cuda(workload: dict, config: dict, options: MeasureOptions) -> Measu
     from numba import cuda
 
     from convtune.codegen.cuda_build import build_cuda, cuda_target
-    from convtune.codegen.verify import TOLERANCE
-    from convtune.ir.reference import relative_error
     from convtune.ir.workload import Conv2D
     from convtune.schedules.templates import schedule_from_config
 
@@ -79,9 +77,8 @@ def measure_cuda(workload: dict, config: dict, options: MeasureOptions) -> Measu
         result = out.copy_to_host()
     except Exception as e:  # noqa: BLE001
         return MeasureResult(error_code=ErrorCode.RUNTIME_ERROR, error=_describe(e), compile_seconds=compiled)
-    err = relative_error(result, ref)
-    if not err < TOLERANCE:
-        return MeasureResult(error_code=ErrorCode.WRONG_ANSWER, compile_seconds=compiled,
-                             error=f"relative error {err:.3g} against the float64 reference (limit {TOLERANCE:g})")
+    wrong = wrong_answer(result, ref, compiled)
+    if wrong is not None:
+        return wrong
     costs = time_launches(conv.launch, conv.stream, options.repeats, options.min_repeat_seconds)
     return MeasureResult(costs, compile_seconds=compiled, measure_seconds=time.perf_counter() - start - compiled)
