@@ -162,6 +162,15 @@ class PreparedConv:
         return np.empty(shape, np.float32) if self.kernel.output_layout is None else np.zeros(shape, np.float32)
 
     def __call__(self, data: object, residual: object = None, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            out = self.new_output()
+        self.bind(data, residual, out)()
+        return out
+
+    def bind(self, data: object, residual: object, out: np.ndarray) -> BoundConv:
+        """The call with its arguments checked and fixed once: a model's
+        execution loop (or its compiled driver) then pays only for the launch.
+        ``data``, ``residual`` and ``out`` must be the arrays used at every call."""
         wl = self.kernel.workload
         shape_of = self.kernel.shape_of
         args = dict(self.scratch())
@@ -175,12 +184,28 @@ class PreparedConv:
             args["residual"] = _as_input("residual", residual, shape_of("residual")).reshape(-1)
         elif residual is not None:
             raise ValueError("residual: this workload was declared without a residual (conv2d(..., residual=True))")
-        if out is None:
-            out = self.new_output()
-        elif out.shape != shape_of("out") or out.dtype != np.float32 or not out.flags.c_contiguous:
+        if out.shape != shape_of("out") or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise ValueError(f"out: expected a C-contiguous float32 array of shape {shape_of('out')}, "
                              f"got {out.dtype} {out.shape}")
         args["out"] = out.reshape(-1)
-        compiled = self.kernel.compiled
-        run_stages(compiled.checked)(compiled.addresses, compiled.extents, tuple(args[n] for n in self._order))
-        return out
+        return BoundConv(self.kernel.compiled, tuple(args[n] for n in self._order), self.arena, self._generation)
+
+
+@dataclass(frozen=True)
+class BoundConv:
+    """A prepared conv bound to its arrays (flat, in the stage functions'
+    order): calling it runs the stages with no checks."""
+
+    compiled: CompiledModule
+    buffers: tuple[np.ndarray, ...]
+    arena: ScratchArena
+    generation: int
+
+    @property
+    def stale(self) -> bool:
+        """True once the arena has grown: the scratch views bound are no longer its buffer."""
+        return self.generation != self.arena.generation
+
+    def __call__(self) -> None:
+        compiled = self.compiled
+        run_stages(compiled.checked)(compiled.addresses, compiled.extents, self.buffers)
