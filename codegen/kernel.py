@@ -8,7 +8,7 @@ import numpy as np
 from convtune.codegen.kernel_cache import CompiledModule
 from convtune.codegen.launch import run_stages
 from convtune.ir.loopnest import Kernel as LoopNest
-from convtune.schedules.layout import pack_weight_array
+from convtune.schedules.layout import pack_weight_array, pack_winograd_weights
 from convtune.ir.winograd import WinogradCompute
 from convtune.schedules.state import BlockedLayout, ScheduleState, WeightPacking
 
@@ -28,10 +28,10 @@ def host_operands(state: ScheduleState, nest: LoopNest, weight: object,
     w = _as_input("weight", weight, wl.weight_shape)
     shapes = {b.name: b.shape for b in nest.params}
     packing = state.weight_packing
-    if isinstance(state.compute, WinogradCompute):  # U = G g G^T, packed like KCRS
-        w = state.compute.transform_weights(w)
-        packing = packing or WeightPacking(1, 1)
-    if packing is not None:
+    if isinstance(state.compute, WinogradCompute):  # U = G g G^T, transform element outermost
+        w = pack_winograd_weights(packing or WeightPacking(1, 1), state.compute.transform_weights(w),
+                                  shapes["weight"])
+    elif packing is not None:
         w = pack_weight_array(packing, w, shapes["weight"])
     b = None
     if wl.bias:

@@ -18,7 +18,7 @@ from convtune.codegen.lower import Domain, elementwise, pack_stage, pack_width, 
 from convtune.ir.expr import FLOAT, Cmp, Const, Expr, Load, Var, conj, fconst
 from convtune.ir.loopnest import Assign, Buffer, For, IfThen, Kernel, LoopKind, Stmt, Store, seq
 from convtune.ir.winograd import MATRICES, WinogradCompute
-from convtune.schedules.layout import ceil_div, packed_weight_index, packed_weight_shape
+from convtune.schedules.layout import ceil_div, winograd_weight_index, winograd_weight_shape
 from convtune.schedules.state import DataPacking, ScheduleState, WeightPacking
 
 
@@ -69,7 +69,7 @@ def lower_winograd(state: ScheduleState) -> Kernel:
     source, dr, dc = packed_source(state, packed)
     v = Buffer("V", (alpha * alpha, ceil_div(c_cover, cb), t_cover, cb))
     mm = Buffer("M", (alpha * alpha, ceil_div(k_cover, ob), t_cover, ob))
-    weight = Buffer("weight", packed_weight_shape(wp, k_cover, c_cover, alpha * alpha, 1))
+    weight = Buffer("weight", winograd_weight_shape(wp, alpha * alpha, k_cover, c_cover))
 
     # Input transform: per (n, channel block, tile row), tile column and lane.
     n, co, th, tw, ci = (Var(x) for x in ("n", "co", "th", "tw", "ci"))
@@ -87,7 +87,7 @@ def lower_winograd(state: ScheduleState) -> Kernel:
     # GEMM over (e, k, t) reducing c.
     ax = d.ax
     data_read = Load(v.name, (ax["e"], ax["c"] // cb, ax["t"], ax["c"] % cb))
-    weight_read = Load("weight", packed_weight_index(wp, ax["k"], ax["c"], ax["e"], Const(0)))
+    weight_read = Load("weight", winograd_weight_index(wp, ax["e"], ax["k"], ax["c"]))
     gemm = reduction_stages(d, data_read * weight_read, mm, (ax["e"], ax["k"] // ob, ax["t"], ax["k"] % ob),
                             lambda acc, idx: acc, reads_safe=True)
 

@@ -56,6 +56,25 @@ def pack_weight_array(p: WeightPacking, weight: np.ndarray, shape: tuple[int, ..
     return np.ascontiguousarray(blocked)
 
 
+def winograd_weight_index(p: WeightPacking, e: Expr, k: Expr, c: Expr) -> tuple[Expr, ...]:
+    """Physical index of U[e, k, c]: element-major, [e, k/ob, c/ib, ib, ob],
+    so a GEMM task (one transform element, one output-channel block) streams
+    one contiguous run of weights instead of a block every alpha^2 blocks."""
+    return (e, k // p.out_block, c // p.in_block, c % p.in_block, k % p.out_block)
+
+
+def winograd_weight_shape(p: WeightPacking, e: int, k: int, c: int) -> tuple[int, ...]:
+    return (e, ceil_div(k, p.out_block), ceil_div(c, p.in_block), p.in_block, p.out_block)
+
+
+def pack_winograd_weights(p: WeightPacking, u: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """U as [K, C, alpha^2, 1] (``WinogradCompute.transform_weights``) -> the
+    physical ``shape`` (from ``winograd_weight_shape``), zero-filled."""
+    e, kb, cb, ib, ob = shape
+    blocked = pack_weight_array(p, u, (kb, cb, e, 1, ib, ob))
+    return np.ascontiguousarray(blocked.transpose(2, 0, 1, 3, 4, 5).reshape(shape))
+
+
 def blocked_index(layout: BlockedLayout, n: Expr, c: Expr, h: Expr, w: Expr) -> tuple[Expr, ...]:
     """Physical index of logical (n, c, h, w) in a blocked activation layout."""
     return (n, c // layout.block, h + layout.top, w + layout.left, c % layout.block)
