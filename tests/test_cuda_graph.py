@@ -61,3 +61,15 @@ def test_launch_overhead_report():
     print(report)
     assert report["prepared_us"] < report["dispatcher_us"]
     assert report["graph_us"] < report["dispatcher_us"]
+
+
+def test_overhead_report_says_in_one_line_that_it_needs_a_gpu():
+    if not simulated():
+        pytest.skip("this machine has a GPU")
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "convtune.tuner.cuda_overhead"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 1
+    assert run.stderr.strip() == "cuda_overhead: needs a GPU: numba's CUDA simulator has no launch overhead to measure"

@@ -56,5 +56,15 @@ def launch_overhead(runs: int = 2000) -> dict[str, float]:
     return result
 
 
-if __name__ == "__main__":
+def main() -> None:
+    from convtune.codegen.cuda_build import cuda_unavailable
+    from convtune.codegen.cuda_launch import simulated
+
+    reason = cuda_unavailable() or ("numba's CUDA simulator has no launch overhead to measure" if simulated() else None)
+    if reason:
+        raise SystemExit(f"cuda_overhead: needs a GPU: {reason}")
     print(json.dumps(launch_overhead(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
