@@ -69,7 +69,7 @@ def stage_launch(stage: Stmt) -> Launch:
 
 def _stage_body(r: _CudaRenderer, stage: Stmt) -> list[str]:
     if isinstance(stage, For) and stage.kind == LoopKind.PARALLEL:
-        return ["    " + f"{stage.var} = cuda.grid(1)", f"    if {stage.var} < {stage.extent}:",
+        return [f"    {stage.var} = cuda.grid(1)", f"    if {stage.var} < {stage.extent}:",
                 *r.stmt(stage.body, 2)]
     return r.stmt(stage, 1)
 
