@@ -3,8 +3,11 @@
 ``build_plan`` turns an optimised ``ModelGraph`` into a list of steps (one per
 node; shape-only nodes are views and need none) whose arrays are views into a
 few storage blocks, shared between tensors whose lifetimes do not overlap
-(liveness over the topological order). ``run_plan`` is the execution loop and
-nothing else, so the plan can later be handed whole to one compiled driver.
+(liveness over the topological order). Steps are bound once: convs to their
+stage tuples, pools and Gemm heads to compiled kernels (``codegen.op_calls``),
+the rest to numpy closures; the plan's compiled driver runs them all without
+returning to Python, the Python loop of ``run_plan`` is the fallback (and
+what ``Session.profile`` times step by step).
 FusedConv nodes run convtune kernels, prepared (weights packed) once here,
 sharing one scratch arena; activations passed from conv to conv stay in
 blocked layouts (``codegen.layout_plan``). A blocked tensor's buffer has a
@@ -20,8 +23,10 @@ from typing import Callable
 import numpy as np
 
 from convtune.codegen.build import build
-from convtune.codegen.kernel import ScratchArena
+from convtune.codegen.kernel import BoundConv, PreparedConv, ScratchArena
 from convtune.codegen.layout_plan import choose_layouts
+from convtune.codegen.model_driver import Driver
+from convtune.codegen.op_calls import OpCall, op_call
 from convtune.codegen.ops import VIEW_OPS, Step, op_step
 from convtune.ir.graph import ModelGraph, Node
 from convtune.ir.workload import Conv2D
@@ -34,7 +39,8 @@ ScheduleFor = Callable[[Conv2D], Schedule]
 @dataclass
 class PlannedStep:
     node: Node
-    run: Step
+    run: BoundConv | OpCall | Step
+    """A conv bound to its arrays, a compiled operator, or a numpy closure."""
 
 
 @dataclass
@@ -50,6 +56,8 @@ class Plan:
     blocks: list[np.ndarray]
     layouts: dict[str, BlockedLayout]
     """The tensors kept blocked (their ``values`` are the physical arrays)."""
+    driver: Driver | None = None
+    """Every step in one compiled call per segment (None: the Python loop only)."""
 
     @property
     def storage_bytes(self) -> int:
@@ -132,17 +140,23 @@ def _assign_blocks(st: _Storages, steps: int) -> tuple[list[int], list[int], lis
     return block_of, capacity, block_kind
 
 
-def _conv_step(node: Node, ins: list[np.ndarray], out: np.ndarray, sch: Schedule, arena: ScratchArena) -> Step:
+def _prepare(node: Node, values: dict[str, np.ndarray], sch: Schedule, arena: ScratchArena) -> PreparedConv:
     wl: Conv2D = node.attrs["workload"]
+    ins = [values[t] for t in node.inputs if t]
     conv = build(sch).prepare(ins[1], ins[2] if wl.bias else None, arena=arena)
-    x, residual = ins[0], ins[-1] if wl.residual else None
-    return lambda: conv(x, residual=residual, out=out)
+    conv.scratch()  # the arena grows to the largest kernel's scratch before any conv is bound
+    return conv
 
 
-def build_plan(graph: ModelGraph, schedule_for: ScheduleFor, blocked: bool = True) -> Plan:
+def _conv_step(node: Node, ins: list[np.ndarray], out: np.ndarray, conv: PreparedConv) -> BoundConv:
+    return conv.bind(ins[0], ins[-1] if node.attrs["workload"].residual else None, out)
+
+
+def build_plan(graph: ModelGraph, schedule_for: ScheduleFor, blocked: bool = True, compiled: bool = True) -> Plan:
     """Bind every node of ``graph`` to its buffers; ``schedule_for`` gives
     the schedule of each FusedConv workload (tuned, or a fallback), a fresh
-    one per call; ``blocked`` lets activations stay blocked between convs."""
+    one per call; ``blocked`` lets activations stay blocked between convs;
+    ``compiled`` builds the plan's compiled driver (``codegen.model_driver``)."""
     order = list(graph.nodes())
     schedules = {n.name: schedule_for(n.attrs["workload"]) for n in order if n.op == "FusedConv"}
     layouts = choose_layouts(graph, schedules) if blocked else {}
@@ -154,19 +168,28 @@ def build_plan(graph: ModelGraph, schedule_for: ScheduleFor, blocked: bool = Tru
         info, layout = graph.tensors[t], st.kind[s]
         values[t] = blocks[block_of[s]][:st.size[s]].view(info.dtype).reshape(layout.shape if layout else info.shape)
     arena = ScratchArena()
+    convs = {n.name: _prepare(n, values, schedules[n.name], arena) for n in order if n.op == "FusedConv"}
     steps = []
     for node in order:
         if node.op in VIEW_OPS and node.inputs[0] in st.of:
             continue
         ins, outs = [values[t] for t in node.inputs if t], [values[t] for t in node.outputs]
-        run = (_conv_step(node, ins, outs[0], schedules[node.name], arena) if node.op == "FusedConv"
-               else op_step(node, ins, outs))
+        run = (_conv_step(node, ins, outs[0], convs[node.name]) if node.op == "FusedConv"
+               else op_call(node, ins, outs, graph.constants) or op_step(node, ins, outs))
         steps.append(PlannedStep(node, run))
-    return Plan(steps, {t: values[t] for t in graph.inputs}, values, blocks, layouts)
+    if any(s.run.stale for s in steps if isinstance(s.run, BoundConv)):
+        raise RuntimeError("model plan: the scratch arena grew after its convs were bound")
+    driver = Driver([s.run for s in steps]) if compiled else None
+    return Plan(steps, {t: values[t] for t in graph.inputs}, values, blocks, layouts, driver)
 
 
-def run_plan(plan: Plan) -> None:
-    """The execution loop: every step, in order (NaN and Inf propagate quietly)."""
+def run_plan(plan: Plan, compiled: bool = True) -> None:
+    """The execution loop: the compiled driver, or (``compiled=False``, or a
+    plan without one) every step in turn from Python. NaN and Inf propagate
+    quietly."""
     with np.errstate(all="ignore"):
+        if compiled and plan.driver is not None:
+            plan.driver()
+            return
         for step in plan.steps:
             step.run()

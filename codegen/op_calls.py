@@ -1,0 +1,86 @@
+"""Operators that run as compiled calls (``codegen.op_kernels``), bound at plan time.
+
+An ``OpCall`` names a kernel of ``op_kernels``, its flat float32 arrays and
+its scalar arguments. The plan's Python loop calls it directly; the plan's
+compiled driver (``codegen.model_driver``) writes the same call into its
+source, so one description serves both. ``op_call`` returns None for an
+operator (or a form of it) without a kernel: the plan runs its numpy step.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from convtune.codegen import op_kernels
+from convtune.ir.graph import Node
+
+
+class OpCall:
+    """``op_kernels.<name>(*arrays, *scalars)``; calling it runs the kernel."""
+
+    def __init__(self, name: str, arrays: tuple[np.ndarray, ...], scalars: tuple[int, ...]) -> None:
+        for a in arrays:
+            if a.dtype != np.float32 or a.ndim != 1 or not a.flags.c_contiguous:
+                raise ValueError(f"{name}: arrays must be flat C-contiguous float32, got {a.dtype} {a.shape}")
+        self.name = name
+        self.arrays = arrays
+        self.scalars = scalars
+        self._kernel = getattr(op_kernels, name)
+
+    def __call__(self) -> None:
+        self._kernel(*self.arrays, *self.scalars)
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """A flat view of a plan buffer (never a copy: the call must see the buffer)."""
+    flat = a.reshape(-1)
+    if not np.shares_memory(flat, a):
+        raise ValueError("a plan buffer must be contiguous")
+    return flat
+
+
+def _max_pool(node: Node, x: np.ndarray, out: np.ndarray) -> OpCall | None:
+    a = node.attrs
+    if x.ndim != 4:
+        return None
+    (N, C, H, W), (P, Q) = x.shape, out.shape[2:]
+    return OpCall("max_pool", (_flat(x), _flat(out)),
+                  (N * C, H, W, P, Q, *a["kernel_shape"], *a["strides"], *a["pads"][:2], *a["dilations"]))
+
+
+def _global_average_pool(x: np.ndarray, out: np.ndarray) -> OpCall:
+    planes = x.shape[0] * x.shape[1]
+    return OpCall("global_average_pool", (_flat(x), _flat(out)), (planes, x.size // planes))
+
+
+def _gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None, out: np.ndarray, trans_b: bool,
+          alpha: float, beta: float) -> OpCall:
+    """``out = alpha a b + beta c`` with the constant ``b`` (and ``c``) laid
+    out once: ``b`` as N x K rows, ``c`` broadcast to M x N."""
+    M, N = out.shape
+    bt = np.ascontiguousarray(alpha * (b if trans_b else b.T), np.float32)
+    cc = np.zeros((M, N), np.float32) if c is None else np.ascontiguousarray(
+        np.broadcast_to(beta * c, (M, N)), np.float32)
+    return OpCall("gemm", (_flat(a), bt.reshape(-1), cc.reshape(-1), _flat(out)), (M, N, a.shape[1]))
+
+
+def op_call(node: Node, ins: list[np.ndarray], outs: list[np.ndarray],
+            constants: Mapping[str, np.ndarray]) -> OpCall | None:
+    """The compiled call computing ``node`` from the plan arrays ``ins`` into
+    ``outs``, or None. Weights are laid out here, so they must be constants."""
+    arrays = [*ins, *outs]
+    if len(outs) != 1 or not all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays):
+        return None
+    out, named = outs[0], [t for t in node.inputs if t]
+    if node.op == "MaxPool":
+        return _max_pool(node, ins[0], out)
+    if node.op == "GlobalAveragePool" and ins[0].ndim >= 3:
+        return _global_average_pool(ins[0], out)
+    const = all(t in constants for t in named[1:])
+    if node.op == "Gemm" and const and not node.attrs["transA"]:
+        c = ins[2] if len(ins) > 2 else None
+        return _gemm(ins[0], ins[1], c, out, bool(node.attrs["transB"]), node.attrs["alpha"], node.attrs["beta"])
+    if node.op == "MatMul" and const and ins[0].ndim == 2 and ins[1].ndim == 2:
+        return _gemm(ins[0], ins[1], None, out, False, 1.0, 1.0)
+    return None

@@ -1,0 +1,61 @@
+"""Numba kernels for the operators around the convs (pools, the Gemm head).
+
+Why compiled, not numpy: numpy pays microseconds of dispatch per call, and
+its BLAS runs on OpenBLAS's own threads, which fight Numba's spinning OpenMP
+threads right after a conv (NOTES.md, "Threading layers fight": a small
+Gemm head took 14.7 ms after mobilenet_v2's convs instead of 0.2 ms). These
+run on Numba's threading layer like the convs, from Python or from a plan's
+compiled driver (``codegen.model_driver``), on flat float32 arrays with the
+shapes as scalar arguments, so one compiled version serves every model.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_FLAGS = dict(cache=True, nogil=True)
+_REDUCE = {"reassoc", "contract"}
+"""Reassociation lets LLVM vectorise a sum; no 'nnan', so NaN still propagates."""
+
+
+@njit(parallel=True, **_FLAGS)
+def max_pool(x, out, planes, H, W, P, Q, kh, kw, sh, sw, pt, pl, dh, dw):  # type: ignore[no-untyped-def]
+    """2-D max pool of ``planes`` HxW planes into PxQ ones (padding never wins;
+    a NaN in a window makes its maximum NaN, as ``np.maximum`` does)."""
+    for c in prange(planes):
+        for p in range(P):
+            for q in range(Q):
+                m = np.float32(-np.inf)
+                for r in range(kh):
+                    h = p * sh - pt + r * dh
+                    if 0 <= h < H:
+                        for s in range(kw):
+                            w = q * sw - pl + s * dw
+                            if 0 <= w < W:
+                                v = x[(c * H + h) * W + w]
+                                if m == m and not v <= m:
+                                    m = v
+                out[(c * P + p) * Q + q] = m
+
+
+@njit(parallel=True, **_FLAGS)
+def global_average_pool(x, out, planes, size):  # type: ignore[no-untyped-def]
+    """Mean of each of ``planes`` planes of ``size`` pixels (summed in float64)."""
+    for c in prange(planes):
+        total = 0.0
+        for i in range(c * size, (c + 1) * size):
+            total += x[i]
+        out[c] = total / size
+
+
+@njit(parallel=True, fastmath=_REDUCE, **_FLAGS)
+def gemm(a, bt, c, out, M, N, K):  # type: ignore[no-untyped-def]
+    """``out = a @ bt.T + c`` for ``a`` MxK, ``bt`` NxK (the weight
+    transposed once at plan time, so every dot product reads two contiguous
+    rows) and ``c`` MxN, parallel over the N outputs."""
+    for n in prange(N):
+        for m in range(M):
+            acc = np.float32(0.0)
+            for k in range(K):
+                acc += a[m * K + k] * bt[n * K + k]
+            out[m * N + n] = acc + c[m * N + n]
