@@ -177,7 +177,7 @@ def prepare_chain(chain: ConvChain, mode: str, configs: ConfigFor | None = None,
                 run.buffers[tensor] = value.copy() if layouts.get(tensor) is None else to_blocked(layouts[tensor], value)
         run.buffers[c.out] = conv.new_output()
         run.prepared.append(conv)
-        data, out = run.buffers[c.data], run.buffers[c.out]
-        residual = run.buffers[c.residual] if c.residual else None
-        run.calls.append(lambda conv=conv, data=data, residual=residual, out=out: conv(data, residual, out))
+    # Bound once the arena has its final size: each call then only launches, as in a model runtime.
+    run.calls = [conv.bind(run.buffers[c.data], run.buffers[c.residual] if c.residual else None, run.buffers[c.out])
+                 for c, conv in zip(chain.convs, run.prepared)]
     return run
