@@ -17,6 +17,8 @@ by reference, so this module must stay importable under the same name.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -221,7 +223,14 @@ def _zip_rounds(builder, vs: list, lanes: int) -> list:  # type: ignore[no-untyp
     """The transpose of a power-of-two number ``B`` of ``lanes``-wide vectors:
     ``log2(B)`` rounds of zipping vector ``i`` with vector ``i + B/2`` (two
     two-source shuffles a pair, one ``vpermt2ps`` each on AVX-512). Lane
-    ``j*B + i`` of the concatenated result is lane ``j`` of input ``i``."""
+    ``j*B + i`` of the concatenated result is lane ``j`` of input ``i``.
+    Vectors of another width are first widened to a power of two, with
+    undefined lanes that come out after the ``lanes*B`` defined ones."""
+    wide = 1 << (lanes - 1).bit_length()
+    if wide != lanes:
+        grow = ir.Constant(ir.VectorType(_I32, wide), list(range(lanes)) + [lanes] * (wide - lanes))
+        undef = ir.Constant(ir.VectorType(ir.FloatType(), lanes), ir.Undefined)
+        vs, lanes = [builder.shuffle_vector(x, undef, grow) for x in vs], wide
     b, half = len(vs), lanes // 2
     zip_lo = ir.Constant(ir.VectorType(_I32, lanes), [x for j in range(half) for x in (j, lanes + j)])
     zip_hi = ir.Constant(ir.VectorType(_I32, lanes), [x for j in range(half, lanes) for x in (j, lanes + j)])
@@ -253,7 +262,10 @@ def vinterleave(typingctx, parts):  # type: ignore[no-untyped-def]
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
         vs = [builder.extract_value(builder.extract_value(args[0], i), j) for i, j in where]
-        return _concat(builder, _zip_rounds(builder, vs, lanes))
+        flat = _concat(builder, _zip_rounds(builder, vs, lanes))
+        if flat.type.count == b * lanes:
+            return flat
+        return builder.shuffle_vector(flat, flat, ir.Constant(ir.VectorType(_I32, b * lanes), list(range(b * lanes))))
     return F32Vec(b * lanes)(parts), codegen
 
 
@@ -267,13 +279,26 @@ def vstrows(typingctx, arr, base, stride, parts):  # type: ignore[no-untyped-def
     masked to its first ``T``: ``L`` vector stores where the scatters were
     ``T*L`` scalar ones.
     """
+    return types.void(arr, base, stride, parts), _rows_codegen(parts, _lanes(stride), masked=False)
+
+
+@intrinsic(prefer_literal=True)
+def vstrowsmask(typingctx, arr, base, stride, lo, hi, parts):  # type: ignore[no-untyped-def]
+    """``vstrows`` writing only rows ``lo <= l < hi`` (the output channels of
+    a tile's last channel block that exist)."""
+    return types.void(arr, base, stride, lo, hi, parts), _rows_codegen(parts, _lanes(stride), masked=True)
+
+
+def _rows_codegen(parts: types.Type, step: int, masked: bool):  # type: ignore[no-untyped-def]
+    """The code of ``vstrows`` (args: arr, base, stride, parts) or, when
+    ``masked``, of ``vstrowsmask`` (args: arr, base, stride, lo, hi, parts)."""
     where, lanes = _vector_parts(parts)
-    t, step = len(where), _lanes(stride)
+    t = len(where)
     b = 1 << (t - 1).bit_length()
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
         vty = ir.VectorType(ir.FloatType(), lanes)
-        vs = [builder.extract_value(builder.extract_value(args[3], i), j) for i, j in where]
+        vs = [builder.extract_value(builder.extract_value(args[-1], i), j) for i, j in where]
         flat = _concat(builder, _zip_rounds(builder, vs + [ir.Constant(vty, ir.Undefined)] * (b - t), lanes))
         rty = ir.VectorType(ir.FloatType(), b)
         mask = ir.Constant(ir.VectorType(ir.IntType(1), b), [1] * t + [0] * (b - t))
@@ -285,12 +310,87 @@ def vstrows(typingctx, arr, base, stride, parts):  # type: ignore[no-untyped-def
             value = builder.shuffle_vector(flat, flat, lanes_of_row)
             off = builder.add(args[1], ir.Constant(args[1].type, row * step))
             ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], off), rty.as_pointer())
-            if masked_store is None:
-                builder.store(value, ptr, align=4)
-            else:
-                builder.call(masked_store, [value, ptr, ir.Constant(_I32, 4), mask])
+            with builder.if_then(_in_range(context, builder, sig, args, row)) if masked else nullcontext():
+                if masked_store is None:
+                    builder.store(value, ptr, align=4)
+                else:
+                    builder.call(masked_store, [value, ptr, ir.Constant(_I32, 4), mask])
         return context.get_dummy_value()
-    return types.void(arr, base, stride, parts), codegen
+    return codegen
+
+
+def _in_range(context, builder, sig, args, i: int):  # type: ignore[no-untyped-def]
+    """``lo <= i < hi`` for the constant ``i`` and the intrinsic's ``lo`` and
+    ``hi`` arguments (its 4th and 5th)."""
+    lo, hi = (context.cast(builder, args[n], sig.args[n], types.int64) for n in (3, 4))
+    at = ir.Constant(ir.IntType(64), i)
+    return builder.and_(builder.icmp_signed("<=", lo, at), builder.icmp_signed("<", at, hi))
+
+
+def _range_mask(context, builder, sig, args, offsets: list[int]):  # type: ignore[no-untyped-def]
+    """The ``<n x i1>`` mask of ``lo <= offsets[i] < hi`` (``lo``, ``hi``: the
+    intrinsic's 4th and 5th arguments): two vector compares."""
+    i64, n = ir.IntType(64), len(offsets)
+
+    def splat(k: int):  # type: ignore[no-untyped-def]
+        x = context.cast(builder, args[k], sig.args[k], types.int64)
+        v = builder.insert_element(ir.Constant(ir.VectorType(i64, n), ir.Undefined), x, ir.Constant(_I32, 0))
+        return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), [0] * n))
+
+    at = ir.Constant(ir.VectorType(i64, n), offsets)
+    return builder.and_(builder.icmp_signed("<=", splat(3), at), builder.icmp_signed("<", at, splat(4)))
+
+
+def _pointers(context, builder, sig, args, step: int, n: int):  # type: ignore[no-untyped-def]
+    """The vector of addresses ``&arr[base + i*step]`` (llvmlite has no
+    vector GEP: integer arithmetic on the base address)."""
+    i64 = ir.IntType(64)
+    base = builder.ptrtoint(_ptr(context, builder, sig.args[0], args[0], args[1]), i64)
+    v = builder.insert_element(ir.Constant(ir.VectorType(i64, n), ir.Undefined), base, ir.Constant(_I32, 0))
+    v = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), [0] * n))
+    v = builder.add(v, ir.Constant(ir.VectorType(i64, n), [4 * i * step for i in range(n)]))
+    return builder.inttoptr(v, ir.VectorType(ir.PointerType(ir.FloatType()), n))
+
+
+@intrinsic(prefer_literal=True)
+def vstmask(typingctx, arr, base, stride, lo, hi, vec):  # type: ignore[no-untyped-def]
+    """``arr[base + i*stride] = vec[i]`` for the lanes ``lo <= i < hi`` only
+    (note: lanes, where ``vldmask`` counts elements): one masked store
+    (``vmaskmovps``, or a k-masked ``vmovups``), or when strided one masked
+    scatter (``vscatterdps`` on AVX-512; LLVM splits it into scalar stores
+    where there is none)."""
+    step = _lanes(stride)
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        n, vty = sig.args[5].lanes, args[5].type
+        mask = _range_mask(context, builder, sig, args, list(range(n)))
+        if step == 1:
+            ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), vty.as_pointer())
+            name, where = f"llvm.masked.store.v{n}f32.p0", ptr
+        else:
+            name, where = f"llvm.masked.scatter.v{n}f32.v{n}p0", _pointers(context, builder, sig, args, step, n)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vty, where.type, _I32, mask.type]), name)
+        builder.call(fn, [args[5], where, ir.Constant(_I32, 4), mask])
+        return context.get_dummy_value()
+    return types.void(arr, base, stride, lo, hi, vec), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vgathermask(typingctx, arr, base, stride, lo, hi, lanes):  # type: ignore[no-untyped-def]
+    """Lane i = ``arr[base + i*stride]`` if ``lo <= i*stride < hi``, else 0
+    (``vldmask``'s rule) for strides too wide for one load: one masked
+    gather (``vgatherdps`` on AVX-512 and AVX2)."""
+    n, step = _lanes(lanes), _lanes(stride)
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        fty = ir.VectorType(ir.FloatType(), n)
+        ptrs = _pointers(context, builder, sig, args, step, n)
+        mask = _range_mask(context, builder, sig, args, [i * step for i in range(n)])
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [ptrs.type, _I32, mask.type, fty]),
+                                            f"llvm.masked.gather.v{n}f32.v{n}p0")
+        return builder.call(fn, [ptrs, ir.Constant(_I32, 4), mask, ir.Constant(fty, None)])
+    return F32Vec(n)(arr, base, stride, lo, hi, lanes), codegen
 
 
 @intrinsic(prefer_literal=True)

@@ -23,6 +23,7 @@ from convtune.ir.expr import (
     Interleave,
     Lanes,
     Load,
+    Masked,
     MaskedLoad,
     Ramp,
     Rows,
@@ -34,8 +35,9 @@ from convtune.ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel,
 from convtune.ir.printer import expr_str
 
 MAX_WIDE_STRIDE = 4
-INTRINSICS = ("checked", "ld", "st", "vld", "vldmask", "vst", "vgather", "vscatter", "vsplat", "vfromtuple",
-              "vinterleave", "vstrows", "vget", "vadd", "vsub", "vmul", "vmin", "vmax", "vfma", "vselect")
+INTRINSICS = ("checked", "ld", "st", "vld", "vldmask", "vgathermask", "vst", "vstmask", "vgather", "vscatter",
+              "vsplat", "vfromtuple", "vinterleave", "vstrows", "vstrowsmask", "vget", "vadd", "vsub", "vmul", "vmin",
+              "vmax", "vfma", "vselect")
 MATH = tuple(f"v{fn}" for fn in FUNCTIONS)
 """``Call`` nodes, from ``codegen.math_intrinsics`` (scalar or vector alike)."""
 FASTMATH = "{'contract', 'arcp', 'nsz', 'reassoc', 'afn'}"
@@ -85,7 +87,9 @@ class _Renderer:
             idx = e.index
             span = (idx.lanes - 1) * idx.stride + 1  # type: ignore[attr-defined]
             at = self.at(e.buffer, idx.base, span, e.lo, e.hi)  # type: ignore[attr-defined]
-            return f"vldmask({e.buffer}, {at}, {idx.stride}, {self.expr(e.lo)}, {self.expr(e.hi)}, {idx.lanes})"  # type: ignore[attr-defined]
+            load = "vldmask" if idx.stride <= MAX_WIDE_STRIDE else "vgathermask"  # type: ignore[attr-defined]
+            lo, hi = self.expr(e.lo), self.expr(e.hi)
+            return f"{load}({e.buffer}, {at}, {idx.stride}, {lo}, {hi}, {idx.lanes})"  # type: ignore[attr-defined]
         if isinstance(e, BinOp):
             return self.binop(e)
         if isinstance(e, Cmp):
@@ -170,6 +174,8 @@ class _Renderer:
 
     def store(self, s: Store, pad: str) -> list[str]:
         idx = s.indices[0]
+        if isinstance(idx, Masked):
+            return [f"{pad}{self.masked_store(s.buffer, idx, s.value)}"]
         if isinstance(idx, Rows):
             if not isinstance(s.value, Interleave):
                 raise RenderError(f"a store of rows needs an interleaved value, got {s.value}")
@@ -187,6 +193,20 @@ class _Renderer:
             return [f"{pad}{tmp} = {value}"] + [
                 f"{pad}st({s.buffer}, {self.at(s.buffer, i)}, vget({tmp}, {lane}))" for lane, i in enumerate(idx.elems)]
         return [f"{pad}st({s.buffer}, {self.at(s.buffer, idx)}, {value})"]
+
+
+    def masked_store(self, buf: str, m: Masked, value: Expr) -> str:
+        """Lanes (of rows: rows) ``m.lo <= i < m.hi`` of a vector store."""
+        idx, lo, hi = m.index, self.expr(m.lo), self.expr(m.hi)
+        if isinstance(idx, Rows) and isinstance(value, Interleave):
+            at = self.at(buf, idx.base, (idx.count - 1) * idx.stride + idx.length,
+                         m.lo * idx.stride, (m.hi - 1) * idx.stride + idx.length)
+            return f"vstrowsmask({buf}, {at}, {idx.stride}, {lo}, {hi}, {self.vectors(value)})"
+        if isinstance(idx, Ramp):
+            at = self.at(buf, idx.base, (idx.lanes - 1) * idx.stride + 1, m.lo * idx.stride,
+                         (m.hi - 1) * idx.stride + 1)
+            return f"vstmask({buf}, {at}, {idx.stride}, {lo}, {hi}, {self.expr(value)})"
+        raise RenderError(f"cannot render a masked store to {buf}[{idx}] of {value}")
 
 
 def _stages(k: Kernel) -> list[tuple[str, int, Stmt]]:

@@ -208,6 +208,21 @@ class Rows(Expr):
 
 
 @dataclass(frozen=True, eq=True)
+class Masked(Expr):
+    """A store index (a Ramp, or Rows) of which only lanes (of Rows: rows)
+    ``lo <= i < hi`` are written: the last vector of a tile that runs past a
+    tensor's edge, one masked store instead of a scalar store per lane."""
+
+    index: Expr
+    lo: Expr
+    hi: Expr
+
+    @property
+    def lanes(self) -> int:  # type: ignore[override]
+        return self.index.lanes
+
+
+@dataclass(frozen=True, eq=True)
 class Broadcast(Expr):
     value: Expr
     lanes: int

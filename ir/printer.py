@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from convtune.ir.expr import (And, BinOp, Broadcast, Call, Cmp, Const, Expr, Extract, Interleave, Lanes, Load,
-                              MaskedLoad, Not, Ramp, Rows, Select, Var)
+                              Masked, MaskedLoad, Not, Ramp, Rows, Select, Var)
 from convtune.ir.loopnest import Allocate, Assign, Barrier, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
 
 _PREC = {"+": 1, "-": 1, "*": 2, "//": 2, "%": 2}
@@ -39,6 +39,8 @@ def expr_str(e: Expr, parent_prec: int = 0) -> str:
         return f"{e.buffer}[{expr_str(e.index)} where {expr_str(e.lo)} <= j < {expr_str(e.hi)}]"
     if isinstance(e, Ramp):
         return f"ramp({expr_str(e.base)}, {e.stride}, {e.lanes})"
+    if isinstance(e, Masked):
+        return f"{expr_str(e.index)} where {expr_str(e.lo)} <= lane < {expr_str(e.hi)}"
     if isinstance(e, Rows):
         return f"rows({expr_str(e.base)}, {e.count} x {e.length}, stride {e.stride})"
     if isinstance(e, Broadcast):

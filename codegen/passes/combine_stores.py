@@ -12,6 +12,9 @@ consecutive elements, so they become one store of ``interleave(v0, ...)``:
   row by ``L`` output channels, rows ``P*Q`` apart): ``rows(base, L x T,
   stride S)``, rendered as a transpose and ``L`` (masked) row stores.
 
+Masked stores (a tile's last channels, see ``vectorize``) combine the same
+way when they share a mask: the mask then selects rows.
+
 Tail tiles keep their guards: a run of ``if c(i): store_i`` whose conditions
 are affine in ``i`` (so they hold for all ``i`` once they hold for the first
 and the last) becomes ``if c(0) and c(T-1): combined else: the run``.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from convtune.ir.expr import INT, Cmp, Const, Expr, Interleave, Ramp, Rows, conj, conjuncts, loads
+from convtune.ir.expr import INT, Cmp, Const, Expr, Interleave, Masked, Ramp, Rows, conj, conjuncts, loads
 from convtune.ir.loopnest import IfThen, Kernel, Seq, Stmt, Store, map_stmt, seq
 from convtune.ir.simplify import linear, simplify
 
@@ -33,6 +36,8 @@ class _Part:
     store: Store
     ramp: Ramp
     cond: Expr | None
+    mask: Masked | None
+    """The lanes written, when not all are (the tile's last channels)."""
 
 
 def _part(s: Stmt) -> _Part | None:
@@ -41,8 +46,13 @@ def _part(s: Stmt) -> _Part | None:
         cond, s_inner = s.cond, s.body
     else:
         s_inner = s
-    if isinstance(s_inner, Store) and isinstance(s_inner.indices[0], Ramp) and s_inner.indices[0].stride >= 2:
-        return _Part(s, s_inner, s_inner.indices[0], cond)
+    if not isinstance(s_inner, Store):
+        return None
+    index = s_inner.indices[0]
+    mask = index if isinstance(index, Masked) else None
+    ramp = index.index if isinstance(index, Masked) else index
+    if isinstance(ramp, Ramp) and ramp.stride >= 2:
+        return _Part(s, s_inner, ramp, cond, mask)
     return None
 
 
@@ -78,6 +88,8 @@ def _run(stmts: tuple[Stmt, ...], at: int) -> list[_Part]:
         p = _part(stmts[at + len(run)])
         if p is None or p.store.buffer != first.store.buffer or (p.cond is None) != (first.cond is None):
             break
+        if (p.mask and (p.mask.lo, p.mask.hi)) != (first.mask and (first.mask.lo, first.mask.hi)):
+            break
         if (p.ramp.stride, p.ramp.lanes) != (first.ramp.stride, first.ramp.lanes):
             break
         if simplify(p.ramp.base - first.ramp.base) != Const(len(run)):
@@ -96,9 +108,11 @@ def _combined(run: list[_Part]) -> Stmt | None:
     conds = [p.cond for p in run]
     if conds[0] is not None and not _affine_run(conds):  # type: ignore[arg-type]
         return None
-    t, ramp = len(run), run[0].ramp
-    index: Expr = (Ramp(ramp.base, 1, t * ramp.lanes) if t == ramp.stride and t & (t - 1) == 0
+    t, ramp, mask = len(run), run[0].ramp, run[0].mask
+    index: Expr = (Ramp(ramp.base, 1, t * ramp.lanes) if t == ramp.stride and t & (t - 1) == 0 and mask is None
                    else Rows(ramp.base, t, ramp.stride, ramp.lanes))
+    if mask is not None:  # lane l of every vector is row l
+        index = Masked(index, mask.lo, mask.hi)
     store = Store(buffer, (index,), Interleave(tuple(p.store.value for p in run)))
     if conds[0] is None:
         return store

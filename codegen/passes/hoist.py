@@ -19,17 +19,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from convtune.ir.expr import INT, Const, Expr, Lanes, Load, Ramp, Rows, Var, free_vars, map_children
-from convtune.ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store, seq
+from convtune.ir.expr import INT, Const, Expr, Lanes, Load, Masked, MaskedLoad, Ramp, Rows, Var, free_vars, map_children
+from convtune.ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store, seq, walk
 from convtune.ir.simplify import Linear, linear
 
 
 class _Hoister:
-    def __init__(self) -> None:
+    def __init__(self, taken: frozenset[str] = frozenset()) -> None:
         self.stack: list[str] = []
         self.pending: list[list[Stmt]] = []
         self.memo: dict[tuple[int, frozenset], Var] = {}
         self.count = 0
+        self.taken = taken
+        """Loop variables of the stage: a temporary named like one would shadow it."""
 
     def _level(self, atom: Expr) -> int:
         return max((self.stack.index(v) for v in free_vars(atom) if v in self.stack), default=-1)
@@ -44,19 +46,27 @@ class _Hoister:
         inner = max(levels, default=-1)
         if inner < 0:
             return e
+        # The innermost level's terms stay in the access when they are plain
+        # loop variables (cheap, and unrolled away); a sum of several, or a
+        # division or modulo, is shared too: the tile's epilogue repeats it
+        # in every store.
+        own = levels[inner]
+        shared = inner + 1 if len(own) > 1 or any(not isinstance(a, Var) for a in own) else inner
         prefix: Expr | None = None
         terms: dict[Expr, int] = {}
-        for level in range(-1, inner):
+        for level in range(-1, shared):
             if level not in levels:
                 continue
             terms.update(levels[level])
             prefix = self._partial(max(level, 0), frozenset(terms.items()), prefix, levels[level])
-        rest = Linear(levels[inner], lin.const).to_expr()
-        return rest if prefix is None else prefix + rest
+        rest = Linear(levels[inner] if shared == inner else {}, lin.const).to_expr()
+        return rest if prefix is None else prefix + rest if rest != Const(0) else prefix
 
     def _partial(self, level: int, key: frozenset, prev: Expr | None, new_terms: dict[Expr, int]) -> Var:
         if (level, key) not in self.memo:
             value = Linear(new_terms).to_expr()
+            while f"i{self.count}" in self.taken:
+                self.count += 1
             var = Var(f"i{self.count}")
             self.count += 1
             self.pending[level].append(Assign(var.name, value if prev is None else prev + value))
@@ -66,9 +76,13 @@ class _Hoister:
     def expr(self, e: Expr) -> Expr:
         if isinstance(e, Load):
             return Load(e.buffer, tuple(self.index(i) for i in e.indices), e.dtype)
+        if isinstance(e, MaskedLoad):
+            return replace(e, index=self.index(e.index), lo=self.offset(e.lo), hi=self.offset(e.hi))
         return map_children(e, self.expr)
 
     def index(self, i: Expr) -> Expr:
+        if isinstance(i, Masked):
+            return replace(i, index=self.index(i.index), lo=self.offset(i.lo), hi=self.offset(i.hi))
         if isinstance(i, (Ramp, Rows)):
             return replace(i, base=self.offset(i.base))
         if isinstance(i, Lanes):
@@ -101,4 +115,7 @@ class _Hoister:
 def hoist_indices(k: Kernel) -> Kernel:
     """Each stage is hoisted on its own: stages become separate functions, so
     temporaries must not cross them."""
-    return k.map_stages(lambda st: _Hoister().stmt(st))
+    def stage(st: Stmt) -> Stmt:
+        return _Hoister(frozenset(x.var for x in walk(st) if isinstance(x, For))).stmt(st)
+
+    return k.map_stages(stage)

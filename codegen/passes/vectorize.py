@@ -23,6 +23,7 @@ from convtune.ir.expr import (
     Extract,
     Lanes,
     Load,
+    Masked,
     MaskedLoad,
     Ramp,
     Select,
@@ -33,9 +34,10 @@ from convtune.ir.expr import (
     emin,
     fconst,
     free_vars,
+    loads,
     substitute,
 )
-from convtune.ir.loopnest import Assign, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store, map_stmt, seq, walk
+from convtune.ir.loopnest import Allocate, Assign, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store, map_stmt, seq, walk
 from convtune.ir.simplify import linear, simplify
 from convtune.schedules.state import ScheduleError
 
@@ -59,13 +61,17 @@ def _widen(e: Expr, lanes: int) -> Expr:
 
 
 class _Lanes:
-    """The loop being vectorized: its variable, its width and the vector
-    temporaries assigned in its body so far."""
+    """The loop being vectorized: its variable, its width, the vector
+    temporaries assigned in its body so far, the local buffers (which cover
+    every lane), and while a masked store's value is vectorized, the lanes
+    ``[lo, hi)`` it may read for."""
 
-    def __init__(self, v: str, lanes: int) -> None:
+    def __init__(self, v: str, lanes: int, local: frozenset[str]) -> None:
         self.v = v
         self.lanes = lanes
         self.temps: set[str] = set()
+        self.local = local
+        self.mask: tuple[Expr, Expr] | None = None
 
     def varies(self, e: Expr) -> bool:
         fv = free_vars(e)
@@ -75,6 +81,10 @@ class _Lanes:
         return Var(name, FLOAT, self.lanes)
 
 
+class _Unmaskable(Exception):
+    """A read under a lane mask that cannot itself be masked."""
+
+
 def vectorize_expr(e: Expr, ctx: _Lanes) -> Expr:
     v, lanes = ctx.v, ctx.lanes
     if not ctx.varies(e):
@@ -82,10 +92,18 @@ def vectorize_expr(e: Expr, ctx: _Lanes) -> Expr:
     if isinstance(e, Var):
         return ctx.temp(e.name)
     if isinstance(e, Load):
-        return Load(e.buffer, (_vector_index(e.indices[0], v, lanes),), e.dtype)
+        index = _vector_index(e.indices[0], v, lanes)
+        if ctx.mask is None or e.buffer in ctx.local:
+            return Load(e.buffer, (index,), e.dtype)
+        if not (isinstance(index, Ramp) and index.stride > 0):
+            raise _Unmaskable(f"{e.buffer}[{index}]")
+        lo, hi = ctx.mask
+        return MaskedLoad(e.buffer, index, simplify(lo * index.stride), simplify(hi * index.stride))
     if isinstance(e, Select):
         value_test = isinstance(e.cond, Cmp) and e.cond.a.dtype == FLOAT
         if v in free_vars(e.cond) and not value_test:
+            if ctx.mask is not None:
+                raise _Unmaskable(f"{e}")
             # An index test (e.g. padding): a masked load when the test is a
             # range of lanes, else each lane is evaluated on its own.
             masked = _masked_load(e, ctx)
@@ -93,7 +111,10 @@ def vectorize_expr(e: Expr, ctx: _Lanes) -> Expr:
                 return masked
             return Lanes(tuple(_at_lane(_lane_of_temps(e, ctx, i), v, i) for i in range(lanes)))
         cond = e.cond
-        if isinstance(cond, Cmp):
+        # A test the same for every lane stays scalar: rendered as Python's
+        # lazy conditional, its branch that reads outside a tensor (a
+        # padding test guarding a load) is never evaluated.
+        if isinstance(cond, Cmp) and ctx.varies(cond):
             cond = Cmp(cond.op, _widen(vectorize_expr(cond.a, ctx), lanes), _widen(vectorize_expr(cond.b, ctx), lanes))
         return Select(cond, _widen(vectorize_expr(e.t, ctx), lanes), _widen(vectorize_expr(e.f, ctx), lanes))
     if isinstance(e, BinOp) and e.dtype == FLOAT:
@@ -111,17 +132,25 @@ def _masked_load(e: Select, ctx: _Lanes) -> Expr | None:
     index = _vector_index(e.t.indices[0], ctx.v, ctx.lanes)
     if not (isinstance(index, Ramp) and index.stride > 0):
         return None
+    uniform = [c for c in conjuncts(e.cond) if ctx.v not in free_vars(c)]
+    span = _offset_range([c for c in conjuncts(e.cond) if ctx.v in free_vars(c)], ctx, index.stride)
+    if span is None:
+        return None
+    load = MaskedLoad(e.t.buffer, index, *span)
+    return load if not uniform else Select(conj(*uniform), load, Broadcast(fconst(0.0), ctx.lanes))
+
+
+def _offset_range(conds: list[Expr], ctx: _Lanes, stride: int) -> tuple[Expr, Expr] | None:
+    """``[lo, hi)`` of the offsets ``j = lane * stride`` at which every
+    condition holds, when each is an integer bound on ``stride * v`` plus
+    terms free of ``v``; else None."""
     lows: list[Expr] = [Const(0)]
-    highs: list[Expr] = [Const(ctx.lanes * index.stride)]
-    uniform: list[Expr] = []
-    for c in conjuncts(e.cond):
-        if ctx.v not in free_vars(c):
-            uniform.append(c)
-            continue
-        if not (isinstance(c, Cmp) and c.op in ("<", "<=", ">", ">=")):
+    highs: list[Expr] = [Const(ctx.lanes * stride)]
+    for c in conds:
+        if not (isinstance(c, Cmp) and c.op in ("<", "<=", ">", ">=") and c.a.dtype == INT):
             return None
         lin = linear(simplify(c.a - c.b))  # the test is  coef*v + rest  OP  0
-        if lin.terms.get(Var(ctx.v)) != index.stride or any(
+        if lin.terms.get(Var(ctx.v)) != stride or any(
                 ctx.v in free_vars(a) for a in lin.terms if a != Var(ctx.v)):
             return None
         rest = simplify(substitute(c.a - c.b, {ctx.v: Const(0)}))  # in element units j = v * stride
@@ -132,8 +161,7 @@ def _masked_load(e: Select, ctx: _Lanes) -> Expr | None:
         lo = emax(lo, x)
     for x in highs[1:]:
         hi = emin(hi, x)
-    load = MaskedLoad(e.t.buffer, index, lo, hi)
-    return load if not uniform else Select(conj(*uniform), load, Broadcast(fconst(0.0), ctx.lanes))
+    return lo, hi
 
 
 def _lane_of_temps(e: Expr, ctx: _Lanes, lane: int) -> Expr:
@@ -165,6 +193,8 @@ def _vectorize_body(s: Stmt, ctx: _Lanes) -> Stmt:
         varying = conj(*(c for c in conjuncts(s.cond) if v in free_vars(c)))
         if varying is None:
             body = _vectorize_body(s.body, ctx)
+        elif (masked := _masked_stores(s.body, conjuncts(varying), ctx)) is not None:
+            body = masked
         else:
             body = _scalar_lanes(IfThen(varying, s.body), ctx)
             all_lanes = _all_lanes_pass(varying, v, lanes)
@@ -179,6 +209,39 @@ def _vectorize_body(s: Stmt, ctx: _Lanes) -> Stmt:
     if isinstance(s, For):
         raise ScheduleError(f"vectorize: loop '{v}' is not innermost: it contains loop '{s.var}'")
     raise ScheduleError(f"vectorize: cannot vectorize {type(s).__name__} inside loop '{v}'")
+
+
+def _masked_stores(body: Stmt, conds: list[Expr], ctx: _Lanes) -> Stmt | None:
+    """Stores guarded by bounds on the lane (the last vector of a tile that
+    runs past a tensor's edge) as masked vector stores whose values read
+    only the lanes they write: a few vector instructions where evaluating
+    each lane on its own took a scalar copy of the whole value per lane (and
+    seconds of compile time per tile). None when the guard is no lane range
+    or the body is not stores whose reads can be masked."""
+    stores = body.stmts if isinstance(body, Seq) else (body,)
+    span = _offset_range(conds, ctx, 1)
+    if span is None or not all(isinstance(x, Store) for x in stores):
+        return None
+    lo, hi = span
+    out: list[Stmt] = []
+    reads_uniform = False
+    ctx.mask = span
+    try:
+        for x in stores:
+            index = _vector_index(x.indices[0], ctx.v, ctx.lanes)  # type: ignore[attr-defined]
+            if not isinstance(index, Ramp) or ctx.v not in free_vars(x.indices[0]):  # type: ignore[attr-defined]
+                return None
+            value = _widen(vectorize_expr(x.value, ctx), ctx.lanes)  # type: ignore[attr-defined]
+            reads_uniform |= any(not ctx.varies(ld) and ld.buffer not in ctx.local
+                                 for ld in loads(x.value))  # type: ignore[attr-defined]
+            out.append(Store(x.buffer, (Masked(index, lo, hi),), value))  # type: ignore[attr-defined]
+    except _Unmaskable:
+        return None
+    finally:
+        ctx.mask = None
+    # A read that is the same for every lane was only made when some lane
+    # passed the guard: keep it so.
+    return IfThen(Cmp("<", lo, hi), seq(*out)) if reads_uniform else seq(*out)
 
 
 def _all_lanes_pass(cond: Expr, v: str, lanes: int) -> Expr | None:
@@ -205,7 +268,13 @@ def vectorize_kernel(k: Kernel) -> Kernel:
             inner = [x for x in walk(s.body) if isinstance(x, For)]
             if inner:
                 raise ScheduleError(f"vectorize: loop '{s.var}' is not innermost: it contains loop '{inner[0].var}'")
-            return _vectorize_body(s.body, _Lanes(s.var, s.extent))
+            return _vectorize_body(s.body, _Lanes(s.var, s.extent, local))
         return None
 
-    return k.map_stages(lambda st: map_stmt(st, visit))
+    def stage(st: Stmt) -> Stmt:
+        nonlocal local
+        local = frozenset(x.buffer.name for x in walk(st) if isinstance(x, Allocate) and x.buffer.scope == "local")
+        return map_stmt(st, visit)
+
+    local: frozenset[str] = frozenset()
+    return k.map_stages(stage)
