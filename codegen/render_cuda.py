@@ -54,6 +54,28 @@ class _CudaRenderer(_Renderer):
         return super().stmt(s, depth)
 
 
+_MATH_DEVICE_FUNCTIONS = '''
+
+@cuda.jit(device=True, inline=True)
+def vexp(x):
+    return math.exp(min(x, np.float32(88.7)))  # exp(88.7) is finite in float32
+
+
+@cuda.jit(device=True, inline=True)
+def vsigmoid(x):
+    e = math.exp(-abs(x))  # never overflows: 1 / (1 + e) or e / (1 + e)
+    return np.float32(1.0) / (np.float32(1.0) + e) if x >= 0 else e / (np.float32(1.0) + e)
+
+
+@cuda.jit(device=True, inline=True)
+def vtanh(x):
+    return math.tanh(x)
+'''
+"""The ``Call`` functions of the fused epilogue (``ir.expr.FUNCTIONS``) as
+device functions under the names the shared expression renderer emits; the
+CPU's vector versions in ``math_intrinsics`` are LLVM vector code that cannot
+run on the GPU."""
+
 Launch = tuple[tuple[int, int, int], tuple[int, int, int]]
 
 
@@ -88,9 +110,10 @@ def render_cuda(k: Kernel, header: list[str]) -> str:
         stages.append(f'("stage{n}", {grid}, {block})')
     out = [f"# {h}" for h in header]
     out += [
+        "import math",
         "import numpy as np",
         "from numba import cuda",
-        "",
+        _MATH_DEVICE_FUNCTIONS,
         f"BUFFERS = ({', '.join(repr(b.name) for b in k.params)},)",
         f"STAGES = ({', '.join(stages)},)",
         "",

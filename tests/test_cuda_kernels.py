@@ -13,6 +13,7 @@ from convtune.codegen import build
 from convtune.codegen.cuda_build import cuda_target
 from convtune.codegen.verify import TOLERANCE, random_inputs
 from convtune.ir import conv2d, conv2d_reference, relative_error
+from convtune.ir.workload import ACTIVATIONS
 from convtune.schedules import Schedule
 from convtune.schedules.schedule import default_schedule
 from convtune.schedules.templates import CUDA_TEMPLATES, default_config, schedule_from_config
@@ -136,3 +137,17 @@ def test_bad_operands_get_one_line_errors(rng):
         conv(cuda.to_device(np.zeros((1, 2, 4, 4), np.float64)))
     with pytest.raises(ValueError, match="residual: this workload was declared without a residual"):
         conv(np.zeros(wl.data_shape, np.float32), residual=np.zeros(wl.out_shape, np.float32))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_every_fused_activation_runs_on_the_gpu(activation, rng):
+    """The epilogue's functions (exp, sigmoid, tanh) are device functions on
+    the GPU; inputs scaled so the activation sees |y| up to ~100 (exp's
+    overflow side included), output poisoned."""
+    wl = conv2d(1, 2, 4, 4, 2, 3, padding=1, activation=activation)
+    kernel = build(schedule_from_config(wl, default_config(wl, cuda_target()), cuda_target()), target="cuda")
+    x = random_inputs(wl, rng)
+    data = (x.data * 30).astype(np.float32)
+    out = np.full(wl.out_shape, np.nan, np.float32)
+    kernel.prepare(x.weight)(data, out=out)
+    assert relative_error(out, conv2d_reference(wl, data, x.weight)) < TOLERANCE
