@@ -7,6 +7,7 @@ spill the register file, say). Configs are plain JSON-serialisable dicts.
 from __future__ import annotations
 
 import itertools
+import random
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
@@ -80,6 +81,16 @@ class Space:
     def configs(self) -> Iterator[Config]:
         """Every valid config, in knob order."""
         return _product(self.knobs, self.constraints)
+
+    def sample(self, rnd: random.Random, attempts: int = 10_000) -> Config:
+        """A random valid config: each knob drawn uniformly, the whole draw
+        repeated until the constraints hold (so every valid config is equally
+        likely, unlike fixing knobs one at a time)."""
+        for _ in range(attempts):
+            config = {k.name: rnd.choice(k.values) for k in self.knobs}
+            if all(c.holds(config) for c in self.constraints):
+                return config
+        raise ValueError(f"{self.template}: no valid config in {attempts} random draws")
 
 
 def _product(knobs: tuple[Knob, ...], constraints: tuple[Constraint, ...]) -> Iterator[Config]:

@@ -65,10 +65,17 @@ def test_template_config_is_correct(wl, config):
                                 conv2d(1, 6, 8, 8, 6, 3, padding=1, groups=6), conv2d(1, 10, 6, 6, 12, 3, padding=1),
                                 conv2d(1, 4, 5, 5, 4, 3, groups=2),
                                 conv2d(1, 8, 14, 14, 16, 3, padding=1, groups=8),  # depthwise, channel multiplier 2
-                                conv2d(1, 1, 1, 1, 1, 1), conv2d(1, 1, 3, 3, 1, 3, padding=1)])
+                                conv2d(1, 1, 1, 1, 1, 1), conv2d(1, 1, 3, 3, 1, 3, padding=1),
+                                *(conv2d(1, 16, 14, 14, k, 1) for k in (3, 17, 21, 1000)),  # RGB, heatmap, class heads
+                                conv2d(2, 8, 13, 17, 3, 3, padding=1, bias=True),  # prime sizes, batch 2
+                                conv2d(3, 5, 11, 7, 21, 3, stride=2, padding=(1, 0, 2, 1), residual=True),
+                                conv2d(2, 16, 13, 11, 17, 3, padding=1, bias=True, activation="relu"),  # winograd
+                                conv2d(2, 7, 19, 23, 7, 3, padding=1, groups=7, residual=True)])  # depthwise, 7 lanes
 def test_default_config_is_valid_and_correct(wl):
     """Including one-element workloads, whose every loop has one iteration
-    (once merged all stages into one and read an accumulator before setting it)."""
+    (once merged all stages into one and read an accumulator before setting it),
+    and output channel counts that are no multiple of a vector (the last
+    block's lanes are masked: once no template built K = 3, 17 or 21)."""
     config = default_config(wl)
     assert config["algorithm"] in search_space(wl)
     assert_correct(schedule_from_config(wl, config))

@@ -1,6 +1,8 @@
 """Helpers shared by the CPU templates: block candidates and register budgets."""
 from __future__ import annotations
 
+from typing import Callable
+
 from convtune.ir.workload import Conv2D
 from convtune.schedules.space import Config, Constraint
 from convtune.schedules.target import CpuTarget
@@ -23,14 +25,16 @@ def channel_blocks(channels: int, largest: int = 32) -> tuple[int, ...]:
 
 
 def vector_blocks(channels: int, target: CpuTarget, most: int = 4) -> tuple[int, ...]:
-    """1, 2 or 4 vectors (a power-of-two lane count: LLVM legalises odd vector
-    widths such as <24 x float> slowly, once measured at 136 s for a kernel),
-    capped at the channel count rounded up to a vector."""
+    """1, 2 or 4 vectors, never more lanes than ``channels`` (a split's factor
+    may not exceed its extent; the last block's missing lanes are masked), or
+    ``channels`` lanes when that is less than one vector. So a vector is
+    either a power-of-two count of native vectors or fits one register: LLVM
+    legalises odd multi-register widths such as <24 x float> slowly (once
+    measured at 136 s for a kernel)."""
     v = target.vector_lanes
     if channels < v:
         return (channels,)
-    cap = -(-channels // v) * v
-    return tuple(m * v for m in (1, 2, 4) if m <= most and m * v <= cap)
+    return tuple(m * v for m in (1, 2, 4) if m <= most and m * v <= channels)
 
 
 def fits_registers(target: CpuTarget, accumulators: int, vectors_per_step: int) -> bool:
@@ -63,3 +67,46 @@ def best_tile(extent: int, limit: int) -> int:
     tile reuses each loaded operand more; a ragged last tile wastes work).
     Ties go to the larger tile."""
     return max(range(1, min(limit, extent) + 1), key=lambda t: (extent / -(-extent // t), t))
+
+
+MAX_KERNEL_CALLS = 1500
+"""Most calls (intrinsics and index arithmetic) the generated kernel may make
+in its source. Numba types and lowers each call on its own, which dominates
+a cold compile; see ``kernel_calls``."""
+
+
+def lane_gathered(wl: Conv2D, kb: int, per_group: int) -> bool:
+    """Whether a vector of ``kb`` output channels reads its input lane by lane:
+    its lanes read different input channels unless every block lies within
+    one group of ``per_group`` outputs reading one input channel (grouped
+    convs, depthwise with a channel multiplier)."""
+    return per_group > 1 and wl.groups > 1 and not (kb <= per_group and per_group % kb == 0)
+
+
+def kernel_calls(wl: Conv2D, accumulators: int, taps: int, gathered_lanes: int) -> int:
+    """An estimate of the calls in a kernel's source: per unrolled tap, an FMA,
+    a broadcast and a load per accumulator (plus a load per lane when the
+    input is gathered lane by lane), then the epilogue's store per
+    accumulator, twice when a guarded tail keeps a second copy."""
+    epilogue = 2 + int(wl.bias) + int(wl.residual) + int(wl.activation is not None)
+    return KERNEL_BASE_CALLS + accumulators * taps * (3 + gathered_lanes) + 2 * accumulators * epilogue
+
+
+KERNEL_BASE_CALLS = 60
+"""The packing stage, loop set-up and index arithmetic of any kernel."""
+
+
+def code_size_constraint(calls: Callable[[Config], int]) -> Constraint:
+    """The kernel compiles in seconds: ``calls(config)`` (``kernel_calls``)
+    must stay under ``MAX_KERNEL_CALLS``."""
+    return Constraint(f"the generated kernel must make fewer than {MAX_KERNEL_CALLS} calls (compile time)",
+                      lambda c: calls(c) <= MAX_KERNEL_CALLS)
+
+
+def fitting_default(preferred: Config, constraints: tuple[Constraint, ...], unroll: str, tile: str) -> Config:
+    """``preferred``, or when it breaks a constraint (a big tile of an
+    unrolled kernel), the same config without unrolling, then with ever
+    shorter ``tile``: every space has a valid default."""
+    candidates = [preferred, {**preferred, unroll: False}]
+    candidates += [{**preferred, unroll: False, tile: t} for t in range(preferred[tile] - 1, 0, -1)]
+    return next(c for c in candidates if all(k.holds(c) for k in constraints))

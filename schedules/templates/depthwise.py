@@ -16,7 +16,8 @@ from convtune.schedules.schedule import Schedule
 from convtune.schedules.space import Config, Constraint, Knob, Space
 from convtune.schedules.target import CpuTarget
 from convtune.schedules.templates.common import (
-    best_tile, fits_registers, one_channel_per_group, register_constraint, tile_sizes, vector_blocks,
+    best_tile, code_size_constraint, fits_registers, fitting_default, kernel_calls, one_channel_per_group,
+    register_constraint, tile_sizes, vector_blocks,
 )
 
 CHANNELS = "depthwise_c"
@@ -44,12 +45,18 @@ def channels_space(wl: Conv2D, target: CpuTarget) -> Space:
     knobs = (Knob("kb", kbs, "channels per vector (block of the packed data)"),
              Knob("owb", tile_sizes(wl.Q, target), "output columns per register tile"),
              *_tail_knobs(wl))
-    return Space(CHANNELS, knobs, (register_constraint(target, "owb", "kb", "ohb"),), default)
+    def calls(c: Config) -> int:  # a channel multiplier reads input channel k // Kg: lane by lane
+        vecs = -(-c["kb"] // target.vector_lanes)
+        gathered = c["kb"] if wl.Kg > 1 else 0
+        return kernel_calls(wl, c["ohb"] * c["owb"] * vecs, wl.R * wl.S if c["unroll_rs"] else 1, gathered)
+
+    constraints = (register_constraint(target, "owb", "kb", "ohb"), code_size_constraint(calls))
+    return Space(CHANNELS, knobs, constraints, fitting_default(default, constraints, "unroll_rs", "owb"))
 
 
 def channels_schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
     sch = Schedule(wl)
-    kb = min(c["kb"], wl.K)
+    kb = c["kb"]
     sch.pack_data(kb)
     sch.pack_weights(1, kb)
     ko, ki = sch.split("k", kb)
@@ -61,7 +68,7 @@ def channels_schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
 
 def width_space(wl: Conv2D, target: CpuTarget) -> Space:
     v = target.vector_lanes
-    widths = tuple(sorted({min(w, wl.Q) for w in (v, 2 * v)}))
+    widths = vector_blocks(wl.Q, target, most=2)
     most = max(1, min(4, wl.Q // widths[0]))  # more vectors than fit the row are never valid
     # Measured on mobilenetv2's six depthwise layers: a 4-row, 1-vector tile with
     # one task per channel ran 1.4-3.3x faster than 1 row x 4 vectors per task
@@ -76,10 +83,17 @@ def width_space(wl: Conv2D, target: CpuTarget) -> Space:
     knobs = (Knob("vw", widths, "output columns per vector"),
              Knob("nv", tuple(range(1, most + 1)), "vectors per register tile along the row"),
              *_tail_knobs(wl))
-    return Space(WIDTH, knobs, (
+
+    def calls(c: Config) -> int:
+        vecs = -(-c["vw"] // v)
+        return kernel_calls(wl, c["ohb"] * c["nv"] * vecs, wl.R * wl.S if c["unroll_rs"] else 1, 0)
+
+    constraints = (
         Constraint(f"the register tile must fit {target.vector_registers} vector registers", fits),
-        Constraint("the row tile must not exceed the output width", lambda c: c["vw"] * c["nv"] <= max(wl.Q, c["vw"])),
-    ), default)
+        code_size_constraint(calls),
+        Constraint("the row tile must not exceed the output width", lambda c: c["vw"] * c["nv"] <= wl.Q),
+    )
+    return Space(WIDTH, knobs, constraints, fitting_default(default, constraints, "unroll_rs", "ohb"))
 
 
 def width_schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:

@@ -12,7 +12,8 @@ from convtune.schedules.schedule import Schedule
 from convtune.schedules.space import Config, Knob, Space
 from convtune.schedules.target import CpuTarget
 from convtune.schedules.templates.common import (
-    best_tile, channel_blocks, one_channel_per_group, register_constraint, tile_sizes, vector_blocks,
+    best_tile, channel_blocks, code_size_constraint, fitting_default, kernel_calls, lane_gathered,
+    one_channel_per_group, register_constraint, tile_sizes, vector_blocks,
 )
 
 NAME = "direct"
@@ -40,12 +41,18 @@ def space(wl: Conv2D, target: CpuTarget) -> Space:
         Knob("unroll_s", (False, True), "unroll the kernel-width loop"),
         Knob("parallel", ("nkp", "nk"), "parallel over (batch, channel block, row block) or (batch, channel block)"),
     )
-    return Space(NAME, knobs, (register_constraint(target, "owb", "kb", "ohb"),), default)
+    def calls(c: Config) -> int:
+        vecs = -(-c["kb"] // v)
+        gathered = c["kb"] if lane_gathered(wl, c["kb"], wl.Kg) else 0
+        return kernel_calls(wl, c["ohb"] * c["owb"] * vecs, wl.S if c["unroll_s"] else 1, gathered)
+
+    constraints = (register_constraint(target, "owb", "kb", "ohb"), code_size_constraint(calls))
+    return Space(NAME, knobs, constraints, fitting_default(default, constraints, "unroll_s", "owb"))
 
 
 def schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
     sch = Schedule(wl)
-    kb = min(c["kb"], wl.K)
+    kb = c["kb"]
     sch.pack_data(c["cb"])
     sch.pack_weights(c["cb"], kb)
     ko, ki = sch.split("k", kb)

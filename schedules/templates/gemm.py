@@ -16,7 +16,8 @@ from convtune.schedules.schedule import Schedule
 from convtune.schedules.space import Config, Knob, Space
 from convtune.schedules.target import CpuTarget
 from convtune.schedules.templates.common import (
-    best_tile, channel_blocks, one_channel_per_group, register_constraint, tile_sizes, vector_blocks,
+    best_tile, channel_blocks, code_size_constraint, fitting_default, kernel_calls, lane_gathered,
+    one_channel_per_group, register_constraint, tile_sizes, vector_blocks,
 )
 
 NAME = "gemm"
@@ -42,12 +43,18 @@ def space(wl: Conv2D, target: CpuTarget) -> Space:
         Knob("reduction_order", ("c_rs", "rs_c"), "channel blocks outside or inside the kernel taps"),
         Knob("unroll_s", (False, True), "unroll the kernel-width loop"),
     )
-    return Space(NAME, knobs, (register_constraint(target, "tb", "kb"),), default)
+    def calls(c: Config) -> int:
+        vecs = -(-c["kb"] // v)
+        gathered = c["kb"] if lane_gathered(wl, c["kb"], wl.Kg) else 0
+        return kernel_calls(wl, c["tb"] * vecs, wl.S if c["unroll_s"] else 1, gathered)
+
+    constraints = (register_constraint(target, "tb", "kb"), code_size_constraint(calls))
+    return Space(NAME, knobs, constraints, fitting_default(default, constraints, "unroll_s", "tb"))
 
 
 def schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
     sch = Schedule(wl)
-    kb = min(c["kb"], wl.K)
+    kb = c["kb"]
     sch.pack_data(c["cb"], im2col=True)
     sch.pack_weights(c["cb"], kb)
     pq = sch.fuse("p", "q")

@@ -26,11 +26,13 @@ def space(wl: Conv2D, target: CpuTarget) -> Space:
     vecs = -(-kb // v)
     m = 4 if min(wl.P, wl.Q) >= 28 else 2  # F(4x4) pays off once the transforms amortise
     tiles = WinogradCompute(wl, m).tiles
-    default = {"m": m, "cb": min(v, max(channel_blocks(wl.C))), "kb": kb,
+    # The input transform's vector: a native vector's power-of-two multiple, or within one register.
+    cbs = tuple(b for b in channel_blocks(wl.C) if b <= v or b & (b - 1) == 0)
+    default = {"m": m, "cb": min(v, max(cbs)), "kb": kb,
                "tb": best_tile(tiles, max(1, (target.vector_registers - vecs - 1) // vecs))}
     knobs = (
         Knob("m", (2, 4), "output tile size: F(2x2, 3x3) or F(4x4, 3x3)"),
-        Knob("cb", channel_blocks(wl.C), "input-channel block (vector width of the input transform)"),
+        Knob("cb", cbs, "input-channel block (vector width of the input transform)"),
         Knob("kb", kbs, "output-channel block: the vector axis of the GEMM tile"),
         Knob("tb", tile_sizes(tiles, target), "tiles per register tile"),
     )
@@ -40,7 +42,7 @@ def space(wl: Conv2D, target: CpuTarget) -> Space:
 def schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
     compute = WinogradCompute(wl, c["m"])
     sch = Schedule(compute)
-    kb = min(c["kb"], wl.K)
+    kb = c["kb"]
     sch.pack_data(c["cb"])
     sch.pack_weights(c["cb"], kb)
     ko, ki = sch.split("k", kb)
