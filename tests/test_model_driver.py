@@ -1,0 +1,139 @@
+"""The plan's compiled driver and the compiled operators it calls: the same
+outputs as the step-by-step Python loop and as onnxruntime, on a small CNN
+whose Python-only operators split the driver into segments and on a zoo model;
+every operator kernel against the float64 semantics, into a NaN-poisoned output."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from onnx import helper
+from onnx_models import assert_close, make_model, ort_run, weights
+
+from convtune.codegen.kernel import BoundConv
+from convtune.codegen.model_plan import run_plan
+from convtune.codegen.op_calls import OpCall, op_call
+from convtune.ir.evaluate import evaluate
+from convtune.ir.graph import Node
+from convtune.ir.reference import relative_error
+from convtune.tuner.session import Session
+
+
+def _session(model) -> Session:  # type: ignore[no-untyped-def]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Session(model)
+
+
+def _outputs_agree(session: Session, model, feeds: dict[str, np.ndarray]) -> None:  # type: ignore[no-untyped-def]
+    """Driver == Python loop (bit for bit: the same kernels on the same buffers) == onnxruntime."""
+    compiled = session.run(None, feeds)
+    for t in session.graph.outputs:  # the loop must compute them again
+        session.plan.values[t].fill(np.nan)
+    for name, buffer in session.plan.inputs.items():  # an input's buffer is reused once it is read
+        np.copyto(buffer, feeds[name])
+    run_plan(session.plan, compiled=False)
+    stepwise = [np.array(session.plan.values[t]) for t in session.graph.outputs]
+    for c, s in zip(compiled, stepwise):
+        assert np.array_equal(c, s)
+    assert_close(compiled, ort_run(model, feeds))
+
+
+def _cnn(rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    """Conv, max pool, a Softmax over channels (no kernel: a Python step
+    between two compiled segments), conv, pools, Gemm, Softmax."""
+    k = 8
+    inits = {"w0": weights(rng, k, 3, 3, 3), "b0": weights(rng, k), "w1": weights(rng, k, k, 3, 3) / 8,
+             "wf": weights(rng, 5, k), "bf": weights(rng, 5)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("MaxPool", ["r0"], ["p0"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+        helper.make_node("Softmax", ["p0"], ["s0"], axis=1),
+        helper.make_node("Conv", ["s0", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c1"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1),
+        helper.make_node("Softmax", ["y"], ["prob"]),
+    ]
+    return make_model(nodes, {"x": (2, 3, 17, 17)}, {"prob": (2, 5)}, inits)
+
+
+def test_small_cnn_in_segments(rng: np.random.Generator) -> None:
+    model = _cnn(rng)
+    session = _session(model)
+    runs = [type(s.run) for s in session.plan.steps]
+    assert runs.count(BoundConv) == 2 and runs.count(OpCall) == 3, runs
+    driver = session.plan.driver
+    assert driver is not None and driver.segments == 2
+    assert "max_pool(" in driver.source and "gemm(" in driver.source and driver.source.count("run_stages(") == 3
+    for _ in range(2):  # the second run reuses every buffer
+        _outputs_agree(session, model, {"x": rng.standard_normal((2, 3, 17, 17), dtype=np.float32)})
+
+
+def test_zoo_model(rng: np.random.Generator) -> None:
+    """squeezenet1_1: ceil-mode max pools, Concats between compiled segments."""
+    from convtune.tuner.zoo import build_model
+
+    model = build_model("squeezenet1_1")
+    session = _session(model)
+    assert session.plan.driver is not None and session.plan.driver.segments > 1
+    x = rng.standard_normal(session.get_inputs()[0].shape, dtype=np.float32)
+    _outputs_agree(session, model, {session.get_inputs()[0].name: x})
+
+
+def _check(node: Node, ins: list[np.ndarray], out_shape: tuple[int, ...], constants: set[str]) -> None:
+    out = np.full(out_shape, np.nan, np.float32)
+    call = op_call(node, ins, [out], {t: a for t, a in zip(node.inputs, ins) if t in constants})
+    assert isinstance(call, OpCall)
+    call()
+    want = evaluate(node, [a.astype(np.float64) for a in ins])[0]
+    assert out.shape == want.shape and relative_error(out, want) < 1e-5
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], dilations=[1, 1], ceil_mode=False),
+    dict(kernel_shape=[3, 2], strides=[2, 1], pads=[0, 1, 0, 0], dilations=[2, 1], ceil_mode=True),
+])
+def test_max_pool(rng: np.random.Generator, attrs: dict) -> None:
+    x = rng.standard_normal((2, 3, 11, 10), dtype=np.float32)
+    node = Node("p", "MaxPool", ("x",), ("y",), attrs)
+    reference = evaluate(node, [x])[0]
+    _check(node, [x], reference.shape, set())
+
+
+def test_max_pool_propagates_nan(rng: np.random.Generator) -> None:
+    x = rng.standard_normal((1, 1, 4, 4), dtype=np.float32)
+    x[0, 0, 1, 1] = np.nan
+    out = np.zeros((1, 1, 2, 2), np.float32)
+    attrs = dict(kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0], dilations=[1, 1], ceil_mode=False)
+    op_call(Node("p", "MaxPool", ("x",), ("y",), attrs), [x], [out], {})()
+    assert np.isnan(out[0, 0, 0, 0]) and np.isfinite(out).sum() == 3
+
+
+def test_global_average_pool(rng: np.random.Generator) -> None:
+    x = rng.standard_normal((2, 5, 7, 6), dtype=np.float32)
+    _check(Node("g", "GlobalAveragePool", ("x",), ("y",)), [x], (2, 5, 1, 1), set())
+
+
+@pytest.mark.parametrize("trans_b, c_shape, alpha, beta", [(True, (7,), 1.0, 1.0), (False, (3, 7), 0.5, 2.0),
+                                                           (True, (1, 7), 1.0, 0.0), (False, None, 1.0, 1.0)])
+def test_gemm(rng: np.random.Generator, trans_b: bool, c_shape: tuple | None, alpha: float, beta: float) -> None:
+    a = rng.standard_normal((3, 33), dtype=np.float32)
+    b = rng.standard_normal((7, 33) if trans_b else (33, 7), dtype=np.float32)
+    ins, names = [a, b], ["a", "b"]
+    if c_shape is not None:
+        ins.append(rng.standard_normal(c_shape, dtype=np.float32))
+        names.append("c")
+    attrs = dict(alpha=alpha, beta=beta, transA=False, transB=trans_b)
+    _check(Node("m", "Gemm", tuple(names), ("y",), attrs), ins, (3, 7), {"b", "c"})
+
+
+def test_matmul_and_refusals(rng: np.random.Generator) -> None:
+    a, b = rng.standard_normal((2, 9), dtype=np.float32), rng.standard_normal((9, 4), dtype=np.float32)
+    _check(Node("m", "MatMul", ("a", "b"), ("y",)), [a, b], (2, 4), {"b"})
+    out = np.empty((2, 4), np.float32)
+    assert op_call(Node("m", "MatMul", ("a", "b"), ("y",)), [a, b], [out], {}) is None  # b varies per run
+    gemm_t = Node("m", "Gemm", ("a", "b"), ("y",), dict(alpha=1.0, beta=1.0, transA=True, transB=False))
+    assert op_call(gemm_t, [a.T.copy(), b], [out], {"b": b}) is None
