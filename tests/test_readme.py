@@ -32,3 +32,11 @@ def test_inference_example_runs_verbatim_on_a_tuned_log(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "'tuned')" in out.stdout and "(1, 64, 56, 56)" in out.stdout
     assert "FallbackWarning" not in out.stderr
+
+
+def test_session_example_runs_verbatim():
+    code = readme_block("Whole models")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert "(1, 1000)" in out.stdout
+    assert re.search(r"end to end \d+\.\d+ ms", out.stdout)
