@@ -159,9 +159,12 @@ def _interleaved(contenders: dict[str, Callable[[], object]], rounds: int, min_b
     numbers = {n: calls_per_block(fn, min_block_seconds) for n, fn in contenders.items()}
     warm: dict[str, list[float]] = {n: [] for n in contenders}
     cold: dict[str, list[float]] = {n: [] for n in cold_names if flush}
+    previous = list(contenders)[-1]  # calls_per_block ran them all, in order
     for _ in range(rounds):
         for name, fn in contenders.items():
-            settle = PEER_SETTLE_SECONDS if name == ORT else 0.0
+            # onnxruntime's pool spins after a run and starves whatever runs next: pause around it
+            settle = PEER_SETTLE_SECONDS if ORT in (name, previous) else 0.0
+            previous = name
             warm[name].append(median(time_calls(fn, numbers[name], settle=settle)))
             if name in cold:
                 cold[name].append(median(time_calls(fn, min(numbers[name], 3), settle=0.0, warmup=0, before=flush)))
