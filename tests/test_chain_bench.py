@@ -41,7 +41,8 @@ def tiny_model(tmp_path_factory):
         helper.make_node("MaxPool", ["t2"], ["t3"], kernel_shape=[2, 2], strides=[2, 2]),
         _conv("c3", "t3", "c3", 16, 16, 3, rng, inits), helper.make_node("Relu", ["c3"], ["output"]),
     ]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, (1, 8, 12, 12))],
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, (1, 8, 12, 12))]
+    graph = helper.make_graph(nodes, "tiny", inputs,
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, (1, 16, 6, 6))], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

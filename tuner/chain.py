@@ -174,7 +174,8 @@ def prepare_chain(chain: ConvChain, mode: str, configs: ConfigFor | None = None,
         for tensor in (c.data, c.residual):
             if tensor and tensor not in run.buffers and tensor not in produced:
                 value = chain.values[tensor]
-                run.buffers[tensor] = value.copy() if layouts.get(tensor) is None else to_blocked(layouts[tensor], value)
+                layout = layouts.get(tensor)
+                run.buffers[tensor] = value.copy() if layout is None else to_blocked(layout, value)
         run.buffers[c.out] = conv.new_output()
         run.prepared.append(conv)
     # Bound once the arena has its final size: each call then only launches, as in a model runtime.

@@ -146,14 +146,16 @@ def run_chain_bench(model: str, configs: Optional[ConfigFor] = None, threads: Op
     n = len(chain.convs)
     for mode, run in runs.items():
         report.modes[mode] = ModeResult(warm[f"sequence {mode}"], [warm[f"{mode} {i}"] for i in range(n)],
-                                        [median(s) for s in in_sequence[mode]], [cold_s[f"{mode} {i}"] for i in range(n)] if cold else [], errors[mode],
+                                        [median(s) for s in in_sequence[mode]],
+                                        [cold_s[f"{mode} {i}"] for i in range(n)] if cold else [], errors[mode],
                                         len(run.layouts))
     report.onnxruntime = warm.get(ORT)
     return report
 
 
 def _interleaved(contenders: dict[str, Callable[[], object]], rounds: int, min_block_seconds: float,
-                 flush: Optional[Callable[[], object]], cold_names: set[str]) -> tuple[dict[str, float], dict[str, float]]:
+                 flush: Optional[Callable[[], object]],
+                 cold_names: set[str]) -> tuple[dict[str, float], dict[str, float]]:
     """Median seconds per call of every contender warm, and of ``cold_names``
     with ``flush`` before each call: one block of each per round."""
     numbers = {n: calls_per_block(fn, min_block_seconds) for n, fn in contenders.items()}
