@@ -24,11 +24,13 @@ import numpy as np
 
 from convtune.codegen.build import build
 from convtune.codegen.kernel import BoundConv, PreparedConv, ScratchArena
+from convtune.codegen.launch import run_stages
 from convtune.codegen.layout_plan import choose_layouts
 from convtune.codegen.model_driver import Driver
 from convtune.codegen.op_calls import OpCall, op_call
 from convtune.codegen.ops import VIEW_OPS, Step, op_step
 from convtune.ir.graph import ModelGraph, Node
+from convtune.ir.loopnest import Store, walk
 from convtune.ir.workload import Conv2D
 from convtune.schedules.schedule import Schedule
 from convtune.schedules.state import BlockedLayout
@@ -41,6 +43,24 @@ class PlannedStep:
     node: Node
     run: BoundConv | OpCall | Step
     """A conv bound to its arrays, a compiled operator, or a numpy closure."""
+    packs: tuple[int, ...] = ()
+    """A conv's stages that only copy its input into the kernel's packed
+    layout (blocking, padding, im2col): the layout transforms left in the plan."""
+
+    def run_packs(self) -> None:
+        """Run only the ``packs`` stages (idempotent: ``Session.profile`` times them)."""
+        assert isinstance(self.run, BoundConv)
+        c = self.run.compiled
+        for i in self.packs:
+            run_stages(c.checked)(c.addresses[i:i + 1], c.extents[i:i + 1], self.run.buffers)
+
+
+def _pack_stages(conv: PreparedConv) -> tuple[int, ...]:
+    """Stages whose only stores go to the packed input (``data_packed``)."""
+    stages = conv.kernel.loop_nest.stages
+    assert len(stages) == len(conv.kernel.compiled.addresses)
+    return tuple(i for i, st in enumerate(stages)
+                 if {s.buffer for s in walk(st) if isinstance(s, Store)} == {"data_packed"})
 
 
 @dataclass
@@ -176,7 +196,7 @@ def build_plan(graph: ModelGraph, schedule_for: ScheduleFor, blocked: bool = Tru
         ins, outs = [values[t] for t in node.inputs if t], [values[t] for t in node.outputs]
         run = (_conv_step(node, ins, outs[0], convs[node.name]) if node.op == "FusedConv"
                else op_call(node, ins, outs, graph.constants) or op_step(node, ins, outs))
-        steps.append(PlannedStep(node, run))
+        steps.append(PlannedStep(node, run, _pack_stages(convs[node.name]) if node.op == "FusedConv" else ()))
     if any(s.run.stale for s in steps if isinstance(s.run, BoundConv)):
         raise RuntimeError("model plan: the scratch arena grew after its convs were bound")
     driver = Driver([s.run for s in steps]) if compiled else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -48,25 +48,34 @@ class TensorSpec:
 @dataclass
 class Profile:
     """Median seconds over the rounds: per node (in run order), end to end
-    (runs timed only as a whole, like ``run``), and ``overhead``: in the
-    rounds timed node by node, the round's time minus its nodes' times, i.e.
-    what the execution loop spends between operators."""
+    (runs timed only as a whole, like ``run``: the plan's compiled driver),
+    and ``overhead``: in the rounds timed node by node (the Python loop),
+    the round's time minus its nodes' times, i.e. what that loop spends
+    between operators. ``packs``: per conv node, its input-packing stages
+    (layout transforms, padding, im2col) timed on their own."""
 
     per_node: list[tuple[str, str, float]]
     """(node name, operator, seconds)"""
     total: float
     overhead: float
     rounds: int
+    packs: dict[str, float] = field(default_factory=dict)
 
     @property
     def ops(self) -> float:
         return sum(t for _, _, t in self.per_node)
 
+    @property
+    def transforms(self) -> float:
+        return sum(self.packs.values())
+
     def __str__(self) -> str:
         lines = [f"{name:<32} {op:<18} {1e3 * t:9.3f} ms" for name, op, t in self.per_node]
         lines.append(f"end to end {1e3 * self.total:.3f} ms, operators {1e3 * self.ops:.3f} ms, "
                      f"between operators {1e3 * self.overhead:.3f} ms "
-                     f"({100 * self.overhead / self.total:.1f} % of end to end), median of {self.rounds} rounds")
+                     f"({100 * self.overhead / self.total:.1f} % of end to end), input packing in convs "
+                     f"{1e3 * self.transforms:.3f} ms ({100 * self.transforms / self.total:.1f} %), "
+                     f"median of {self.rounds} rounds")
         return "\n".join(lines)
 
 
@@ -161,6 +170,8 @@ class Session:
         run_plan(self.plan)
         totals, gaps, per_step = [], [], [[] for _ in self.plan.steps]
         clock = time.perf_counter
+        packing = [s for s in self.plan.steps if s.packs]
+        packs: dict[str, list[float]] = {s.node.name: [] for s in packing}
         for _ in range(rounds):
             start = clock()
             run_plan(self.plan)
@@ -172,5 +183,10 @@ class Session:
                     step.run()
                     times.append(clock() - t0)
                 gaps.append(clock() - start - sum(t[-1] for t in per_step))
+                for step in packing:
+                    t0 = clock()
+                    step.run_packs()
+                    packs[step.node.name].append(clock() - t0)
         per_node = [(s.node.name, s.node.op, statistics.median(t)) for s, t in zip(self.plan.steps, per_step)]
-        return Profile(per_node, statistics.median(totals), statistics.median(gaps), rounds)
+        return Profile(per_node, statistics.median(totals), statistics.median(gaps), rounds,
+                       {name: statistics.median(t) for name, t in packs.items()})
