@@ -7,6 +7,7 @@ import os
 from convtune.codegen.kernel import CompiledKernel
 from convtune.codegen.kernel_cache import CODEGEN_VERSION, compile_source
 from convtune.codegen.lower import lower
+from convtune.codegen.lowering_cache import lowered
 from convtune.codegen.passes.bounds_check import check_bounds
 from convtune.codegen.passes.chunk_stores import chunk_stores
 from convtune.codegen.passes.flatten import flatten_kernel
@@ -56,16 +57,23 @@ def source(schedule: Schedule | ScheduleState, target: str = "cpu") -> str:
 
         return cuda_source(state)
     _check_cpu_schedule(state)
+    return _cpu_source(state, lower_schedule(state), _bounds_checked())
+
+
+def _bounds_checked() -> bool:
+    return os.environ.get("CONVTUNE_CHECK_BOUNDS", "") not in ("", "0")
+
+
+def _cpu_source(state: ScheduleState, nest: LoopNest, check: bool) -> str:
     header = [
         "convtune generated kernel (numba CPU); do not edit",
         f"workload: {state.compute.workload.key}",
         *(f"  {t}" for t in state.trace),
         f"codegen {CODEGEN_VERSION}",
     ]
-    check = os.environ.get("CONVTUNE_CHECK_BOUNDS", "") not in ("", "0")
     if check:
         header.append("bounds-checked build (CONVTUNE_CHECK_BOUNDS): every access raises IndexError if out of range")
-    return render(lower_schedule(state), header, check_bounds=check)
+    return render(nest, header, check_bounds=check)
 
 
 def build(schedule: Schedule | ScheduleState, target: str = "cpu") -> CompiledKernel:
@@ -77,8 +85,14 @@ def build(schedule: Schedule | ScheduleState, target: str = "cpu") -> CompiledKe
         from convtune.codegen.cuda_build import build_cuda
 
         return build_cuda(state)  # type: ignore[return-value]
-    nest = lower_schedule(state)
-    src = source(state, target)
+    _check_cpu_schedule(state)
+    check = _bounds_checked()
+
+    def make() -> tuple[LoopNest, str]:
+        nest = lower_schedule(state)
+        return nest, _cpu_source(state, nest, check)
+
+    nest, src = lowered(state, check, make)
     compiled = compile_source(src)
     return CompiledKernel(state, nest, src, compiled)
 
