@@ -42,9 +42,10 @@ def max_pool(x, out, planes, H, W, P, Q, kh, kw, sh, sw, pt, pl, dh, dw):  # typ
 def global_average_pool(x, out, planes, size):  # type: ignore[no-untyped-def]
     """Mean of each of ``planes`` planes of ``size`` pixels (summed in float64)."""
     for c in prange(planes):
+        plane = x[c * size:(c + 1) * size]
         total = 0.0
-        for i in range(c * size, (c + 1) * size):
-            total += x[i]
+        for i in range(size):
+            total += plane[i]
         out[c] = total / size
 
 
@@ -52,10 +53,15 @@ def global_average_pool(x, out, planes, size):  # type: ignore[no-untyped-def]
 def gemm(a, bt, c, out, M, N, K):  # type: ignore[no-untyped-def]
     """``out = a @ bt.T + c`` for ``a`` MxK, ``bt`` NxK (the weight
     transposed once at plan time, so every dot product reads two contiguous
-    rows) and ``c`` MxN, parallel over the N outputs."""
+    rows) and ``c`` MxN, parallel over the N outputs. The rows are sliced
+    first: indexing the flat arrays with ``n * K + k`` kept numba's
+    negative-index wraparound in the loop, which stopped LLVM vectorising it
+    (191 us against 33 us for mobilenet_v2's 1280x1000 head)."""
     for n in prange(N):
+        w = bt[n * K:(n + 1) * K]
         for m in range(M):
+            x = a[m * K:(m + 1) * K]
             acc = np.float32(0.0)
             for k in range(K):
-                acc += a[m * K + k] * bt[n * K + k]
+                acc += x[k] * w[k]
             out[m * N + n] = acc + c[m * N + n]
