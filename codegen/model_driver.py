@@ -1,7 +1,7 @@
 """One compiled driver per model plan: every step's stages in turn, without returning to Python.
 
 A plan's steps are bound calls: convs (``BoundConv``: stage addresses and a
-buffer tuple) and compiled operators (``OpCall``). ``compile_driver``
+buffer tuple) and compiled operators (``OpCall``). ``Driver``
 writes a Numba function per segment of consecutive bound steps: each conv
 becomes a call of the parallel stage driver (``codegen.launch``) on its
 slice of one address array, each operator a call of its ``op_kernels``
@@ -12,7 +12,10 @@ kernel) split the plan into segments and run between them.
 The source holds no address, only the plan's structure, so it is the same
 in every process: it goes to the kernel cache (``load_module``) with the
 code generator's version and ``op_kernels``' hash in it, and a second
-process loads its machine code instead of compiling it.
+process loads its machine code instead of compiling it. Entering it costs
+4 us for resnet18's 74 arrays, 9.5 us for mobilenet_v2's 155 (numba unboxes
+the tuple); a segment compiles in seconds because it has no parallel loop of
+its own (the stage driver's are compiled once per tuple length).
 """
 from __future__ import annotations
 
