@@ -44,8 +44,10 @@ def test_every_template_that_applies_lowers_its_default_and_a_random_config(rnd)
     random valid config schedule, lower through every pass (bounds proved)
     and render."""
     wl = random_workload(rnd)
-    spaces = search_space(wl)
-    assert set(spaces) & set(BUILTIN), f"no template applies to {wl.short()}"
+    # Only the built-in templates: a plugin registered by another test (the
+    # deliberately crashing one of test_measure_safety) is not ours to check.
+    spaces = {name: space for name, space in search_space(wl).items() if name in BUILTIN}
+    assert spaces, f"no template applies to {wl.short()}"
     for name, space in spaces.items():
         for config in (space.default, space.sample(rnd)):
             config = {"algorithm": name, **config}
