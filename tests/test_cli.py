@@ -86,8 +86,8 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path):
     while time.time() < deadline and (not log.exists() or not log.read_text()):
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
     assert "interrupted" in out and "rerun the same command to resume" in out
     lines = log.read_text().splitlines()
     assert all(json.loads(line) for line in lines) and 1 <= len(lines) < 5
