@@ -150,7 +150,7 @@ class PreparedConv:
 
     def scratch(self) -> dict[str, np.ndarray]:
         """The scratch buffers by name (views of the arena, renewed if it grew)."""
-        if self._generation != self.arena.generation or not self._scratch:
+        if self._generation != self.arena.generation:  # -1 at first: never taken
             views = self.arena.take(list(self._scratch_sizes.values()))
             self._scratch = dict(zip(self._scratch_sizes, views))
             self._generation = self.arena.generation
