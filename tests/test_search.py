@@ -174,6 +174,43 @@ def test_a_grid_point_interrupted_mid_measurement_is_measured_on_resume(tmp_path
     assert len(keys) == len(set(keys)) == n_valid and result.measured == n_valid
 
 
+def test_ctrl_c_caught_by_another_thread_while_a_record_is_logged_waits_for_the_study(tmp_path, monkeypatch):
+    """The kernel hands a process-directed SIGINT to any thread that does not
+    block it (rich's progress bar runs one); Python then raises in the main
+    thread. Arriving between the log line and the study's update, it must not
+    leave a logged config that the study counts as unmeasured."""
+    import threading
+
+    from convtune.tuner import search
+
+    bystander_ready, stop = threading.Event(), threading.Event()
+    bystander = threading.Thread(target=lambda: (bystander_ready.set(), stop.wait()))
+    bystander.start()
+    bystander_ready.wait()
+    appended, append = [], records.append
+
+    def append_then_ctrl_c(log, rec):
+        append(log, rec)
+        appended.append(rec)
+        if len(appended) == 2:
+            signal.pthread_kill(bystander.ident, signal.SIGINT)
+            time.sleep(0.05)  # the main thread runs the Python handler here unless it is held
+
+    monkeypatch.setattr(search.records, "append", append_then_ctrl_c)
+    log = tmp_path / "l.jsonl"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tune(WL, log=log, strategy="random", n_trials=5, spaces=small_space(), seed=4, measurer=FakeMeasurer())
+    finally:
+        stop.set()
+        bystander.join()
+    logged = {json.dumps(c, sort_keys=True) for c in configs_in(log)}
+    storage = default_storage(log)
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert len(logged) == 2 and {t.user_attrs["config"] for t in trials if t.user_attrs.get("measured")} == logged
+
+
 class FailingMeasurer(FakeMeasurer):
     """Every config with a 3-column tile fails; counts what it is asked."""
 

@@ -173,15 +173,23 @@ def _finish(study: optuna.Study, trial_id: int, rec: Record, reused: bool) -> No
 
 @contextlib.contextmanager
 def _interrupts_deferred() -> Iterator[None]:
-    """Hold SIGINT (Ctrl-C) until the block ends; it is delivered right after."""
+    """Hold SIGINT (Ctrl-C) until the block ends; it is delivered right after.
+
+    A handler that only notes the signal, not a signal mask: the kernel hands a
+    process-directed SIGINT to any thread that does not block it (rich's
+    progress bar has one), and Python then runs the handler in the main thread
+    mid-block even though the main thread masked the signal."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, previous)
+        if held and callable(previous):
+            previous(signal.SIGINT, None)
 
 
 def _close_stale_trials(study: optuna.Study, logged: dict[str, Record]) -> None:
