@@ -22,19 +22,16 @@ interrupted before its measurement was logged is measured again on resume.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import random
-import signal
 import socket
-import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import optuna
 from optuna.trial import TrialState
@@ -44,6 +41,7 @@ from convtune.schedules.space import Config, Space
 from convtune.schedules.target import CpuTarget, host_target
 from convtune.schedules.templates import default_config, invalid_reason, search_space
 from convtune.tuner import records
+from convtune.tuner.interrupts import CtrlCGate
 from convtune.tuner.measure import MeasureOptions, Measurer, MeasureResult
 from convtune.tuner.records import ErrorCode, Record
 
@@ -171,27 +169,6 @@ def _finish(study: optuna.Study, trial_id: int, rec: Record, reused: bool) -> No
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold SIGINT (Ctrl-C) until the block ends; it is delivered right after.
-
-    A handler that only notes the signal, not a signal mask: the kernel hands a
-    process-directed SIGINT to any thread that does not block it (rich's
-    progress bar has one), and Python then runs the handler in the main thread
-    mid-block even though the main thread masked the signal."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if held and callable(previous):
-            previous(signal.SIGINT, None)
-
-
 def _close_stale_trials(study: optuna.Study, logged: dict[str, Record]) -> None:
     """Trials left RUNNING by a killed process of this host: completed from the
     log when their record made it there, else failed, so a resumed run neither
@@ -264,74 +241,74 @@ def tune(
     refusals = 0
     stopped = "budget"
     trial: Optional[optuna.Trial] = None
-    key: Optional[str] = None
     # One read of the study's trials after each ask and each measurement
     # serves every check until the next: with 500 trials a read is ~9 ms.
     trials = study.get_trials(deepcopy=False)
-    try:
-        while len(_measured(trials)) < n_trials:
-            trial = key = None
-            # Not the GridSampler's own test: it counts an interrupted, never
-            # measured grid point as visited.
-            if grid is not None and set(valid_keys) <= _taken(trials).keys():
-                stopped = "grid exhausted"
-                break
-            if refusals >= MAX_REFUSALS:
-                stopped = f"{MAX_REFUSALS} samples in a row were invalid or duplicates"
-                break
-            trial = study.ask()
-            config = _suggest(trial, spaces, grid)
-            key = json.dumps(config, sort_keys=True)
-            trial.set_user_attr("config", key)
-            trial.set_user_attr("host", host)
-            trial.set_user_attr("pid", pid)
-            reason = invalid_reason(workload, config, target)
-            trials = study.get_trials(deepcopy=False)  # after ask: other workers' running configs too
-            twin = None if reason else _taken(trials, but=trial.number).get(key)
-            if reason or twin is not None:
-                if reason:
-                    trial.set_user_attr("invalid", reason)
-                    study.tell(trial, INVALID_SCORE)
+    ctrl_c = CtrlCGate()
+    with ctrl_c.held():  # Ctrl-C stops a measurement, never the bookkeeping around it
+        try:
+            while len(_measured(trials)) < n_trials:
+                trial = None
+                # Not the GridSampler's own test: it counts an interrupted, never
+                # measured grid point as visited.
+                if grid is not None and set(valid_keys) <= _taken(trials).keys():
+                    stopped = "grid exhausted"
+                    break
+                if refusals >= MAX_REFUSALS:
+                    stopped = f"{MAX_REFUSALS} samples in a row were invalid or duplicates"
+                    break
+                trial = study.ask()
+                config = _suggest(trial, spaces, grid)
+                key = json.dumps(config, sort_keys=True)
+                trial.set_user_attr("config", key)
+                trial.set_user_attr("host", host)
+                trial.set_user_attr("pid", pid)
+                reason = invalid_reason(workload, config, target)
+                trials = study.get_trials(deepcopy=False)  # after ask: other workers' running configs too
+                twin = None if reason else _taken(trials, but=trial.number).get(key)
+                if reason or twin is not None:
+                    if reason:
+                        trial.set_user_attr("invalid", reason)
+                        study.tell(trial, INVALID_SCORE)
+                    else:
+                        trial.set_user_attr("duplicate_of", twin)
+                        study.tell(trial, state=TrialState.FAIL)
+                    refusals += 1
+                    # TPE on a small discrete space keeps proposing what it knows
+                    # (or what it cannot have): steer the next trial to an
+                    # unmeasured valid config instead.
+                    if twin is not None or refusals % STEER_AFTER == 0:
+                        busy = _taken(trials, but=trial.number)
+                        fresh = [c for c, k in zip(valid, valid_keys) if k not in cache and k not in busy]
+                        if not fresh:
+                            stopped = "every valid config is measured"
+                            break
+                        study.enqueue_trial(_params(rng.choice(fresh), grid))
+                    continue
+                refusals = 0
+                reused = key in cache
+                if reused:
+                    rec = cache[key]
                 else:
-                    trial.set_user_attr("duplicate_of", twin)
-                    study.tell(trial, state=TrialState.FAIL)
-                refusals += 1
-                # TPE on a small discrete space keeps proposing what it knows
-                # (or what it cannot have): steer the next trial to an
-                # unmeasured valid config instead.
-                if twin is not None or refusals % STEER_AFTER == 0:
-                    busy = _taken(trials, but=trial.number)
-                    fresh = [c for c, k in zip(valid, valid_keys) if k not in cache and k not in busy]
-                    if not fresh:
-                        stopped = "every valid config is measured"
-                        break
-                    study.enqueue_trial(_params(rng.choice(fresh), grid))
-                continue
-            refusals = 0
-            reused = key in cache
-            rec = cache[key] if reused else _record(
-                workload, target, config, measurer.measure(workload.to_dict(), config), study_name, trial.number)
-            with _interrupts_deferred():  # the log, the cache and the study agree even on Ctrl-C
-                if not reused:
+                    with ctrl_c.allowed():
+                        result = measurer.measure(workload.to_dict(), config)
+                    rec = _record(workload, target, config, result, study_name, trial.number)
                     records.append(log, rec)
                     cache[key] = rec
                 _finish(study, trial._trial_id, rec, reused)
-            trials = study.get_trials(deepcopy=False)
-            done = _measured(trials)
-            on_progress(Progress(len(done), n_trials, _best_gflops(done),
-                                 sum(1 for t in done if t.state == TrialState.FAIL), rec, reused,
-                                 time.perf_counter() - start))
-    except KeyboardInterrupt:
-        if trial is not None and study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING:
-            trial.set_user_attr("interrupted", True)
-            if key is not None and key in cache:  # interrupted after its record was logged
-                _finish(study, trial._trial_id, cache[key], reused=False)
-            else:
+                trials = study.get_trials(deepcopy=False)
+                done = _measured(trials)
+                on_progress(Progress(len(done), n_trials, _best_gflops(done),
+                                     sum(1 for t in done if t.state == TrialState.FAIL), rec, reused,
+                                     time.perf_counter() - start))
+        except KeyboardInterrupt:
+            if trial is not None and study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING:
+                trial.set_user_attr("interrupted", True)  # in its measurement: nothing of it was logged
                 study.tell(trial, state=TrialState.FAIL)
-        raise
-    finally:
-        if own_measurer:
-            measurer.close()
+            raise
+        finally:
+            if own_measurer:
+                measurer.close()
     done = _measured(study.get_trials(deepcopy=False))
     best = min((r for r in cache.values() if r.ok), key=lambda r: r.cost, default=None)
     return TuneResult(workload, study_name, len(done), sum(1 for t in done if t.state == TrialState.FAIL), best,
