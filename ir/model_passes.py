@@ -167,8 +167,12 @@ PASSES = (fold_constants, remove_identities, fold_batch_norm, fuse_conv_epilogue
 
 
 def optimize(graph: ModelGraph) -> ModelGraph:
-    """A rewritten copy of ``graph``: folded, BN-folded, epilogues fused."""
-    graph = copy.deepcopy(graph)
+    """A rewritten copy of ``graph``: folded, BN-folded, epilogues fused.
+
+    The copy shares the constants' arrays with ``graph`` (the passes replace a
+    constant, they never write into one): copying them would hold every
+    weight of the model twice."""
+    graph = copy.deepcopy(graph, memo={id(a): a for a in graph.constants.values()})
     for run in PASSES:
         graph = run(graph)
     return graph

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 from onnx import helper, numpy_helper
 
 from convtune.ir.evaluate import evaluate
@@ -116,9 +117,58 @@ def _infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
         raise GraphError(f"model: {what}: {first}") from None
 
 
+LARGE_INITIALIZER = 1024
+"""Elements above which a float initializer is a weight: converted to numpy on
+its own and kept out of the proto that the checker and shape inference see.
+Each of those serialises the whole model again (resnet50's 98 MB three times
+over, on top of the loaded proto), and of a weight they only need the shape;
+data propagation needs the values of small integer tensors alone."""
+_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
+def _copy_fields(src: Message, dst: Message, skip: tuple[str, ...] = ()) -> None:
+    """``dst.CopyFrom(src)`` but for the ``skip`` fields, which stay empty."""
+    for field, value in src.ListFields():
+        if field.name in skip:
+            continue
+        if field.is_repeated:
+            getattr(dst, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
+def _split_weights(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """The model without its weights (each one a graph input of its type and
+    shape instead, so the checker and shape inference still see it), and the
+    weights as arrays. ``proto`` itself is left as it was."""
+    skeleton = onnx.ModelProto()
+    _copy_fields(proto, skeleton, skip=("graph",))
+    _copy_fields(proto.graph, skeleton.graph, skip=("initializer",))
+    inputs = {v.name for v in proto.graph.input}
+    weights: dict[str, np.ndarray] = {}
+    for tensor in proto.graph.initializer:
+        if tensor.data_type in _FLOATS and int(np.prod(tensor.dims)) > LARGE_INITIALIZER:
+            weights[tensor.name] = _array(tensor, f"initializer {tensor.name!r}")
+            if tensor.name not in inputs:
+                skeleton.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+        else:
+            skeleton.graph.initializer.append(tensor)
+    return skeleton, weights
+
+
+def _array(tensor: onnx.TensorProto, what: str) -> np.ndarray:
+    numpy_dtype(tensor.data_type, what)
+    try:
+        return numpy_helper.to_array(tensor)
+    except ValueError as e:  # data that does not fill the tensor's dims
+        raise GraphError(f"{what}: its data does not match its shape {tuple(tensor.dims)}: {e}") from None
+
+
 class _Importer:
-    def __init__(self, proto: onnx.ModelProto) -> None:
-        self.proto, self.opset = proto, _opset(proto)
+    def __init__(self, proto: onnx.ModelProto, weights: dict[str, np.ndarray]) -> None:
+        self.proto, self.weights, self.opset = proto, weights, _opset(proto)
         self.graph = ModelGraph(proto.graph.name or "model")
         self.value_types = {v.name: v.type for v in (*proto.graph.value_info, *proto.graph.output,
                                                       *proto.graph.input)}
@@ -126,8 +176,10 @@ class _Importer:
 
     def run(self) -> ModelGraph:
         g = self.proto.graph
+        for name, array in self.weights.items():
+            self.graph.add_constant(name, array)
         for tensor in g.initializer:
-            self.graph.add_constant(tensor.name, self._array(tensor, f"initializer {tensor.name!r}"))
+            self.graph.add_constant(tensor.name, _array(tensor, f"initializer {tensor.name!r}"))
         for value in g.input:
             if value.name not in self.graph.constants:
                 info = self._info(value.name, f"input {value.name!r}")
@@ -136,11 +188,6 @@ class _Importer:
             self._add(proto_node, i)
         self.graph.outputs = [v.name for v in g.output]
         return self.graph
-
-    @staticmethod
-    def _array(tensor: onnx.TensorProto, what: str) -> np.ndarray:
-        numpy_dtype(tensor.data_type, what)
-        return numpy_helper.to_array(tensor)
 
     def _info(self, name: str, what: str) -> TensorInfo:
         tensor_type = self.value_types[name].tensor_type if name in self.value_types else None
@@ -214,7 +261,7 @@ def import_model(model: str | Path | onnx.ModelProto, batch: int | None = None) 
     proto = load_model(model)
     _opset(proto)
     _check_operators(proto)
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    _fix_batch(copy, batch)
-    return _Importer(_infer_shapes(copy)).run()
+    skeleton, weights = _split_weights(proto)
+    del proto  # a model loaded here is freed before the graph is built
+    _fix_batch(skeleton, batch)
+    return _Importer(_infer_shapes(skeleton), weights).run()

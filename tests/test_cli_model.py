@@ -12,7 +12,7 @@ from convtune.tuner import records
 from convtune.tuner.cli import main
 from convtune.tuner.cli_model import names_a_model
 from convtune.tuner.dispatch import FallbackWarning
-from convtune.tuner.model_bench import CONVTUNE, ONNXRUNTIME, start_up_seconds
+from convtune.tuner.model_bench import CONVTUNE, ONNXRUNTIME, start_up
 
 
 def one_line(capsys) -> str:  # type: ignore[no-untyped-def]
@@ -67,10 +67,13 @@ def test_a_positional_names_a_model_unless_it_is_a_layer_suite() -> None:
     assert not names_a_model("mobilenetv2_dw") and not names_a_model("layers.json")
 
 
-def test_start_up_runs_a_cold_then_a_warm_process(tuned, tiny) -> None:
+def test_start_up_runs_a_cold_then_a_warm_process_and_each_runtime_reports_its_peak_memory(tuned, tiny) -> None:
     log, _ = tuned
-    seconds = start_up_seconds(tiny, str(log), threads=2)
+    seconds, peak_mb = start_up(tiny, str(log), threads=2)
     assert set(seconds) == {"cold", "warm"} and all(s > 0 for s in seconds.values())
+    # A process that imported numpy and its runtime holds tens of MiB at least; a probe that measured
+    # its parent, or kilobytes as MiB, would be far off either way.
+    assert set(peak_mb) == {CONVTUNE, ONNXRUNTIME} and all(20 < mb < 4000 for mb in peak_mb.values())
 
 
 def test_report_writes_the_pngs(tuned, tmp_path, capsys) -> None:

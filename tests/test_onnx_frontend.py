@@ -233,3 +233,39 @@ def test_truncated_garbage_and_missing_files(saved, tmp_path) -> None:  # type: 
             import_model(tmp_path / name)
     with pytest.raises(GraphError, match="no such model file"):
         import_model(tmp_path / "absent.onnx")
+
+
+def _big_conv_model(rng: np.random.Generator, weights_in_inputs: bool = False) -> onnx.ModelProto:
+    """A conv whose weight is large enough to be kept out of the checked proto."""
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], {"x": (1, 16, 6, 6)},
+                       {"y": None}, {"w": weights(rng, 24, 16, 3, 3)})
+    if weights_in_inputs:  # IR 3 style: every initializer is also a graph input
+        model.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, (24, 16, 3, 3)))
+    return model
+
+
+@pytest.mark.parametrize("weights_in_inputs", [False, True])
+def test_weights_kept_out_of_shape_inference_still_import_as_constants(weights_in_inputs: bool,
+                                                                       rng: np.random.Generator) -> None:
+    model = _big_conv_model(rng, weights_in_inputs)
+    before = model.SerializeToString()
+    graph = import_model(model)
+    assert graph.inputs == ["x"] and graph.constants["w"].shape == (24, 16, 3, 3)
+    assert model.SerializeToString() == before  # the caller's proto is left as it was
+    x = weights(rng, 1, 16, 6, 6)
+    assert_close(Session(model).run(None, {"x": x}), ort_run(model, {"x": x}))
+
+
+def test_a_weight_whose_data_does_not_fill_its_shape_is_named(rng: np.random.Generator) -> None:
+    model = _big_conv_model(rng)
+    w = model.graph.initializer[0]
+    w.raw_data = w.raw_data[:-8]
+    with pytest.raises(GraphError, match="initializer 'w': its data does not match its shape"):
+        import_model(model)
+
+
+def test_optimize_shares_the_weights_it_does_not_rewrite(rng: np.random.Generator) -> None:
+    graph = import_model(_big_conv_model(rng))
+    optimized = optimize(graph)
+    assert optimized.constants["w"] is graph.constants["w"]  # one copy of the weights, not two
+    assert [n.op for n in graph.nodes()] == ["Conv"]  # the input graph is not rewritten

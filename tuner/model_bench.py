@@ -8,7 +8,10 @@ per-layer breakdown comes from the Session's profile. Start-up is timed in
 fresh processes (``python -m convtune.tuner.model_bench``): cold, with an
 empty kernel cache directory (every kernel compiled), then warm, a second
 process on the same directory (kernels loaded from disk): seconds from
-process start to the first output.
+process start to the first output. The same probes give each runtime's peak
+memory: the largest resident set of a fresh process that loads the model and
+runs it once (the interpreter, the runtime's libraries, the weights and the
+activation buffers all count, as they do for a user's process).
 
 PyTorch is not compared here: running an ONNX file in PyTorch needs a
 converter that is not a dependency.
@@ -55,6 +58,9 @@ class ModelBenchReport:
     profile_total: float
     startup: dict[str, float] = field(default_factory=dict)
     """"cold" / "warm": seconds from process start to the first output."""
+    peak_mb: dict[str, float] = field(default_factory=dict)
+    """Per runtime: peak resident MiB of a process that loads the model and
+    runs it once (convtune's from the warm start)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -63,7 +69,8 @@ class ModelBenchReport:
 def random_feeds(session) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
     """Fresh standard-normal inputs: outputs are checked on new values each run."""
     rng = np.random.default_rng()
-    return {t.name: rng.standard_normal(t.shape).astype(np.float32) for t in session.get_inputs()}
+    return {t.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in t.shape]).astype(np.float32)
+            for t in session.get_inputs()}
 
 
 def _layers(session, feeds: dict[str, np.ndarray],  # type: ignore[no-untyped-def]
@@ -105,26 +112,32 @@ def bench_model(path: str | Path, log: Optional[str], threads: int, rounds: int 
     layers, total = _layers(session, feeds, rounds)
     report = ModelBenchReport(str(path), threads, seconds, error, layers, total)
     if startup:
-        report.startup = start_up_seconds(path, log, threads)
+        report.startup, report.peak_mb = start_up(path, log, threads)
     return report
 
 
-def start_up_seconds(path: str | Path, log: Optional[str], threads: int) -> dict[str, float]:
-    """Seconds to the first output of a fresh process: "cold" with an empty
-    kernel cache directory, then "warm", a second process on it."""
-    out = {}
+def start_up(path: str | Path, log: Optional[str], threads: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds to the first output of a fresh process, "cold" with an empty
+    kernel cache directory, then "warm", a second process on it; and each
+    runtime's peak resident MiB (convtune's warm process, then an
+    onnxruntime process doing the same)."""
+    seconds, peak = {}, {}
     with tempfile.TemporaryDirectory(prefix="convtune-cold-") as cache:
         env = dict(os.environ, CONVTUNE_CACHE_DIR=cache, NUMBA_NUM_THREADS=str(threads))
         command = [sys.executable, "-m", "convtune.tuner.model_bench", str(path), "--threads", str(threads)]
         command += ["--log", log] if log else []
-        for kind in ("cold", "warm"):
+        for kind, runtime in (("cold", CONVTUNE), ("warm", CONVTUNE), ("peer", ONNXRUNTIME)):
             start = time.perf_counter()
-            done = subprocess.run(command, env=env, capture_output=True, text=True)
-            out[kind] = time.perf_counter() - start
+            done = subprocess.run([*command, "--runtime", runtime], env=env, capture_output=True, text=True)
+            elapsed = time.perf_counter() - start
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or ["no output"])[-1]
                 raise RuntimeError(f"{kind} start of {path} failed (exit {done.returncode}): {last}")
-    return out
+            if runtime == CONVTUNE:
+                seconds[kind] = elapsed
+            if kind != "cold":  # compiling's own memory is not the loaded model's
+                peak[runtime] = json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
+    return seconds, peak
 
 
 def render(report: ModelBenchReport, top: int = 15):  # type: ignore[no-untyped-def]
@@ -135,12 +148,14 @@ def render(report: ModelBenchReport, top: int = 15):  # type: ignore[no-untyped-
     ours = report.seconds[CONVTUNE]
     e2e = Table(title=f"{report.model}: end to end, {report.threads} threads (relative error vs onnxruntime "
                       f"{report.error:.1e})")
-    for col in ("runtime", "ms", "convtune / it"):
+    columns = ("runtime", "ms", "convtune / it", *(("peak MiB",) if report.peak_mb else ()))
+    for col in columns:
         e2e.add_column(col, justify="right" if col != "runtime" else "left")
     for name, s in report.seconds.items():
-        e2e.add_row(name, f"{1e3 * s:.2f}", f"{ours / s:.2f}x")
+        memory = (f"{report.peak_mb[name]:.0f}",) if name in report.peak_mb else ("",) * (len(columns) - 3)
+        e2e.add_row(name, f"{1e3 * s:.2f}", f"{ours / s:.2f}x", *memory)
     for kind, s in report.startup.items():
-        e2e.add_row(f"convtune {kind} start (to first output)", f"{1e3 * s:.0f}", "")
+        e2e.add_row(f"convtune {kind} start (to first output)", f"{1e3 * s:.0f}", "", *("",) * (len(columns) - 3))
     layers = Table(title=f"slowest {top} of {len(report.layers)} nodes (profile: {1e3 * report.profile_total:.2f} ms "
                          f"end to end, {1e3 * sum(layer.seconds for layer in report.layers):.2f} ms in nodes)")
     for col in ("node", "op", "workload", "ms", "GFLOP/s", "% of nodes"):
@@ -153,23 +168,33 @@ def render(report: ModelBenchReport, top: int = 15):  # type: ignore[no-untyped-
 
 
 def _first_output(argv: list[str]) -> int:
-    """The start-up probe: build a Session and run it once, then exit."""
+    """The start-up probe: load the model in one runtime and run it once, then
+    print the process's peak resident MiB as JSON and exit."""
+    import resource
+
     parser = argparse.ArgumentParser(prog="python -m convtune.tuner.model_bench")
     parser.add_argument("model")
     parser.add_argument("--log")
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--runtime", choices=(CONVTUNE, ONNXRUNTIME), default=CONVTUNE)
     args = parser.parse_args(argv)
-    import warnings
+    if args.runtime == ONNXRUNTIME:
+        from convtune.tuner.peers import onnxruntime_session
 
-    import numba
+        session = onnxruntime_session(args.model, args.threads)
+    else:
+        import warnings
 
-    from convtune.tuner.session import Session
+        import numba
 
-    numba.set_num_threads(args.threads)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # untuned fallbacks were reported by the parent
-        session = Session(args.model, logs=args.log)
+        from convtune.tuner.session import Session
+
+        numba.set_num_threads(args.threads)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # untuned fallbacks were reported by the parent
+            session = Session(args.model, logs=args.log)
     outputs = session.run(None, random_feeds(session))
+    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     return 0 if all(np.all(np.isfinite(o)) for o in outputs) else 1
 
 
