@@ -12,7 +12,7 @@ from convtune.tuner import records
 from convtune.tuner.cli import main
 from convtune.tuner.cli_model import names_a_model
 from convtune.tuner.dispatch import FallbackWarning
-from convtune.tuner.model_bench import CONVTUNE, ONNXRUNTIME, start_up
+from convtune.tuner.model_bench import CONVTUNE, ONNXRUNTIME, PYTORCH, PYTORCH_CL, start_up
 
 
 def one_line(capsys) -> str:  # type: ignore[no-untyped-def]
@@ -55,7 +55,13 @@ def test_bench_command_times_the_model_against_onnxruntime_and_profiles_every_no
     assert main(["bench", str(tiny), "--log", str(log), "--rounds", "1", "--no-startup", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["error"] < 1e-4 and report["startup"] == {}
-    assert set(report["seconds"]) == {CONVTUNE, ONNXRUNTIME} and all(s > 0 for s in report["seconds"].values())
+    try:
+        import torch  # noqa: F401
+        compared = {CONVTUNE, ONNXRUNTIME, PYTORCH, PYTORCH_CL}
+    except ImportError:
+        compared = {CONVTUNE, ONNXRUNTIME}
+        assert "not installed" in report["left_out"][PYTORCH]
+    assert set(report["seconds"]) == compared and all(s > 0 for s in report["seconds"].values())
     convs = [layer for layer in report["layers"] if layer["op"] == "FusedConv"]
     assert len(convs) == 3 and all(layer["gflops"] > 0 for layer in convs)
     assert "slowest 15 of 4 nodes" in capsys.readouterr().out

@@ -13,8 +13,9 @@ memory: the largest resident set of a fresh process that loads the model and
 runs it once (the interpreter, the runtime's libraries, the weights and the
 activation buffers all count, as they do for a user's process).
 
-PyTorch is not compared here: running an ONNX file in PyTorch needs a
-converter that is not a dependency.
+PyTorch (oneDNN, eager; NCHW and channels_last) joins where it is installed
+and ``convtune.tuner.torch_model`` translates every operator of the model;
+otherwise the report says why it is left out.
 """
 from __future__ import annotations
 
@@ -27,11 +28,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 CONVTUNE, ONNXRUNTIME = "convtune", "onnxruntime"
+PYTORCH, PYTORCH_CL = "pytorch", "pytorch channels_last"
 TOLERANCE = 1e-4
 """Relative error allowed between convtune's and onnxruntime's outputs."""
 
@@ -58,6 +60,9 @@ class ModelBenchReport:
     profile_total: float
     startup: dict[str, float] = field(default_factory=dict)
     """"cold" / "warm": seconds from process start to the first output."""
+    left_out: dict[str, str] = field(default_factory=dict)
+    """Runtime -> why it was not compared (PyTorch not installed, an operator
+    without a translation)."""
     peak_mb: dict[str, float] = field(default_factory=dict)
     """Per runtime: peak resident MiB of a process that loads the model and
     runs it once (convtune's from the warm start)."""
@@ -104,16 +109,39 @@ def bench_model(path: str | Path, log: Optional[str], threads: int, rounds: int 
     session = Session(str(path), logs=log)
     feeds = random_feeds(session)
     peer = onnxruntime_session(str(path), threads)
-    error = _relative_error(session.run(None, feeds), peer.run(None, feeds))
-    if not error < TOLERANCE:
-        raise AssertionError(f"{path}: convtune's outputs differ from onnxruntime's (relative error {error:.2g})")
-    seconds = bench_layer({CONVTUNE: lambda: session.run(None, feeds), ONNXRUNTIME: lambda: peer.run(None, feeds)},
-                          rounds, min_block_seconds)["warm"]
+    expected = peer.run(None, feeds)
+    pytorch, left_out = _pytorch_runners(path, threads)
+    checked = {CONVTUNE: lambda: session.run(None, feeds), **{name: lambda run=run: run(feeds)
+                                                               for name, run in pytorch.items()}}
+    errors = {name: _relative_error(run(), expected) for name, run in checked.items()}
+    for name, error in errors.items():
+        if not error < TOLERANCE:
+            raise AssertionError(f"{path}: {name}'s outputs differ from onnxruntime's (relative error {error:.2g})")
+    runners = {CONVTUNE: checked[CONVTUNE], ONNXRUNTIME: lambda: peer.run(None, feeds),
+               **{name: run for name, run in checked.items() if name != CONVTUNE}}
+    seconds = bench_layer(runners, rounds, min_block_seconds)["warm"]
     layers, total = _layers(session, feeds, rounds)
-    report = ModelBenchReport(str(path), threads, seconds, error, layers, total)
+    report = ModelBenchReport(str(path), threads, seconds, errors[CONVTUNE], layers, total, left_out=left_out)
     if startup:
         report.startup, report.peak_mb = start_up(path, log, threads)
     return report
+
+
+def _pytorch_runners(path: str | Path, threads: int) -> tuple[dict[str, Callable], dict[str, str]]:
+    """PyTorch's runners (NCHW, channels_last), or why there are none."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        return {}, {PYTORCH: f"not installed ({e}); pip install torch==2.13.0"}
+    from convtune.ir.onnx_frontend import import_model
+    from convtune.tuner.torch_model import NotTranslated, torch_runner
+
+    graph = import_model(path)
+    try:
+        return {name: torch_runner(graph, threads, channels_last)
+                for name, channels_last in ((PYTORCH, False), (PYTORCH_CL, True))}, {}
+    except NotTranslated as e:
+        return {}, {PYTORCH: str(e)}
 
 
 def start_up(path: str | Path, log: Optional[str], threads: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -156,6 +184,8 @@ def render(report: ModelBenchReport, top: int = 15):  # type: ignore[no-untyped-
         e2e.add_row(name, f"{1e3 * s:.2f}", f"{ours / s:.2f}x", *memory)
     for kind, s in report.startup.items():
         e2e.add_row(f"convtune {kind} start (to first output)", f"{1e3 * s:.0f}", "", *("",) * (len(columns) - 3))
+    if report.left_out:
+        e2e.caption = "; ".join(f"{name} not compared: {why}" for name, why in report.left_out.items())
     layers = Table(title=f"slowest {top} of {len(report.layers)} nodes (profile: {1e3 * report.profile_total:.2f} ms "
                          f"end to end, {1e3 * sum(layer.seconds for layer in report.layers):.2f} ms in nodes)")
     for col in ("node", "op", "workload", "ms", "GFLOP/s", "% of nodes"):
