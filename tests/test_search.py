@@ -78,7 +78,7 @@ class FakeMeasurer:
 
     def measure(self, workload, config):
         cost = 1e-3 * (1 + config["owb"] % 3 + config["cb"] / 8 + (config["kb"] == 16) * 0.3 + config["ohb"] * 0.1)
-        return MeasureResult([cost, cost])
+        return MeasureResult([cost, cost], cache="cold")  # as the default measurer times
 
 
 @pytest.mark.filterwarnings("ignore:grid of 30 valid configs is larger than the budget")  # tested above
@@ -209,6 +209,25 @@ def test_ctrl_c_caught_by_another_thread_while_a_record_is_logged_waits_for_the_
     (summary,) = optuna.get_all_study_summaries(storage)
     trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
     assert len(logged) == 2 and {t.user_attrs["config"] for t in trials if t.user_attrs.get("measured")} == logged
+
+
+class WarmMeasurer(FakeMeasurer):
+    """Times back to back with warm caches, as ``--warm`` does."""
+
+    def measure(self, workload, config):
+        result = super().measure(workload, config)
+        return MeasureResult([c / 2 for c in result.costs], cache="warm")
+
+
+def test_a_warm_run_is_a_study_of_its_own_and_reuses_no_cold_record(tmp_path):
+    log = tmp_path / "l.jsonl"
+    cold = tune(WL, log=log, strategy="random", n_trials=3, spaces=small_space(), seed=5, measurer=FakeMeasurer())
+    warm = tune(WL, log=log, strategy="random", n_trials=3, spaces=small_space(), seed=5,
+                options=MeasureOptions(cold=False), measurer=WarmMeasurer())
+    assert warm.study_name != cold.study_name and warm.measured == 3
+    by_mode = {mode: [r.config_key for r in records.read(log) if r.cache == mode] for mode in ("cold", "warm")}
+    assert len(by_mode["cold"]) == len(by_mode["warm"]) == 3  # the warm run measured its configs again
+    assert warm.best.cache == "warm" and cold.best.cache == "cold"
 
 
 class FailingMeasurer(FakeMeasurer):

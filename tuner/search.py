@@ -214,7 +214,12 @@ def tune(
         warnings.warn(f"grid of {len(grid)} valid configs is larger than the budget of {n_trials} trials; "
                       "only part of it will be measured", stacklevel=2)
     space_id = _digest(json.dumps({k: repr(v.knobs) for k, v in spaces.items()}, sort_keys=True), 8)
-    study_name = f"convtune-{_digest(workload.key, 12)}-{_digest(target.key, 6)}-{strategy}-{space_id}"
+    # Timed warm, a config looks faster than it runs in a model: a warm run is
+    # a study of its own and reuses only warm records (CUDA timing has no cold mode).
+    cache_mode = "cold" if options.cold and options.target == "cpu" else "warm"
+    warm_cpu = cache_mode == "warm" and options.target == "cpu"
+    study_name = (f"convtune-{_digest(workload.key, 12)}-{_digest(target.key, 6)}-{strategy}-{space_id}"
+                  + ("-warm" if warm_cpu else ""))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     study = _open_study(study_name, storage or default_storage(log), make_sampler(strategy, grid, seed))
@@ -223,7 +228,7 @@ def tune(
     cache: dict[str, Record] = {}
     if Path(log).exists():
         for r in records.read(log):
-            if r.workload_key == workload.key and r.target_key == target.key:
+            if r.workload_key == workload.key and r.target_key == target.key and r.cache == cache_mode:
                 cache.setdefault(r.config_key, r)
     _close_stale_trials(study, cache)
     if not study.get_trials(deepcopy=False):
