@@ -8,7 +8,8 @@ import numpy as np
 from convtune.codegen.kernel_cache import CompiledModule
 from convtune.codegen.launch import run_stages
 from convtune.ir.loopnest import Kernel as LoopNest
-from convtune.schedules.layout import pack_weight_array, pack_winograd_weights
+from convtune.schedules.layout import pack_toeplitz_weights, pack_weight_array, pack_winograd_weights
+from convtune.ir.toeplitz import ToeplitzCompute
 from convtune.ir.winograd import WinogradCompute
 from convtune.schedules.state import BlockedLayout, ScheduleState, WeightPacking
 
@@ -22,7 +23,7 @@ def _as_input(name: str, x: object, shape: tuple[int, ...]) -> np.ndarray:
 
 def host_operands(state: ScheduleState, nest: LoopNest, weight: object,
                   bias: object = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The weights in the kernel's layout (packed, or Winograd-transformed)
+    """The weights in the kernel's layout (packed, Winograd-transformed or Toeplitz matrices)
     and the bias, checked and flat: what ``prepare`` does once, for every target."""
     wl = state.compute.workload
     w = _as_input("weight", weight, wl.weight_shape)
@@ -30,6 +31,9 @@ def host_operands(state: ScheduleState, nest: LoopNest, weight: object,
     packing = state.weight_packing
     if isinstance(state.compute, WinogradCompute):  # U = G g G^T, transform element outermost
         w = pack_winograd_weights(packing or WeightPacking(1, 1), state.compute.transform_weights(w),
+                                  shapes["weight"])
+    elif isinstance(state.compute, ToeplitzCompute):  # one banded matrix per (k, c, kernel row)
+        w = pack_toeplitz_weights(packing or WeightPacking(1, 1), state.compute.toeplitz_weights(w),
                                   shapes["weight"])
     elif packing is not None:
         w = pack_weight_array(packing, w, shapes["weight"])

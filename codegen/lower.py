@@ -11,7 +11,8 @@ A conv kernel has up to four stages, in order:
    and written once with the epilogue; otherwise it accumulates in ``out``;
 4. finalize (only in the uncached case, when there is an epilogue).
 Winograd schedules add transform stages around their GEMM
-(``codegen.lower_winograd``).
+(``codegen.lower_winograd``); Toeplitz schedules pad the input and reduce
+over banded weight matrices (``codegen.lower_toeplitz``).
 
 Guards: a split that does not divide its axis runs past the axis's end. Those
 iterations are masked by guards, except where packing makes them harmless:
@@ -29,6 +30,7 @@ from convtune.ir.compute import REDUCE, SPATIAL, ComputeDef
 from convtune.ir.expr import Cmp, Const, Expr, Load, Select, Var, conj, fconst
 from convtune.ir.loopnest import Allocate, Buffer, For, IfThen, Kernel, LoopKind, Stmt, Store, seq
 from convtune.ir.simplify import Ranges, bounds, simplify, simplify_cond
+from convtune.ir.toeplitz import ToeplitzCompute
 from convtune.ir.winograd import WinogradCompute
 from convtune.ir.workload import Conv2D
 from convtune.schedules.layout import (
@@ -195,6 +197,10 @@ def lower(state: ScheduleState) -> Kernel:
         from convtune.codegen.lower_winograd import lower_winograd
 
         kernel = lower_winograd(state)
+    elif isinstance(state.compute, ToeplitzCompute):
+        from convtune.codegen.lower_toeplitz import lower_toeplitz
+
+        kernel = lower_toeplitz(state)
     else:
         kernel = _lower_conv(state)
     return relayout_kernel(kernel, dict(state.io_layouts))

@@ -75,6 +75,26 @@ def pack_winograd_weights(p: WeightPacking, u: np.ndarray, shape: tuple[int, ...
     return np.ascontiguousarray(blocked.transpose(2, 0, 1, 3, 4, 5).reshape(shape))
 
 
+def toeplitz_weight_index(p: WeightPacking, k: Expr, c: Expr, r: Expr, j: Expr, lane: Expr) -> tuple[Expr, ...]:
+    """Physical index of T[k, c, r, j, lane]: [k/ob, c, r, j, ob, lanes], so one
+    step of the band loads the ``ob`` output channels' lane vectors from one
+    contiguous run, and a register tile streams its channel block's matrices."""
+    return (k // p.out_block, c, r, j, k % p.out_block, lane)
+
+
+def toeplitz_weight_shape(p: WeightPacking, k: int, c: int, r: int, j: int, lanes: int) -> tuple[int, ...]:
+    return (ceil_div(k, p.out_block), c, r, j, p.out_block, lanes)
+
+
+def pack_toeplitz_weights(p: WeightPacking, t: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """T as [K, Cg, R, band, lanes] (``ToeplitzCompute.toeplitz_weights``) -> the
+    physical ``shape`` (from ``toeplitz_weight_shape``), zero-filled."""
+    kb, c, r, j, ob, lanes = shape
+    padded = np.zeros((kb * ob, c, r, j, lanes), np.float32)
+    padded[:t.shape[0]] = t
+    return np.ascontiguousarray(padded.reshape(kb, ob, c, r, j, lanes).transpose(0, 2, 3, 4, 1, 5))
+
+
 def blocked_index(layout: BlockedLayout, n: Expr, c: Expr, h: Expr, w: Expr) -> tuple[Expr, ...]:
     """Physical index of logical (n, c, h, w) in a blocked activation layout."""
     return (n, c // layout.block, h + layout.top, w + layout.left, c % layout.block)

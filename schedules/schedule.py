@@ -7,6 +7,7 @@ shows the primitives applied so far.
 from __future__ import annotations
 
 from convtune.ir.compute import ComputeDef
+from convtune.ir.toeplitz import ToeplitzCompute
 from convtune.ir.winograd import WinogradCompute
 from convtune.ir.workload import Conv2D
 from convtune.schedules import gpu
@@ -22,10 +23,12 @@ class Schedule:
     output column) and reduction ``c, r, s`` (input channel within the group,
     kernel row, kernel column); for ``Schedule(WinogradCompute(wl, m))``, the
     batched GEMM's spatial ``e, k, t`` (transform element, output channel,
-    tile) and reduction ``c``. ``split`` and ``fuse`` return the new axes.
+    tile) and reduction ``c``; for ``Schedule(ToeplitzCompute(wl, lanes))``,
+    spatial ``n, k, p, t, l`` (column tile and lane) and reduction ``c, r, j``
+    (the band). ``split`` and ``fuse`` return the new axes.
     """
 
-    def __init__(self, compute: Conv2D | ComputeDef | WinogradCompute) -> None:
+    def __init__(self, compute: Conv2D | ComputeDef | WinogradCompute | ToeplitzCompute) -> None:
         if isinstance(compute, Conv2D):
             compute = ComputeDef(compute)
         self.workload = compute.workload
