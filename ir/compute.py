@@ -128,3 +128,33 @@ class ComputeDef:
         body = self.finalize(Var(f"sum[{red}]({prod})", "float"), ax)
         spatial = ", ".join(f"{a.name}<{a.extent}" for a in self.spatial)
         return f"out[{spatial}] = {body}"
+
+
+@dataclass(frozen=True)
+class AlgorithmCompute:
+    """The compute definition of an algorithm that rewrites a conv (Winograd's
+    GEMM, Toeplitz matrices): axes of its own, ``spatial + reduce``, over the
+    conv's buffers and epilogue, which stay those of ``conv``."""
+
+    workload: Conv2D
+
+    @property
+    def spatial(self) -> tuple[Axis, ...]:
+        raise NotImplementedError
+
+    @property
+    def reduce(self) -> tuple[Axis, ...]:
+        raise NotImplementedError
+
+    @property
+    def axes(self) -> tuple[Axis, ...]:
+        return self.spatial + self.reduce
+
+    @property
+    def conv(self) -> ComputeDef:
+        """The convolution this computes (its buffers and epilogue)."""
+        return ComputeDef(self.workload)
+
+    @property
+    def out(self) -> Buffer:
+        return self.conv.out

@@ -41,9 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convtune.ir.compute import REDUCE, SPATIAL, Axis, ComputeDef
+from convtune.ir.compute import REDUCE, SPATIAL, AlgorithmCompute, Axis
 from convtune.ir.expr import Expr
-from convtune.ir.loopnest import Buffer
 from convtune.ir.workload import Conv2D
 
 MAX_TOEPLITZ_FLOATS = 1 << 22
@@ -70,10 +69,9 @@ def applies(wl: Conv2D) -> bool:
 
 
 @dataclass(frozen=True)
-class ToeplitzCompute:
+class ToeplitzCompute(AlgorithmCompute):
     """The Toeplitz-matrix form of a conv with column tiles of ``lanes`` outputs."""
 
-    workload: Conv2D
     lanes: int
 
     def __post_init__(self) -> None:
@@ -102,19 +100,6 @@ class ToeplitzCompute:
     def reduce(self) -> tuple[Axis, ...]:
         wl = self.workload
         return (Axis("c", wl.Cg, REDUCE), Axis("r", wl.R, REDUCE), Axis("j", self.band, REDUCE))
-
-    @property
-    def axes(self) -> tuple[Axis, ...]:
-        return self.spatial + self.reduce
-
-    @property
-    def conv(self) -> ComputeDef:
-        """The convolution this computes (its buffers and epilogue)."""
-        return ComputeDef(self.workload)
-
-    @property
-    def out(self) -> Buffer:
-        return self.conv.out
 
     def output_coords(self, ax: dict[str, Expr]) -> tuple[Expr, Expr, Expr, Expr]:
         """NCHW coordinates of the output element an iteration accumulates."""

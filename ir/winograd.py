@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convtune.ir.compute import REDUCE, SPATIAL, Axis, ComputeDef
-from convtune.ir.loopnest import Buffer
+from convtune.ir.compute import REDUCE, SPATIAL, AlgorithmCompute, Axis
 from convtune.ir.workload import Conv2D
 
 # (B^T, G, A^T) for F(2, 3) and F(4, 3) (interpolation points 0, +-1, +-2, inf).
@@ -45,10 +44,9 @@ def applies(wl: Conv2D) -> bool:
 
 
 @dataclass(frozen=True)
-class WinogradCompute:
+class WinogradCompute(AlgorithmCompute):
     """The batched GEMM of Winograd F(m x m, 3 x 3) for a conv workload."""
 
-    workload: Conv2D
     m: int
 
     def __post_init__(self) -> None:
@@ -81,19 +79,6 @@ class WinogradCompute:
     @property
     def reduce(self) -> tuple[Axis, ...]:
         return (Axis("c", self.workload.C, REDUCE),)
-
-    @property
-    def axes(self) -> tuple[Axis, ...]:
-        return self.spatial + self.reduce
-
-    @property
-    def conv(self) -> ComputeDef:
-        """The convolution this computes (its buffers and epilogue)."""
-        return ComputeDef(self.workload)
-
-    @property
-    def out(self) -> Buffer:
-        return self.conv.out
 
     def transform_weights(self, weight: np.ndarray) -> np.ndarray:
         """U as a [K, C, alpha^2, 1] array (float64 math, float32 result), so it

@@ -6,9 +6,7 @@ shows the primitives applied so far.
 """
 from __future__ import annotations
 
-from convtune.ir.compute import ComputeDef
-from convtune.ir.toeplitz import ToeplitzCompute
-from convtune.ir.winograd import WinogradCompute
+from convtune.ir.compute import AlgorithmCompute, ComputeDef
 from convtune.ir.workload import Conv2D
 from convtune.schedules import gpu
 from convtune.schedules import primitives as prim
@@ -28,7 +26,7 @@ class Schedule:
     (the band). ``split`` and ``fuse`` return the new axes.
     """
 
-    def __init__(self, compute: Conv2D | ComputeDef | WinogradCompute | ToeplitzCompute) -> None:
+    def __init__(self, compute: Conv2D | ComputeDef | AlgorithmCompute) -> None:
         if isinstance(compute, Conv2D):
             compute = ComputeDef(compute)
         self.workload = compute.workload
