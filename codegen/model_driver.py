@@ -29,9 +29,9 @@ import numpy as np
 
 from convtune.codegen.kernel import BoundConv
 from convtune.codegen.kernel_cache import CODEGEN_VERSION, load_module
-from convtune.codegen.op_calls import OpCall
+from convtune.codegen.op_calls import OpCall, OpSequence
 
-BoundStep = Union[BoundConv, OpCall]
+BoundStep = Union[BoundConv, OpCall, OpSequence]
 OPS_VERSION = hashlib.sha256((Path(__file__).parent / "op_kernels.py").read_bytes()).hexdigest()[:12]
 
 _HEADER = '''# convtune model driver; codegen {version}; op kernels {ops}
@@ -65,6 +65,7 @@ class Driver:
     """The compiled plan: ``driver()`` runs every step in order."""
 
     def __init__(self, steps: list[BoundStep | Callable[[], None]]) -> None:
+        steps = [call for s in steps for call in (s.calls if isinstance(s, OpSequence) else (s,))]
         convs = [s for s in steps if isinstance(s, BoundConv)]
         checked = any(c.compiled.checked for c in convs)
         arrays, starts, lines, kernels = _Arrays(), [0], [], set()

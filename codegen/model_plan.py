@@ -27,8 +27,10 @@ from convtune.codegen.kernel import BoundConv, PreparedConv, ScratchArena
 from convtune.codegen.launch import run_stages
 from convtune.codegen.layout_plan import choose_layouts
 from convtune.codegen.model_driver import Driver
-from convtune.codegen.op_calls import OpCall, op_call
+from convtune.codegen.op_calls import OpCall, OpSequence, op_call
 from convtune.codegen.ops import VIEW_OPS, Step, op_step
+from convtune.ir.conv_transpose_graph import LoweringFor, lower_conv_transposes
+from convtune.ir.conv_transpose_lowering import default_lowering
 from convtune.ir.graph import ModelGraph, Node
 from convtune.ir.loopnest import Store, walk
 from convtune.ir.workload import Conv2D
@@ -41,7 +43,7 @@ ScheduleFor = Callable[[Conv2D], Schedule]
 @dataclass
 class PlannedStep:
     node: Node
-    run: BoundConv | OpCall | Step
+    run: BoundConv | OpCall | OpSequence | Step
     """A conv bound to its arrays, a compiled operator, or a numpy closure."""
     packs: tuple[int, ...] = ()
     """A conv's stages that only copy its input into the kernel's packed
@@ -172,11 +174,15 @@ def _conv_step(node: Node, ins: list[np.ndarray], out: np.ndarray, conv: Prepare
     return conv.bind(ins[0], ins[-1] if node.attrs["workload"].residual else None, out)
 
 
-def build_plan(graph: ModelGraph, schedule_for: ScheduleFor, blocked: bool = True, compiled: bool = True) -> Plan:
+def build_plan(graph: ModelGraph, schedule_for: ScheduleFor, blocked: bool = True, compiled: bool = True,
+               lowering_for: LoweringFor = default_lowering) -> Plan:
     """Bind every node of ``graph`` to its buffers; ``schedule_for`` gives
     the schedule of each FusedConv workload (tuned, or a fallback), a fresh
     one per call; ``blocked`` lets activations stay blocked between convs;
-    ``compiled`` builds the plan's compiled driver (``codegen.model_driver``)."""
+    ``compiled`` builds the plan's compiled driver (``codegen.model_driver``);
+    ``lowering_for`` names the lowering of each transposed conv, whose
+    sub-convs are then FusedConvs like any other (``ir.conv_transpose_graph``)."""
+    graph = lower_conv_transposes(graph, lowering_for)
     order = list(graph.nodes())
     schedules = {n.name: schedule_for(n.attrs["workload"]) for n in order if n.op == "FusedConv"}
     layouts = choose_layouts(graph, schedules) if blocked else {}

@@ -32,6 +32,18 @@ class OpCall:
         self._kernel(*self.arrays, *self.scalars)
 
 
+class OpSequence:
+    """Several ``OpCall`` s computing one node in turn (a sub-pixel transposed
+    conv's ``Interleave``: one call per phase); the compiled driver inlines them."""
+
+    def __init__(self, calls: tuple[OpCall, ...]) -> None:
+        self.calls = calls
+
+    def __call__(self) -> None:
+        for call in self.calls:
+            call()
+
+
 def _flat(a: np.ndarray) -> np.ndarray:
     """A flat view of a plan buffer (never a copy: the call must see the buffer)."""
     flat = a.reshape(-1)
@@ -65,8 +77,24 @@ def _gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None, out: np.ndarray, t
     return OpCall("gemm", (_flat(a), bt.reshape(-1), cc.reshape(-1), _flat(out)), (M, N, a.shape[1]))
 
 
+def _place_input(node: Node, x: np.ndarray, out: np.ndarray) -> OpCall:
+    (N, C, H, W), (Hi, Wi) = x.shape, out.shape[2:]
+    return OpCall("place_input", (_flat(x), _flat(out)),
+                  (N * C, H, W, Hi, Wi, *node.attrs["offset"], *node.attrs["step"]))
+
+
+def _interleave(node: Node, phases: list[np.ndarray], out: np.ndarray) -> OpSequence:
+    a = node.attrs
+    (N, K, P, Q), step = out.shape, a["step"]
+    calls = [OpCall("interleave_phase", (_flat(x), _flat(out)), (N * K, *x.shape[2:], P, Q, *phase, *step))
+             for phase, x in zip(a["phases"], phases)]
+    fill = np.ascontiguousarray(a["fill"], np.float32).reshape(-1)
+    calls += [OpCall("fill_phase", (fill, _flat(out)), (N * K, K, P, Q, *phase, *step)) for phase in a["fills"]]
+    return OpSequence(tuple(calls))
+
+
 def op_call(node: Node, ins: list[np.ndarray], outs: list[np.ndarray],
-            constants: Mapping[str, np.ndarray]) -> OpCall | None:
+            constants: Mapping[str, np.ndarray]) -> OpCall | OpSequence | None:
     """The compiled call computing ``node`` from the plan arrays ``ins`` into
     ``outs``, or None. Weights are laid out here, so they must be constants."""
     arrays = [*ins, *outs]
@@ -75,6 +103,10 @@ def op_call(node: Node, ins: list[np.ndarray], outs: list[np.ndarray],
     out, named = outs[0], [t for t in node.inputs if t]
     if node.op == "MaxPool":
         return _max_pool(node, ins[0], out)
+    if node.op == "PlaceInput":
+        return _place_input(node, ins[0], out)
+    if node.op == "Interleave":
+        return _interleave(node, ins, out)
     if node.op == "GlobalAveragePool" and ins[0].ndim >= 3:
         return _global_average_pool(ins[0], out)
     const = all(t in constants for t in named[1:])

@@ -70,3 +70,45 @@ def gemm(a, bt, c, out, M, N, K):  # type: ignore[no-untyped-def]
             for k in range(K):
                 acc += x[k] * w[k]
             out[m * N + n] = acc + c[m * N + n]
+
+
+@njit(parallel=True, **_FLAGS)
+def place_input(x, out, planes, H, W, Hi, Wi, oh, ow, sh, sw):  # type: ignore[no-untyped-def]
+    """Each HxW plane of ``x`` into a zeroed HixWi plane of ``out``, pixel
+    (i, j) at (oh + i sh, ow + j sw); what falls outside is dropped: a
+    transposed conv's zero-inserted (or cropped) input. The rows and columns
+    that land inside are worked out once, so the copy loop has no test."""
+    i0, i1 = max(0, (sh - 1 - oh) // sh), min(H, (Hi - 1 - oh) // sh + 1)
+    j0, j1 = max(0, (sw - 1 - ow) // sw), min(W, (Wi - 1 - ow) // sw + 1)
+    for c in prange(planes):
+        plane = out[c * Hi * Wi:(c + 1) * Hi * Wi]
+        plane[:] = 0.0
+        for i in range(i0, i1):
+            src = x[(c * H + i) * W:(c * H + i + 1) * W]
+            row = plane[(oh + i * sh) * Wi:(oh + i * sh + 1) * Wi]
+            for j in range(j0, j1):
+                row[np.uint64(ow + j * sw)] = src[j]
+
+
+@njit(parallel=True, **_FLAGS)
+def interleave_phase(src, out, planes, M, L, P, Q, ph, pw, sh, sw):  # type: ignore[no-untyped-def]
+    """``out[c, ph + sh m, pw + sw l] = src[c, m, l]`` for each of ``planes``
+    MxL planes: one sub-pixel phase written into its pixels of the PxQ output."""
+    for c in prange(planes):
+        for m in range(M):
+            row = out[(c * P + ph + sh * m) * Q:(c * P + ph + sh * m + 1) * Q]
+            part = src[(c * M + m) * L:(c * M + m + 1) * L]
+            for j in range(L):
+                row[np.uint64(pw + sw * j)] = part[j]
+
+
+@njit(parallel=True, **_FLAGS)
+def fill_phase(fill, out, planes, K, P, Q, ph, pw, sh, sw):  # type: ignore[no-untyped-def]
+    """``out[c, ph::sh, pw::sw] = fill[c % K]`` for each of ``planes`` PxQ
+    planes (K channels a batch item): a sub-pixel phase no kernel tap reaches."""
+    for c in prange(planes):
+        value = fill[c % K]
+        for p in range(ph, P, sh):
+            row = out[(c * P + p) * Q:(c * P + p + 1) * Q]
+            for q in range(pw, Q, sw):
+                row[q] = value

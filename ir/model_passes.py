@@ -12,7 +12,7 @@ import numpy as np
 
 from convtune.ir.evaluate import evaluate
 from convtune.ir.graph import ModelGraph, Node
-from convtune.ir.op_semantics_spatial import conv_workload
+from convtune.ir.op_semantics_spatial import conv_transpose_workload, conv_workload
 from convtune.ir.workload import ACTIVATION_PARAMS, Activation, WorkloadError
 
 
@@ -53,9 +53,9 @@ def _sole_consumer(graph: ModelGraph, tensor: str) -> Node | None:
     return users[0] if len(users) == 1 and tensor not in graph.outputs else None
 
 
-def _const_conv(graph: ModelGraph, node: Node) -> bool:
-    """A 2-D float32 Conv whose weight (and bias) are known at load time."""
-    return (node.op == "Conv" and all(t in graph.constants for t in node.inputs[1:])
+def _const_conv(graph: ModelGraph, node: Node, op: str = "Conv") -> bool:
+    """A 2-D float32 ``op`` (Conv or ConvTranspose) whose weight (and bias) are known at load time."""
+    return (node.op == op and all(t in graph.constants for t in node.inputs[1:])
             and len(graph.tensors[node.inputs[0]].shape) == 4
             and graph.tensors[node.inputs[0]].dtype == np.float32)
 
@@ -119,31 +119,49 @@ def _silu(graph: ModelGraph, tensor: str) -> Node | None:
     return mul
 
 
+def _fused_activation(graph: ModelGraph, out: str, chain: list[str]) -> tuple[Activation | None, str]:
+    """The activation that reads ``out`` and can join its conv's epilogue
+    (SiLU's Sigmoid and Mul, or one activation node), appending the nodes it
+    takes to ``chain``; and the tensor the fused conv then writes."""
+    silu = _silu(graph, out)
+    if silu is not None:
+        chain += [c.name for c in graph.consumers(out)]
+        return Activation.parse("silu"), silu.outputs[0]
+    nxt = _sole_consumer(graph, out)
+    if nxt is not None and (act := _activation(nxt)) is not None:
+        chain.append(nxt.name)
+        return act, nxt.outputs[0]
+    return None, out
+
+
 def fuse_conv_epilogues(graph: ModelGraph) -> ModelGraph:
     """Conv [-> Add residual] [-> activation] becomes one ``FusedConv``
     computing ``act(conv + bias + residual)``; the residual must have the
-    conv output's shape (a broadcast Add stays a separate node)."""
+    conv output's shape (a broadcast Add stays a separate node).
+    ConvTranspose [-> activation] becomes one ``FusedConvTranspose``."""
     for node in list(graph.nodes()):
+        if _const_conv(graph, node, "ConvTranspose"):
+            x, w = (graph.tensors[t].shape for t in node.inputs[:2])
+            chain = [node.name]
+            act, out = _fused_activation(graph, node.outputs[0], chain)
+            try:
+                wl = conv_transpose_workload(node.attrs, x, w, bias=len(node.inputs) > 2, activation=act)
+            except WorkloadError:  # e.g. pads cropping the whole scatter: stays a numpy ConvTranspose
+                continue
+            graph.replace_nodes(chain, Node(node.name, "FusedConvTranspose", node.inputs, (out,), {"workload": wl}))
+            continue
         if not _const_conv(graph, node):
             continue
         chain, out = [node.name], node.outputs[0]
         info = graph.tensors[out]
-        residual, act = None, None
+        residual = None
         nxt = _sole_consumer(graph, out)
         if nxt is not None and nxt.op == "Add" and len(set(nxt.inputs)) == 2:
             other = nxt.inputs[1] if nxt.inputs[0] == out else nxt.inputs[0]
             if graph.tensors[other] == info:
                 residual, out = other, nxt.outputs[0]
                 chain.append(nxt.name)
-                nxt = _sole_consumer(graph, out)
-        silu = _silu(graph, out)
-        if silu is not None:
-            act = Activation.parse("silu")
-            chain += [c.name for c in graph.consumers(out)]
-            out = silu.outputs[0]
-        elif nxt is not None and (act := _activation(nxt)) is not None:
-            chain.append(nxt.name)
-            out = nxt.outputs[0]
+        act, out = _fused_activation(graph, out, chain)
         x, w = (graph.tensors[t].shape for t in node.inputs[:2])
         wl = conv_workload(node.attrs, x, w, bias=len(node.inputs) > 2, residual=residual is not None,
                            activation=act)

@@ -16,7 +16,9 @@ import numpy as np
 
 from convtune.ir.op_semantics import evaluator
 from convtune.ir.reference import conv2d_reference
+from convtune.ir.reference_transpose import conv2d_transpose_reference, scatter_transposed
 from convtune.ir.workload import Activation, Conv2D, conv2d
+from convtune.ir.workload_transpose import ConvTranspose2D, conv2d_transpose
 
 
 def conv_workload(attrs: dict[str, Any], data_shape: Sequence[int], weight_shape: Sequence[int], *,
@@ -46,28 +48,63 @@ def fused_conv(attrs: dict[str, Any], x: np.ndarray, w: np.ndarray, *rest: np.nd
 
 @evaluator("ConvTranspose")
 def conv_transpose(attrs: dict[str, Any], x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """Every input pixel scatters ``w`` into the output, ``strides`` apart;
-    computed one kernel tap at a time (a batched matmul each), in float64."""
-    groups, nd = attrs["group"], x.ndim - 2
-    strides, dilations, pads = attrs["strides"], attrs["dilations"], attrs["pads"]
-    N, C, spatial = x.shape[0], x.shape[1], x.shape[2:]
-    kernel, Kg = w.shape[2:], w.shape[1]
-    out = attrs["output_shape"]
-    full = [max((i - 1) * s + (k - 1) * d + 1, p + o)
-            for i, s, k, d, p, o in zip(spatial, strides, kernel, dilations, pads[:nd], out)]
-    y = np.zeros((N, groups, Kg, *full))
-    xg = x.astype(np.float64).reshape(N, groups, C // groups, -1)
-    wg = w.astype(np.float64).reshape(groups, C // groups, Kg, *kernel)
-    for tap in itertools.product(*(range(k) for k in kernel)):
-        part = np.einsum("ngcp,gck->ngkp", xg, wg[(Ellipsis, *tap)]).reshape(N, groups, Kg, *spatial)
-        where = tuple(slice(t * d, t * d + (i - 1) * s + 1, s)
-                      for t, d, i, s in zip(tap, dilations, spatial, strides))
-        y[(slice(None),) * 3 + where] += part
-    crop = tuple(slice(p, p + o) for p, o in zip(pads[:nd], out))
-    y = y[(slice(None),) * 3 + crop].reshape(N, groups * Kg, *out)
+    """Any number of spatial axes (the 2-D float32 ones with constant weights
+    become ``FusedConvTranspose`` nodes and run convtune's kernels)."""
+    nd = x.ndim - 2
+    y = scatter_transposed(x, w, attrs["group"], attrs["strides"], attrs["dilations"], attrs["pads"][:nd],
+                           attrs["output_shape"])
     if b is not None:
         y = y + b.reshape((1, -1) + (1,) * nd)
     return y.astype(x.dtype)
+
+
+def conv_transpose_workload(attrs: dict[str, Any], data_shape: Sequence[int], weight_shape: Sequence[int], *,
+                            bias: bool = False, activation: Activation | None = None) -> ConvTranspose2D:
+    """The ``ConvTranspose2D`` of a 2-D ONNX ConvTranspose node (normalised
+    attributes: begin pads and the output shape, any output padding in it)."""
+    N, C, H, W = data_shape
+    _, Kg, R, S = weight_shape
+    top, left = attrs["pads"][:2]
+    return conv2d_transpose(N, C, H, W, Kg * attrs["group"], R, S, stride=tuple(attrs["strides"]),
+                            padding=(top, left, 0, 0), output_shape=tuple(attrs["output_shape"]),
+                            dilation=tuple(attrs["dilations"]), groups=attrs["group"], bias=bias,
+                            activation=activation)
+
+
+@evaluator("FusedConvTranspose")
+def fused_conv_transpose(attrs: dict[str, Any], x: np.ndarray, w: np.ndarray, *rest: np.ndarray) -> np.ndarray:
+    wl: ConvTranspose2D = attrs["workload"]
+    return conv2d_transpose_reference(wl, x, w, rest[0] if wl.bias else None).astype(x.dtype)
+
+
+@evaluator("PlaceInput")
+def place_input(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """A zero plane of ``shape`` with ``x[..., i, j]`` at ``offset + (i, j) * step``
+    (what falls outside is dropped): a transposed conv's stride-dilated,
+    re-padded or cropped input (``ir.conv_transpose_lowering``)."""
+    (oh, ow), (sh, sw), (Hi, Wi) = attrs["offset"], attrs["step"], attrs["shape"]
+    H, W = x.shape[2:]
+    y = np.zeros((*x.shape[:2], Hi, Wi), x.dtype)
+    rows = [i for i in range(H) if 0 <= oh + i * sh < Hi]
+    cols = [j for j in range(W) if 0 <= ow + j * sw < Wi]
+    if rows and cols:
+        y[:, :, oh + rows[0] * sh:oh + rows[-1] * sh + 1:sh, ow + cols[0] * sw:ow + cols[-1] * sw + 1:sw] = \
+            x[:, :, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return y
+
+
+@evaluator("Interleave")
+def interleave(attrs: dict[str, Any], *phases: np.ndarray) -> np.ndarray:
+    """The output whose pixels ``[ph::sh, pw::sw]`` are phase input ``k`` for
+    ``attrs["phases"][k] == (ph, pw)``, and ``attrs["fill"]`` (per channel) at
+    the ``attrs["fills"]`` phases: sub-pixel transposed conv's last step."""
+    (sh, sw), (N, K, P, Q) = attrs["step"], attrs["shape"]
+    y = np.empty((N, K, P, Q), phases[0].dtype if phases else np.float32)
+    for (ph, pw), part in zip(attrs["phases"], phases):
+        y[:, :, ph::sh, pw::sw] = part
+    for ph, pw in attrs["fills"]:
+        y[:, :, ph::sh, pw::sw] = attrs["fill"].reshape(1, K, 1, 1)
+    return y
 
 
 def pool_output_size(size: int, kernel: int, stride: int, dilation: int, begin: int, end: int, ceil: bool) -> int:

@@ -81,8 +81,55 @@ def _activation_params(spec: Union[str, Activation, None], params: dict[str, Any
     return values
 
 
+class ConvShape:
+    """What a conv and a transposed conv (``ir.workload_transpose``) share:
+    channel groups, NCHW input and output shapes, the canonical key. Each
+    defines its output size (``P``, ``Q``) and ``to_dict``."""
+
+    N: int
+    C: int
+    H: int
+    W: int
+    K: int
+    groups: int
+
+    @property
+    def P(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def Q(self) -> int:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def Cg(self) -> int:
+        """Input channels per group."""
+        return self.C // self.groups
+
+    @property
+    def Kg(self) -> int:
+        """Output channels per group."""
+        return self.K // self.groups
+
+    @property
+    def data_shape(self) -> tuple[int, int, int, int]:
+        return (self.N, self.C, self.H, self.W)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return (self.N, self.K, self.P, self.Q)
+
+    @property
+    def key(self) -> str:
+        """Canonical JSON: equal workloads have equal keys, across processes."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
-class Conv2D:
+class Conv2D(ConvShape):
     N: int
     C: int
     H: int
@@ -112,16 +159,6 @@ class Conv2D:
         return (self.W + self.padding[1] + self.padding[3] - eff) // self.stride[1] + 1
 
     @property
-    def Cg(self) -> int:
-        """Input channels per group."""
-        return self.C // self.groups
-
-    @property
-    def Kg(self) -> int:
-        """Output channels per group."""
-        return self.K // self.groups
-
-    @property
     def is_depthwise(self) -> bool:
         return self.groups == self.C and self.groups > 1
 
@@ -131,26 +168,13 @@ class Conv2D:
         return 2 * self.N * self.K * self.P * self.Q * self.Cg * self.R * self.S
 
     @property
-    def data_shape(self) -> tuple[int, int, int, int]:
-        return (self.N, self.C, self.H, self.W)
-
-    @property
     def weight_shape(self) -> tuple[int, int, int, int]:
         return (self.K, self.Cg, self.R, self.S)
-
-    @property
-    def out_shape(self) -> tuple[int, int, int, int]:
-        return (self.N, self.K, self.P, self.Q)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["stride"], d["padding"], d["dilation"] = list(self.stride), list(self.padding), list(self.dilation)
         return d
-
-    @property
-    def key(self) -> str:
-        """Canonical JSON: equal workloads have equal keys, across processes."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Conv2D:

@@ -29,8 +29,11 @@ from convtune.tuner.session import Session
 CONSTANT_INPUTS = {
     "Clip": (1, 2), "Pad": (1, 2, 3), "Reshape": (1,), "Resize": (1, 2, 3), "Slice": (1, 2, 3, 4),
     "Split": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "ReduceMean": (1,), "Dropout": (1, 2),
+    "ConvTranspose": (1, 2),
 }
-"""Input slots that must be constant (attributes in the model graph)."""
+"""Input slots that must be constant (attributes in the model graph); and
+ConvTranspose's weight and bias, as exporters write them, so its 2-D cases
+run as convtune's kernels (``FusedConvTranspose``), not the numpy fallback."""
 
 UNSUPPORTED = {
     "test_batchnorm_example_training_mode": "training_mode",

@@ -34,7 +34,7 @@ from convtune.schedules.target import CpuTarget, host_target
 from convtune.schedules.templates import default_config, schedule_from_config
 from convtune.tuner.cache_flush import CacheFlusher
 from convtune.tuner.ceilings import fma_ceiling, fma_probe, sgemm_ceiling
-from convtune.tuner.peers import PEERS, PeerUnavailable
+from convtune.tuner.peers import PEERS, PeerUnavailable, Runner
 from convtune.tuner.suites import load_suite
 from convtune.tuner.timing import PEER_SETTLE_SECONDS, calls_per_block, median, time_calls
 
@@ -143,6 +143,26 @@ def bench_layer(contenders: dict[str, Callable[[], object]], rounds: int, min_bl
     return {"warm": {}, "cold": {}} | {mode: {n: median(s) for n, s in by.items()} for mode, by in samples.items()}
 
 
+def checked_peers(factories: dict[str, Callable[..., Runner]], args: tuple, ref: np.ndarray, layer: str,
+                  unavailable: dict[str, str]) -> dict[str, Runner]:
+    """The peers' runners for ``args`` (workload, data, weight, threads),
+    each checked against the float64 reference ``ref``; a peer that is not
+    installed goes to ``unavailable`` with why, one that disagrees is an
+    ``AssertionError`` naming the layer."""
+    runners = {}
+    for peer, make in factories.items():
+        try:
+            run = make(*args)
+        except PeerUnavailable as e:
+            unavailable[peer] = str(e)
+            continue
+        error = relative_error(run(), ref)
+        if error >= 1e-3:
+            raise AssertionError(f"{layer}: peer {peer} disagrees with the reference ({error:.2g})")
+        runners[peer] = run
+    return runners
+
+
 def run_bench(suite: str, configs: Optional[ConfigSource] = None, threads: Optional[int] = None,
               peers: Optional[list[str]] = None, rounds: int = 7, min_block_seconds: float = 0.03,
               target: Optional[CpuTarget] = None, on_layer: Callable[[LayerResult], None] = lambda r: None,
@@ -170,16 +190,8 @@ def run_bench(suite: str, configs: Optional[ConfigSource] = None, threads: Optio
             raise AssertionError(f"{layer.name}: convtune's kernel is wrong (relative error {error:.2g})")
         contenders: dict[str, Callable[[], object]] = {
             CONVTUNE: lambda conv=conv, x=x, out=out: conv(x, out=out), FMA_PROBE: probe}
-        for peer in peers if peers is not None else list(PEERS):
-            try:
-                run = PEERS[peer](wl, x, w, threads)
-            except PeerUnavailable as e:
-                report.unavailable[peer] = str(e)
-                continue
-            peer_error = relative_error(run(), ref)
-            if peer_error >= 1e-3:
-                raise AssertionError(f"{layer.name}: peer {peer} disagrees with the reference ({peer_error:.2g})")
-            contenders[peer] = run
+        contenders.update(checked_peers({p: PEERS[p] for p in (peers if peers is not None else PEERS)},
+                                        (wl, x, w, threads), ref, layer.name, report.unavailable))
         flush = None if warm_only else CacheFlusher(threads, keep=(x,))
         seconds = bench_layer(contenders, rounds, min_block_seconds, flush)
         probe_gflops = probe_flops / seconds["warm"].pop(FMA_PROBE) / 1e9

@@ -40,6 +40,25 @@ def _search_bench(args: argparse.Namespace, console) -> int:  # type: ignore[no-
     return 0
 
 
+def _transpose_bench(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+    from convtune.tuner.transpose_bench import render_transpose_table, run_transpose_bench
+
+    report = run_transpose_bench(args.suite or "upsampling", log=args.log, threads=args.threads, rounds=args.rounds,
+                                 warm_only=args.warm, on_layer=lambda r: console.print(f"  {r.name}: " + ", ".join(
+                                     f"{k} {1e3 * v:.3f} ms" for k, v in r.seconds.items()), highlight=False))
+    return _show_report(console, render_transpose_table(report), report.unavailable, report.to_json, args.json)
+
+
+def _show_report(console, table, unavailable: dict[str, str], to_json, path: str | None) -> int:  # type: ignore[no-untyped-def]
+    """Print a bench's table and the peers it skipped; write its JSON to ``path`` if given."""
+    console.print(table)
+    for peer, why in unavailable.items():
+        console.print(f"[yellow]{peer} skipped: {why}[/yellow]")
+    if path:
+        Path(path).write_text(to_json())
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -52,6 +71,8 @@ def _bench(args: argparse.Namespace) -> int:
         from convtune.tuner.chain_bench import chain_bench_command
 
         return chain_bench_command(args, console)
+    if args.transpose:
+        return _transpose_bench(args, console)
     if not args.suite:
         raise ValueError("give a suite (or --search)")
     from convtune.tuner.cli_model import bench_model_command, names_a_model
@@ -68,12 +89,7 @@ def _bench(args: argparse.Namespace) -> int:
                        warm_only=args.warm,
                        on_layer=lambda r: console.print(f"  {r.name}: " + ", ".join(
                            f"{k} {v:.1f}" for k, v in r.gflops.items()), highlight=False))
-    console.print(render_table(report))
-    for peer, why in report.unavailable.items():
-        console.print(f"[yellow]{peer} skipped: {why}[/yellow]")
-    if args.json:
-        Path(args.json).write_text(report.to_json())
-    return 0
+    return _show_report(console, render_table(report), report.unavailable, report.to_json, args.json)
 
 
 CONV_KEYS = ("N", "C", "H", "W", "K", "R", "S", "stride", "pad", "dilation", "groups", "bias", "residual", "act")
@@ -336,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "flushed before each call, side by side)")
     bench.add_argument("--chain", metavar="MODEL", help="instead: a model's convs (zoo name or .onnx) in sequence "
                        "against the sum of their isolated times, and onnxruntime's whole model")
+    bench.add_argument("--transpose", action="store_true", help="instead: transposed convs (suite 'upsampling' "
+                       "or a JSON file), both lowerings side by side with onnxruntime's and PyTorch's")
     bench.add_argument("--search", action="store_true", help="instead: search efficiency of grid / random / TPE "
                        "on r18_c2, r18_c5, r18_c8")
     bench.add_argument("--seeds", type=_positive(int), default=5, help="seeds per strategy for --search (default 5)")

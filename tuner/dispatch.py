@@ -7,6 +7,9 @@ For a workload and the host target, the config comes from, in order:
    kernel size, stride, dilation and grouping; nearest in log-scale channels,
    size and batch), when that config is valid for this workload;
 3. the template default.
+A transposed conv (``ConvTranspose2D``) runs as ordinary convs, each
+dispatched as above, with the lowering its tuning measured fastest
+(``tuner.lowering_log``), else sub-pixel.
 Only records whose config is still valid for the current templates count (a
 template's knobs may have changed since the log was written, or a plugin
 template may be missing): such a config would fail to build. Cases 2 and 3
@@ -24,11 +27,15 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from convtune.codegen import CompiledKernel, build
+from convtune.codegen.conv_transpose import PreparedConvTranspose
+from convtune.ir.conv_transpose_lowering import default_lowering
 from convtune.ir.workload import Conv2D
+from convtune.ir.workload_transpose import ConvTranspose2D
+from convtune.schedules.schedule import Schedule
 from convtune.schedules.space import Config
 from convtune.schedules.target import CpuTarget, host_target
 from convtune.schedules.templates import default_config, invalid_reason, schedule_from_config
-from convtune.tuner import records
+from convtune.tuner import lowering_log, records
 from convtune.tuner.records import Record
 
 _current: contextvars.ContextVar[Optional[ApplyHistoryBest]] = contextvars.ContextVar("convtune_dispatch", default=None)
@@ -70,6 +77,8 @@ class ApplyHistoryBest:
                 self.best[r.workload_key] = r
         # workloads tuned here whose every successful config is invalid now
         self._stale = {r.workload_key for r in here} - set(self.best)
+        self.lowerings = lowering_log.read_choices(paths, self.target.key)
+        """Transposed conv workload key -> the lowering measured fastest."""
         self._warned: set[str] = set()
         self._kernels: dict[str, CompiledKernel] = {}
         self._token: Optional[contextvars.Token] = None
@@ -94,6 +103,22 @@ class ApplyHistoryBest:
                 return rec.config, f"nearest {near}"
         self._warn(wl, f"{why} and no similar tuned workload; using the untuned default config")
         return default_config(wl, self.target), "default"
+
+    def schedule_for(self, wl: Conv2D) -> Schedule:
+        """A fresh schedule of ``wl`` with its config (``config_for``)."""
+        return schedule_from_config(wl, self.config_for(wl)[0], self.target)
+
+    def lowering_for(self, wl: ConvTranspose2D) -> str:
+        """The lowering measured fastest for ``wl`` (or for it without its
+        epilogue), else the untuned default (sub-pixel)."""
+        bare = dataclasses.replace(wl, bias=False, activation=None)
+        return self.lowerings.get(wl.key) or self.lowerings.get(bare.key) or default_lowering(wl)
+
+    def conv_transpose(self, wl: ConvTranspose2D, weight: object, bias: object = None,
+                       lowering: Optional[str] = None) -> PreparedConvTranspose:
+        """``wl`` ready to run (weights transformed and packed once), its
+        sub-convs dispatched like any conv; ``lowering`` overrides ``lowering_for``."""
+        return PreparedConvTranspose(wl, lowering or self.lowering_for(wl), weight, bias, self.schedule_for)
 
     def kernel(self, wl: Conv2D) -> CompiledKernel:
         """The compiled kernel for ``wl`` (memory, then disk cache, then compile)."""

@@ -8,7 +8,9 @@ The rest is handed out in rounds, each in proportion to the tasks' current
 shares of the model's conv time (count x best time, ``tasks.estimate_shares``):
 trials go to the layers that dominate latency, and shift as tuning speeds
 them up. A task whose search stops early (its space is exhausted) gives its
-allotment back to the others.
+allotment back to the others. Once the budget is spent, each transposed conv
+is timed whole with each lowering on its tuned sub-convs, and the fastest is
+recorded beside the log (``tuner.lowering_log``).
 
 The only state is the log and the Optuna studies that ``search.tune`` keeps:
 each round's allotment is computed from what the studies have measured, so a
@@ -18,11 +20,12 @@ and once the budget is spent it measures nothing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from convtune.ir.workload import Conv2D
+from convtune.tuner.conv_transpose_timing import choose_lowering
 from convtune.tuner.measure import MeasureOptions, Measurer
 from convtune.tuner.search import Progress, TuneResult, tune
 from convtune.tuner.tasks import Task, estimate_shares
@@ -39,6 +42,8 @@ class ModelTuneResult:
     results: dict[str, TuneResult]
     """Task workload key -> the latest ``tune`` result of its study."""
     budget: int
+    lowerings: dict[str, str] = field(default_factory=dict)
+    """Transposed conv workload key -> the lowering measured fastest with the tuned sub-convs."""
 
     @property
     def measured(self) -> int:
@@ -121,4 +126,5 @@ def tune_model(
     finally:
         if own_measurer:
             measurer.close()
-    return ModelTuneResult(list(tasks), results, budget)
+    lowerings = {wl.key: choose_lowering(wl, log) for wl in dict.fromkeys(t for task in tasks for t in task.transposed)}
+    return ModelTuneResult(list(tasks), results, budget, lowerings)

@@ -169,9 +169,16 @@ def versions() -> dict[str, str]:
 
 def append(path: str | Path, record: Record) -> None:
     """Append one record durably (locked, one write, fsync)."""
+    append_line(path, record.to_json())
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line durably: under an exclusive lock, in one ``write``,
+    then ``fsync``, so concurrent writers never interleave and a kill loses
+    at most this line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = (record.to_json() + "\n").encode()
+    data = (line + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

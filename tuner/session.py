@@ -25,9 +25,6 @@ from convtune.codegen.model_plan import Plan, build_plan, run_plan
 from convtune.ir.graph import ModelGraph
 from convtune.ir.model_passes import optimize
 from convtune.ir.onnx_frontend import import_model
-from convtune.ir.workload import Conv2D
-from convtune.schedules.schedule import Schedule
-from convtune.schedules.templates import schedule_from_config
 from convtune.tuner.dispatch import ApplyHistoryBest, FallbackWarning
 
 
@@ -121,16 +118,12 @@ class Session:
 
     def _plan(self, logs: str | Path | Iterable[str | Path] | None, blocked: bool) -> Plan:
         dispatcher = ApplyHistoryBest([] if logs is None else logs)
-
-        def schedule_for(wl: Conv2D) -> Schedule:
-            return schedule_from_config(wl, dispatcher.config_for(wl)[0], dispatcher.target)
-
         if logs is not None:
-            return build_plan(self.graph, schedule_for, blocked)
+            return build_plan(self.graph, dispatcher.schedule_for, blocked, lowering_for=dispatcher.lowering_for)
         with warnings.catch_warnings():  # one warning for the model, not one per conv
             warnings.simplefilter("ignore", FallbackWarning)
-            plan = build_plan(self.graph, schedule_for, blocked)
-        convs = {n.attrs["workload"] for n in self.graph.nodes() if n.op == "FusedConv"}
+            plan = build_plan(self.graph, dispatcher.schedule_for, blocked, lowering_for=dispatcher.lowering_for)
+        convs = {n.attrs["workload"] for n in self.graph.nodes() if n.op in ("FusedConv", "FusedConvTranspose")}
         if convs:
             warnings.warn(f"no tuning log given: the model's {len(convs)} conv workloads run with untuned "
                           "default configs", FallbackWarning, stacklevel=3)

@@ -3,7 +3,10 @@ occurs and its estimated share of the model's conv time.
 
 A task is keyed by the conv without its fused epilogue (``tuning_workload``):
 ResNet's 3x3 layer with a ReLU and the same layer with a residual add are one
-task, and dispatch applies the config tuned for the bare conv to both.
+task, and dispatch applies the config tuned for the bare conv to both. A
+transposed conv (``FusedConvTranspose``) gives a task for each distinct
+sub-conv of each of its lowerings (``ir.conv_transpose_lowering.sub_convs``);
+which lowering runs is decided after tuning, by timing the whole layer.
 
 Shares start as FLOP shares, which underrate layers that run far below the
 machine's peak (depthwise convs do 3% of MobileNet-V2's FLOPs and can take a
@@ -13,15 +16,19 @@ tasks' median speed, so estimates and measurements stay comparable.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+from convtune.ir.conv_transpose_lowering import sub_convs
 from convtune.ir.graph import GraphError, ModelGraph
 from convtune.ir.workload import Conv2D
+from convtune.ir.workload_transpose import ConvTranspose2D
 from convtune.tuner.dispatch import tuning_workload
 from convtune.tuner.timing import median
 
 CONV_OP = "FusedConv"
+TRANSPOSED_OP = "FusedConvTranspose"
 
 
 @dataclass
@@ -36,6 +43,8 @@ class Task:
     """The distinct fused workloads of those nodes (epilogue variants)."""
     share: float = 0.0
     """Estimated share of the model's conv time, in [0, 1]."""
+    transposed: list[ConvTranspose2D] = field(default_factory=list)
+    """The transposed convs (without their epilogue) this is a sub-conv of."""
 
     @property
     def count(self) -> int:
@@ -55,16 +64,28 @@ def extract_tasks(graph: ModelGraph) -> list[Task]:
     """The unique conv workloads of an optimized model graph (its ``FusedConv``
     nodes), in order of first use, with FLOP-based shares."""
     tasks: dict[str, Task] = {}
-    for node in graph.nodes():
-        if node.op != CONV_OP:
-            continue
-        wl = node.attrs.get("workload")
-        if not isinstance(wl, Conv2D):
-            raise GraphError(f"node {node.name!r} ({CONV_OP}): attrs['workload'] is not a Conv2D but {wl!r}")
+
+    def add(node_name: str, wl: Conv2D) -> Task:
         task = tasks.setdefault(tuning_workload(wl).key, Task(tuning_workload(wl)))
-        task.nodes.append(node.name)
+        task.nodes.append(node_name)
         if wl not in task.variants:
             task.variants.append(wl)
+        return task
+
+    for node in graph.nodes():
+        wl = node.attrs.get("workload")
+        if node.op == TRANSPOSED_OP and isinstance(wl, ConvTranspose2D):
+            bare = dataclasses.replace(wl, bias=False, activation=None)
+            for sub in sub_convs(wl):
+                task = add(node.name, sub)
+                if bare not in task.transposed:
+                    task.transposed.append(bare)
+            continue
+        if node.op != CONV_OP:
+            continue
+        if not isinstance(wl, Conv2D):
+            raise GraphError(f"node {node.name!r} ({CONV_OP}): attrs['workload'] is not a Conv2D but {wl!r}")
+        add(node.name, wl)
     if not tasks:
         raise GraphError(f"model {graph.name!r} has no {CONV_OP} node to tune (was it optimized?)")
     found = list(tasks.values())
