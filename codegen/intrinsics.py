@@ -83,6 +83,17 @@ def st(typingctx, arr, idx, val):  # type: ignore[no-untyped-def]
     return types.void(arr, idx, val), codegen
 
 
+@intrinsic
+def ldi(typingctx, arr, idx):  # type: ignore[no-untyped-def]
+    """The int32 whose bits are stored at ``arr[idx]``, as int64, unchecked:
+    index tables (``IndexLoad``) travel in float32 arrays, the one argument
+    type of every stage."""
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ptr = _ptr(context, builder, sig.args[0], args[0], args[1])
+        return builder.sext(builder.load(builder.bitcast(ptr, _I32.as_pointer())), ir.IntType(64))
+    return types.int64(arr, idx), codegen
+
+
 @intrinsic(prefer_literal=True)
 def vld(typingctx, arr, idx, lanes):  # type: ignore[no-untyped-def]
     """``arr[idx : idx + lanes]`` as one vector."""

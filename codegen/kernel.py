@@ -7,6 +7,8 @@ import numpy as np
 
 from convtune.codegen.kernel_cache import CompiledModule
 from convtune.codegen.launch import run_stages
+from convtune.codegen.lower_indirect import TABLE, indirection_operand
+from convtune.ir.indirect import IndirectCompute
 from convtune.ir.loopnest import Kernel as LoopNest
 from convtune.schedules.layout import pack_toeplitz_weights, pack_weight_array, pack_winograd_weights
 from convtune.ir.toeplitz import ToeplitzCompute
@@ -45,6 +47,15 @@ def host_operands(state: ScheduleState, nest: LoopNest, weight: object,
     elif bias is not None:
         raise ValueError("bias: this workload was declared without a bias (conv2d(..., bias=True))")
     return w.reshape(-1), None if b is None else b.reshape(-1)
+
+
+def host_tables(state: ScheduleState, nest: LoopNest) -> dict[str, np.ndarray]:
+    """The index tables a kernel reads (``IndexLoad``) by argument name: they
+    depend on the workload only, so ``prepare`` builds them once, as it packs
+    the weights. Only the indirect template has one (its indirection table)."""
+    if not isinstance(state.compute, IndirectCompute):
+        return {}
+    return {TABLE: indirection_operand(state, nest)}
 
 
 SCRATCH_ALIGN = 16
@@ -144,9 +155,10 @@ class PreparedConv:
         self.kernel = kernel
         self.weight = weight
         self.bias = bias
+        self.tables = host_tables(kernel.state, kernel.loop_nest)
         params = kernel.loop_nest.params
         self._scratch_sizes = {b.name: b.size for b in params
-                               if b.name not in ("data", "weight", "bias", "residual", "out")}
+                               if b.name not in ("data", "weight", "bias", "residual", "out", *self.tables)}
         self.arena = arena or ScratchArena()
         self._scratch: dict[str, np.ndarray] = {}
         self._generation = -1
@@ -180,6 +192,7 @@ class PreparedConv:
         args = dict(self.scratch())
         args["data"] = _as_input("data", data, shape_of("data")).reshape(-1)
         args["weight"] = self.weight
+        args.update(self.tables)
         if self.bias is not None:
             args["bias"] = self.bias
         if wl.residual:

@@ -12,7 +12,8 @@ A conv kernel has up to four stages, in order:
 4. finalize (only in the uncached case, when there is an epilogue).
 Winograd schedules add transform stages around their GEMM
 (``codegen.lower_winograd``); Toeplitz schedules pad the input and reduce
-over banded weight matrices (``codegen.lower_toeplitz``).
+over banded weight matrices (``codegen.lower_toeplitz``); indirect schedules
+read a channel-last input through an indirection table (``codegen.lower_indirect``).
 
 Guards: a split that does not divide its axis runs past the axis's end. Those
 iterations are masked by guards, except where packing makes them harmless:
@@ -28,6 +29,7 @@ from typing import Callable
 from convtune.codegen.passes.substitute import substitute_stmt
 from convtune.ir.compute import REDUCE, SPATIAL, ComputeDef
 from convtune.ir.expr import Cmp, Const, Expr, Load, Select, Var, conj, fconst
+from convtune.ir.indirect import IndirectCompute
 from convtune.ir.loopnest import Allocate, Buffer, For, IfThen, Kernel, LoopKind, Stmt, Store, seq
 from convtune.ir.simplify import Ranges, bounds, simplify, simplify_cond
 from convtune.ir.toeplitz import ToeplitzCompute
@@ -193,7 +195,11 @@ def blocked_copy(shape: tuple[int, ...], names: tuple[str, ...], body: Stmt) -> 
 def lower(state: ScheduleState) -> Kernel:
     from convtune.codegen.passes.relayout import relayout_kernel
 
-    if isinstance(state.compute, WinogradCompute):
+    if isinstance(state.compute, IndirectCompute):
+        from convtune.codegen.lower_indirect import lower_indirect
+
+        kernel = lower_indirect(state)
+    elif isinstance(state.compute, WinogradCompute):
         from convtune.codegen.lower_winograd import lower_winograd
 
         kernel = lower_winograd(state)
@@ -231,6 +237,10 @@ def input_layout_wanted(state: ScheduleState) -> BlockedLayout | None:
     """The blocked input layout this schedule reads in place, with no packing
     stage: what the conv before it in a model should write (its ``out``
     layout). None when the schedule packs to im2col or not at all."""
+    if isinstance(state.compute, IndirectCompute):
+        from convtune.codegen.lower_indirect import channel_last_layout
+
+        return channel_last_layout(state.compute.workload)
     packed = packed_input(state)
     if packed is None:
         return None
@@ -287,17 +297,8 @@ def _lower_conv(state: ScheduleState) -> Kernel:
     else:
         data_read = Select(cd.in_input(coords), Load("data", coords), fconst(0.0))
 
-    wc = cd.weight_coords(ax)
-    if state.weight_packing is not None:
-        wp = state.weight_packing
-        shape = packed_weight_shape(wp, *(
-            max(full, d.cover(e, what)) for e, full, what in zip(
-                wc, wl.weight_shape, ("output channel", "input channel", "kernel row", "kernel column"))))
-        params.append(Buffer("weight", shape))
-        weight_read: Expr = Load("weight", packed_weight_index(wp, *wc))
-    else:
-        params.append(cd.weight)
-        weight_read = Load("weight", wc)
+    weight, weight_read = weight_operand(state, d)
+    params.append(weight)
     params += [b for b in (cd.bias, cd.residual) if b is not None] + [cd.out]
 
     def finalize(acc: Expr, idx: tuple[Expr, ...]) -> Expr:
@@ -318,6 +319,21 @@ def _lower_conv(state: ScheduleState) -> Kernel:
         scratch.append(partial)
         stages += split
     return Kernel("conv2d", tuple(params + scratch), tuple(stages), notes=state.trace)
+
+
+def weight_operand(state: ScheduleState, d: Domain) -> tuple[Buffer, Expr]:
+    """The weight argument and its read at the domain's (k, c, r, s): packed
+    to OIHW[i]i[o]o (covering the domain, zero past every edge) after
+    ``pack_weights``, else KCRS as given."""
+    wl = state.compute.workload
+    wc = ComputeDef(wl).weight_coords(d.ax)
+    wp = state.weight_packing
+    if wp is None:
+        return Buffer("weight", wl.weight_shape), Load("weight", wc)
+    shape = packed_weight_shape(wp, *(
+        max(full, d.cover(e, what)) for e, full, what in zip(
+            wc, wl.weight_shape, ("output channel", "input channel", "kernel row", "kernel column"))))
+    return Buffer("weight", shape), Load("weight", packed_weight_index(wp, *wc))
 
 
 def _implicit_cache_point(state: ScheduleState) -> str | None:

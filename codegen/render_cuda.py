@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from convtune.codegen.render_numba import FASTMATH, RenderError, _Renderer
-from convtune.ir.expr import Expr, Load
+from convtune.ir.expr import Expr, IndexLoad, Load
 from convtune.ir.loopnest import Allocate, Barrier, For, Kernel, LoopKind, Stmt, Store, walk
 
 GRID_THREADS = 128
@@ -34,6 +34,10 @@ class _CudaRenderer(_Renderer):
 
     def load(self, e: Load) -> str:
         return f"{e.buffer}[{self.expr(e.indices[0])}]"
+
+    def index_load(self, e: IndexLoad) -> str:
+        raise RenderError(f"the CUDA renderer has no index tables (the int32 bits of {e.buffer} travel in a float32 "
+                          "array only the CPU intrinsics reinterpret); indirect kernels are CPU-only")
 
     def stmt(self, s: Stmt, depth: int) -> list[str]:
         pad = "    " * depth

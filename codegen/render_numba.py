@@ -20,6 +20,7 @@ from convtune.ir.expr import (
     Const,
     Expr,
     Extract,
+    IndexLoad,
     Interleave,
     Lanes,
     Load,
@@ -29,13 +30,13 @@ from convtune.ir.expr import (
     Rows,
     Select,
     Var,
-    loads,
+    reads_memory,
 )
 from convtune.ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
 from convtune.ir.printer import expr_str
 
 MAX_WIDE_STRIDE = 4
-INTRINSICS = ("checked", "ld", "st", "vld", "vldmask", "vgathermask", "vst", "vstmask", "vgather", "vscatter",
+INTRINSICS = ("checked", "ld", "ldi", "st", "vld", "vldmask", "vgathermask", "vst", "vstmask", "vgather", "vscatter",
               "vsplat", "vfromtuple", "vinterleave", "vstrows", "vstrowsmask", "vget", "vadd", "vsub", "vmul", "vmin",
               "vmax", "vfma", "vselect")
 MATH = tuple(f"v{fn}" for fn in FUNCTIONS)
@@ -57,17 +58,20 @@ class _Renderer:
         self.temps = 0
         self.check_bounds = check_bounds
 
-    def at(self, buf: str, first: Expr, span: int = 1, lo: Expr | None = None, hi: Expr | None = None) -> str:
+    def at(self, buf: str, first: Expr, span: int = 1, lo: Expr | None = None, hi: Expr | None = None,
+           stride: int = 1) -> str:
         """The offset of an access touching elements first..first+span-1 (of
-        which, for a masked load, only lo..hi-1): checked in debug builds."""
+        which, for a masked load of lanes ``stride`` apart, only those in
+        lo..hi-1, lo a multiple of the stride): checked in debug builds."""
         off = self.expr(first)
         if not self.check_bounds:
             return off
         if lo is None:
             return f"checked({buf}, {off}, {off} + {span - 1})"
         lo_s, hi_s = self.expr(lo), self.expr(hi)  # type: ignore[arg-type]
+        last = f"(min({hi_s}, {span}) - 1) // {stride} * {stride}"  # the last lane's element below hi
         return (f"({off} if {lo_s} >= min({hi_s}, {span}) else "
-                f"checked({buf}, {off} + max({lo_s}, 0), {off} + min({hi_s}, {span}) - 1) - max({lo_s}, 0))")
+                f"checked({buf}, {off} + max({lo_s}, 0), {off} + {last}) - max({lo_s}, 0))")
 
     def const(self, value: float) -> str:
         if value not in self.consts:
@@ -75,7 +79,7 @@ class _Renderer:
         return self.consts[value]
 
     def expr(self, e: Expr) -> str:
-        if e.dtype in (INT, BOOL) and e.lanes == 1 and not loads(e):
+        if e.dtype in (INT, BOOL) and e.lanes == 1 and not reads_memory(e):
             return expr_str(e)
         if isinstance(e, Const):
             return self.const(float(e.value))
@@ -83,10 +87,12 @@ class _Renderer:
             return e.name
         if isinstance(e, Load):
             return self.load(e)
+        if isinstance(e, IndexLoad):
+            return self.index_load(e)
         if isinstance(e, MaskedLoad):
             idx = e.index
             span = (idx.lanes - 1) * idx.stride + 1  # type: ignore[attr-defined]
-            at = self.at(e.buffer, idx.base, span, e.lo, e.hi)  # type: ignore[attr-defined]
+            at = self.at(e.buffer, idx.base, span, e.lo, e.hi, idx.stride)  # type: ignore[attr-defined]
             load = "vldmask" if idx.stride <= MAX_WIDE_STRIDE else "vgathermask"  # type: ignore[attr-defined]
             lo, hi = self.expr(e.lo), self.expr(e.hi)
             return f"{load}({e.buffer}, {at}, {idx.stride}, {lo}, {hi}, {idx.lanes})"  # type: ignore[attr-defined]
@@ -135,6 +141,11 @@ class _Renderer:
         vecs = [self.expr(v) for v in e.vecs]
         parts = (f"({', '.join(vecs[i:i + 16])},)" for i in range(0, len(vecs), 16))
         return f"({', '.join(parts)},)"
+
+    def index_load(self, e: IndexLoad) -> str:
+        if e.lanes > 1:
+            raise RenderError(f"an index table is read one entry at a time, not as a vector: {e}")
+        return f"ldi({e.buffer}, {self.at(e.buffer, e.indices[0])})"
 
     def load(self, e: Load) -> str:
         idx = e.indices[0]

@@ -166,6 +166,25 @@ class Load(Expr):
 
 
 @dataclass(frozen=True, eq=True)
+class IndexLoad(Expr):
+    """An integer read from the index table ``buffer`` at ``indices``: an
+    indirect (load-of-a-load) index such as the indirect convolution's input
+    offsets. The table is built once, before any call, by code that
+    guarantees every entry lies in ``[lo, hi]``; that range is what the
+    bounds proof and the simplifier know of the value."""
+
+    buffer: str
+    indices: tuple[Expr, ...]
+    lo: int
+    hi: int
+    dtype: str = INT
+
+    @property
+    def lanes(self) -> int:  # type: ignore[override]
+        return max(i.lanes for i in self.indices)
+
+
+@dataclass(frozen=True, eq=True)
 class MaskedLoad(Expr):
     """A vector read at ``index`` (a Ramp) in which only the lanes whose element
     offset ``j = lane * stride`` satisfies ``lo <= j < hi`` touch memory; the
@@ -372,6 +391,11 @@ def substitute(e: Expr, mapping: dict[str, Expr]) -> Expr:
     if isinstance(e, Var):
         return mapping.get(e.name, e)
     return map_children(e, lambda c: substitute(c, mapping))
+
+
+def reads_memory(e: Expr) -> bool:
+    """Whether evaluating ``e`` reads a buffer (a tensor or an index table)."""
+    return isinstance(e, (Load, MaskedLoad, IndexLoad)) or any(reads_memory(c) for c in children(e))
 
 
 def loads(e: Expr) -> list[Load]:

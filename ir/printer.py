@@ -1,7 +1,7 @@
 """Human-readable text for expressions and loop nests (never fed to a compiler)."""
 from __future__ import annotations
 
-from convtune.ir.expr import (And, BinOp, Broadcast, Call, Cmp, Const, Expr, Extract, Interleave, Lanes, Load,
+from convtune.ir.expr import (And, BinOp, Broadcast, Call, Cmp, Const, Expr, Extract, IndexLoad, Interleave, Lanes, Load,
                               Masked, MaskedLoad, Not, Ramp, Rows, Select, Var)
 from convtune.ir.loopnest import Allocate, Assign, Barrier, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
 
@@ -33,7 +33,7 @@ def expr_str(e: Expr, parent_prec: int = 0) -> str:
         return f"{e.fn}({expr_str(e.arg)})"
     if isinstance(e, Select):
         return f"select({expr_str(e.cond)}, {expr_str(e.t)}, {expr_str(e.f)})"
-    if isinstance(e, Load):
+    if isinstance(e, (Load, IndexLoad)):
         return f"{e.buffer}[{', '.join(expr_str(i) for i in e.indices)}]"
     if isinstance(e, MaskedLoad):
         return f"{e.buffer}[{expr_str(e.index)} where {expr_str(e.lo)} <= j < {expr_str(e.hi)}]"

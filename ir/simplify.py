@@ -9,6 +9,7 @@ whenever the bounds of the non-divisible remainder allow it.
 """
 from __future__ import annotations
 
+from math import gcd
 from typing import Optional
 
 from convtune.ir.expr import (
@@ -19,6 +20,7 @@ from convtune.ir.expr import (
     Cmp,
     Const,
     Expr,
+    IndexLoad,
     Not,
     Select,
     Var,
@@ -107,6 +109,8 @@ def bounds(e: Expr, ranges: Ranges) -> Bounds:
         return (int(e.value), int(e.value))
     if isinstance(e, Var):
         return ranges.get(e.name)
+    if isinstance(e, IndexLoad):
+        return (e.lo, e.hi)
     if not isinstance(e, BinOp) or e.dtype != INT:
         return None
     a, b = bounds(e.a, ranges), bounds(e.b, ranges)
@@ -145,6 +149,22 @@ def _linear_bounds(lin: Linear, ranges: Ranges) -> Bounds:
     return (lo, hi)
 
 
+def _factor_out(lin: Linear, c: int, ranges: Ranges) -> tuple[int, Linear, Linear] | None:
+    """``lin`` as ``f * a + b`` with ``f`` a proper divisor of ``c`` (the
+    largest that is some coefficient's common factor with ``c``) dividing the
+    coefficients of ``a``, and ``0 <= b < f``; then
+    ``lin // c == a // (c / f)`` and ``lin % c == (a % (c / f)) * f + b``.
+    What a vector of ``f`` output channels within a group of ``c`` gives:
+    ``(k_o * 16 + k_i) // 32`` is ``k_o // 2``."""
+    for f in sorted({gcd(c, k) for k in lin.terms.values()} - {1, c}, reverse=True):
+        big = {a: k for a, k in lin.terms.items() if k % f == 0}
+        small = Linear({a: k for a, k in lin.terms.items() if k % f}, lin.const)
+        sb = _linear_bounds(small, ranges)
+        if sb is not None and sb[0] >= 0 and sb[1] < f:
+            return f, Linear({a: k // f for a, k in big.items()}), small
+    return None
+
+
 def _divmod(lin: Linear, c: int, ranges: Ranges) -> tuple[Expr, Expr]:
     """Floor division and modulo of an affine form by a positive constant."""
     quot = Linear({a: k // c for a, k in lin.terms.items() if k % c == 0}, lin.const // c)
@@ -153,6 +173,11 @@ def _divmod(lin: Linear, c: int, ranges: Ranges) -> tuple[Expr, Expr]:
     if rb is not None and rb[0] // c == rb[1] // c:
         k = rb[0] // c
         return (quot + Linear(const=k)).to_expr(), (rest + Linear(const=-k * c)).to_expr()
+    scaled = _factor_out(rest, c, ranges)
+    if scaled is not None:  # rest = f * a + b with f | c and 0 <= b < f
+        f, a, b = scaled
+        div, mod = _divmod(a, c // f, ranges)
+        return (quot + linear(div)).to_expr(), (linear(mod).scale(f) + b).to_expr()
     rest_e = rest.to_expr()
     # (x // d) // c == x // (d * c) for positive d, c.
     if isinstance(rest_e, BinOp) and rest_e.op == "//" and isinstance(rest_e.b, Const):

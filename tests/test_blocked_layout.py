@@ -23,6 +23,7 @@ CONFIGS = {
                "unroll_s": False, "parallel": "nkp"},
     "winograd": {"algorithm": "winograd", "m": 2, "cb": 8, "kb": 16, "tb": 4},
     "gemm": {"algorithm": "gemm", "cb": 8, "kb": 16, "tb": 4, "reduction_order": "c_rs", "unroll_s": False},
+    "indirect": {"algorithm": "indirect", "cb": 16, "kb": 16, "tb": 4, "reduction_order": "rs_c", "unroll_s": False},
 }
 
 

@@ -26,6 +26,14 @@ def test_fused_axis_index_recombines():
     assert simplify((f // 7) * 14 + (f % 7) * 2 + x, R | {"f": (0, 48)}) == f * 2 + x
 
 
+def test_a_block_within_a_larger_divisor_folds():
+    """A vector of 8 output channels within a group of 32: every lane is in
+    group co // 4 (grouped convs once gathered such vectors lane by lane)."""
+    assert simplify((co * 8 + ci) // 32, R) == co // 4
+    assert simplify((co * 8 + ci) % 32, R) == co % 4 * 8 + ci
+    assert simplify((co * 8 + ci + 1) // 32, R) == (co * 8 + ci + 1) // 32  # ci + 1 may carry past the block
+
+
 def test_nested_division():
     assert simplify((x // 4) // 5, R) == x // 20
 

@@ -19,6 +19,7 @@ WORKLOADS = {
     "depthwise_c": conv2d(1, 32, 10, 14, 32, 3, padding=1, groups=32, residual=True),
     "depthwise_w": conv2d(1, 8, 11, 20, 8, 3, padding=1, groups=8, bias=True),
     "winograd": conv2d(1, 16, 10, 14, 32, 3, padding=1, bias=True, residual=True, activation="relu6"),
+    "indirect": conv2d(1, 12, 5, 5, 32, 3, stride=(2, 1), padding=(1, 2, 0, 1), residual=True),
     "toeplitz": conv2d(2, 3, 7, 33, 12, 3, padding="same", bias=True, activation="silu"),
 }
 

@@ -8,7 +8,7 @@ the build instead of corrupting memory.
 """
 from __future__ import annotations
 
-from convtune.ir.expr import Expr, Load, Select, children
+from convtune.ir.expr import Expr, IndexLoad, Load, Select, children
 from convtune.ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store
 from convtune.ir.simplify import Ranges, bounds, simplify
 
@@ -29,7 +29,7 @@ def check_bounds(k: Kernel) -> None:
         if isinstance(e, Select):
             expr(e.cond, ranges)  # the branches are guarded by the condition
             return
-        if isinstance(e, Load):
+        if isinstance(e, (Load, IndexLoad)):
             access(e.buffer, e.indices[0], ranges)
         for c in children(e):
             expr(c, ranges)

@@ -2,12 +2,16 @@
 so the renderer works on 1-D arrays and LLVM sees constant address math."""
 from __future__ import annotations
 
-from convtune.ir.expr import Broadcast, Const, Expr, Extract, Lanes, Load, Ramp, map_children
+from dataclasses import replace
+
+from convtune.ir.expr import Broadcast, Const, Expr, Extract, IndexLoad, Lanes, Load, Ramp, map_children
 from convtune.ir.loopnest import Allocate, Buffer, Kernel, Stmt, Store, map_stmt, walk
 from convtune.codegen.passes.substitute import map_exprs
 
 
 def _offset(buf: Buffer, indices: tuple[Expr, ...]) -> Expr:
+    if len(indices) == 1:  # already a flat offset (an indirect read's, say)
+        return indices[0]
     if len(indices) != len(buf.shape):
         raise ValueError(f"buffer {buf.name} has {len(buf.shape)} dims, indexed with {len(indices)}")
     off: Expr = Const(0)
@@ -27,6 +31,8 @@ def flatten_kernel(k: Kernel) -> Kernel:
         e = map_children(e, expr)
         if isinstance(e, Load):
             return Load(e.buffer, (_offset(buffers[e.buffer], e.indices),), e.dtype)
+        if isinstance(e, IndexLoad):
+            return replace(e, indices=(_offset(buffers[e.buffer], e.indices),))
         return e
 
     def stmt(s: Stmt) -> Stmt | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from convtune.ir.expr import INT, Const, Expr, Lanes, Load, Masked, MaskedLoad, Ramp, Rows, Var, free_vars, map_children
+from convtune.ir.expr import INT, Const, Expr, IndexLoad, Lanes, Load, Masked, MaskedLoad, Ramp, Rows, Var, free_vars, map_children
 from convtune.ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store, seq, walk
 from convtune.ir.simplify import Linear, linear
 
@@ -42,7 +42,10 @@ class _Hoister:
         lin = linear(e)
         levels: dict[int, dict[Expr, int]] = {}
         for atom, coef in lin.terms.items():
-            levels.setdefault(self._level(atom), {})[atom] = coef
+            # An index table's read is placed by its own index's loops; that
+            # index is hoisted like any other (into temporaries of those loops).
+            hoisted = self.expr(atom) if isinstance(atom, IndexLoad) else atom
+            levels.setdefault(self._level(atom), {})[hoisted] = coef
         inner = max(levels, default=-1)
         if inner < 0:
             return e
@@ -76,6 +79,8 @@ class _Hoister:
     def expr(self, e: Expr) -> Expr:
         if isinstance(e, Load):
             return Load(e.buffer, tuple(self.index(i) for i in e.indices), e.dtype)
+        if isinstance(e, IndexLoad):
+            return replace(e, indices=tuple(self.index(i) for i in e.indices))
         if isinstance(e, MaskedLoad):
             return replace(e, index=self.index(e.index), lo=self.offset(e.lo), hi=self.offset(e.hi))
         return map_children(e, self.expr)

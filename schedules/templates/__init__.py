@@ -18,6 +18,7 @@ from convtune.schedules.space import Config, Space
 from convtune.schedules.state import ScheduleError
 from convtune.schedules.target import CudaTarget, Target, host_target
 from convtune.schedules.templates import cuda_depthwise, cuda_direct, cuda_gemm, depthwise, direct, gemm, winograd
+from convtune.schedules.templates import indirect
 from convtune.schedules.templates import toeplitz
 
 
@@ -35,6 +36,7 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template(depthwise.CHANNELS, depthwise.applies, depthwise.channels_space, depthwise.channels_schedule),
     Template(depthwise.WIDTH, depthwise.applies, depthwise.width_space, depthwise.width_schedule),
     Template(winograd.NAME, winograd.applies, winograd.space, winograd.schedule),
+    Template(indirect.NAME, indirect.applies, indirect.space, indirect.schedule),
     Template(toeplitz.NAME, toeplitz.applies, toeplitz.space, toeplitz.schedule),
 )}
 BUILTIN = tuple(TEMPLATES)

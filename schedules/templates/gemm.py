@@ -28,16 +28,27 @@ def applies(wl: Conv2D) -> bool:
 
 
 def space(wl: Conv2D, target: CpuTarget) -> Space:
+    cb = max(b for b in channel_blocks(wl.Cg) if b <= 8) if wl.Cg > 8 else wl.Cg
+    return pixel_tile_space(NAME, wl, target, channel_blocks(wl.Cg), {"cb": cb, "reduction_order": "c_rs"})
+
+
+def pixel_tile_space(name: str, wl: Conv2D, target: CpuTarget, cbs: tuple[int, ...], preferred: Config,
+                     calls_per_pixel_tap: int = 0) -> Space:
+    """The knobs of ``pixel_tile`` (``gemm``, ``indirect``): channel blocks
+    ``cbs``, ``preferred`` values of ``cb`` and ``reduction_order`` in the
+    default; ``calls_per_pixel_tap`` is what a kernel adds to the code-size
+    estimate per pixel of the tile and unrolled tap (the indirect kernel's
+    table reads)."""
     v = target.vector_lanes
     kbs = vector_blocks(wl.K, target)
     kb = kbs[min(1, len(kbs) - 1)]
     vecs = -(-kb // v)
     pixels = wl.P * wl.Q
-    default = {"cb": max(b for b in channel_blocks(wl.Cg) if b <= 8) if wl.Cg > 8 else wl.Cg, "kb": kb,
+    default = {"cb": preferred["cb"], "kb": kb,
                "tb": best_tile(pixels, max(1, (target.vector_registers - vecs - 1) // vecs)),
-               "reduction_order": "c_rs", "unroll_s": False}
+               "reduction_order": preferred["reduction_order"], "unroll_s": False}
     knobs = (
-        Knob("cb", channel_blocks(wl.Cg), "input-channel block (innermost reduction)"),
+        Knob("cb", cbs, "input-channel block (innermost reduction)"),
         Knob("kb", kbs, "output-channel block: the vector axis of the register tile"),
         Knob("tb", tile_sizes(pixels, target), "output pixels per register tile"),
         Knob("reduction_order", ("c_rs", "rs_c"), "channel blocks outside or inside the kernel taps"),
@@ -45,21 +56,29 @@ def space(wl: Conv2D, target: CpuTarget) -> Space:
     )
     def calls(c: Config) -> int:
         vecs = -(-c["kb"] // v)
+        taps = wl.S if c["unroll_s"] else 1
         gathered = c["kb"] if lane_gathered(wl, c["kb"], wl.Kg) else 0
-        return kernel_calls(wl, c["tb"] * vecs, wl.S if c["unroll_s"] else 1, gathered)
+        return kernel_calls(wl, c["tb"] * vecs, taps, gathered) + calls_per_pixel_tap * c["tb"] * taps
 
     constraints = (register_constraint(target, "tb", "kb"), code_size_constraint(calls))
-    return Space(NAME, knobs, constraints, fitting_default(default, constraints, "unroll_s", "tb"))
+    return Space(name, knobs, constraints, fitting_default(default, constraints, "unroll_s", "tb"))
 
 
 def schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
     sch = Schedule(wl)
-    kb = c["kb"]
     sch.pack_data(c["cb"], im2col=True)
-    sch.pack_weights(c["cb"], kb)
-    pq = sch.fuse("p", "q")
-    ko, ki = sch.split("k", kb)
-    to, ti = sch.split(pq, c["tb"])
+    sch.pack_weights(c["cb"], c["kb"])
+    pixel_tile(sch, sch.fuse("p", "q"), c)
+    return sch
+
+
+def pixel_tile(sch: Schedule, pixels: str, c: Config) -> None:
+    """The GEMM micro-kernel over output pixels (``gemm``, ``indirect``):
+    ``tb`` pixels x ``kb`` output channels accumulated in registers over the
+    reduction in ``reduction_order``, tiles of (batch, channel block, pixel
+    block) in parallel."""
+    ko, ki = sch.split("k", c["kb"])
+    to, ti = sch.split(pixels, c["tb"])
     co, ci = sch.split("c", c["cb"])
     reduction = [co, "r", "s", ci] if c["reduction_order"] == "c_rs" else ["r", "s", co, ci]
     sch.reorder("n", ko, to, *reduction, ti, ki)
@@ -70,4 +89,3 @@ def schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
     sch.vectorize(ki)
     if c["unroll_s"]:
         sch.unroll("s")
-    return sch
