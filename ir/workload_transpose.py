@@ -154,7 +154,10 @@ def conv2d_transpose(
     size, as ONNX's attribute does: the top and left padding stay as given,
     the bottom and right ones follow, and an output larger than the full
     scatter is zero-extended at the bottom and right (ONNX allows any size).
-    The activation is one of ``conv2d``'s.
+    The activation is one of ``conv2d``'s. Bottom (right) padding and
+    output padding that cancel are stored as their difference: PyTorch's
+    ``padding=1, output_padding=1`` is ``padding=(1, 1, 0, 0)``, as ONNX
+    output shapes give it, so both have one key.
     """
     S = R if S is None else S
     st, dil = _pair("stride", stride), _pair("dilation", dilation)
@@ -185,6 +188,10 @@ def _validated(N: int, C: int, H: int, W: int, K: int, R: int, S: int, stride: U
         raise WorkloadError(f"groups: {groups} does not divide the input channels C={C}")
     if K % groups:
         raise WorkloadError(f"groups: {groups} does not divide the output channels K={K}")
+    # bottom padding crops what output padding adds back: keep only the difference, so equal workloads have one key
+    cancel = (min(pads[2], extra[0]), min(pads[3], extra[1]))
+    pads = (pads[0], pads[1], pads[2] - cancel[0], pads[3] - cancel[1])
+    extra = (extra[0] - cancel[0], extra[1] - cancel[1])
     wl = ConvTranspose2D(N, C, H, W, K, R, S, _pair("stride", stride), pads, extra, _pair("dilation", dilation),
                          groups, bias, act)
     for name, out, full in (("padding (top + bottom)", wl.P, wl.full[0]), ("padding (left + right)", wl.Q, wl.full[1])):

@@ -151,6 +151,9 @@ def test_workload_key_shape_and_flops() -> None:
     assert ConvTranspose2D.from_key(big.key) == big
     assert conv2d_transpose(1, 2, 3, 3, 2, 3, stride=2, padding=2, output_shape=(5, 4)).padding == (2, 2, 0, 1)
     assert wl.short() == "T N1 C64 16x16 K32 4x4 s2 p1"
+    torch_style = conv2d_transpose(1, 4, 5, 5, 4, 3, stride=2, padding=1, output_padding=1)
+    assert torch_style.padding == (1, 1, 0, 0) and torch_style.output_padding == (0, 0)
+    assert torch_style.out_shape == (1, 4, 10, 10)
 
 
 @pytest.mark.parametrize("kwargs, message", [
