@@ -81,9 +81,10 @@ def random_feeds(session) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-d
 def _layers(session, feeds: dict[str, np.ndarray],  # type: ignore[no-untyped-def]
             rounds: int) -> tuple[list[LayerTime], float]:
     profile = session.profile(feeds, rounds=rounds)
+    planned = {s.node.name: s.node for s in session.plan.steps}  # transposed convs' sub-convs are plan nodes only
     layers = []
     for name, op, seconds in profile.per_node:
-        wl = session.graph.node(name).attrs.get("workload") if op == "FusedConv" else None
+        wl = planned[name].attrs.get("workload") if op == "FusedConv" else None
         layers.append(LayerTime(name, op, seconds, wl.short() if wl else "",
                                 wl.flops / seconds / 1e9 if wl and seconds > 0 else 0.0))
     return layers, profile.total
