@@ -58,8 +58,8 @@ class Launch:
 
     def __init__(self, stage: CudaStage, args: tuple[Any, ...], stream: Any) -> None:
         self._call: Callable[[], Any]
-        if simulated():
-            self._call = functools.partial(stage.dispatcher[stage.grid, stage.block, stream], *args)
+        if simulated():  # the simulator's kernel[grid, block] configures the kernel itself: at each call
+            self._call = lambda: stage.dispatcher[stage.grid, stage.block, stream](*args)
             return
         from cuda.core import LaunchConfig, launch
 
@@ -193,13 +193,14 @@ class PreparedCudaConv:
         """The kernel's flat device arguments of the last ``bind``, in parameter order."""
         return self._args
 
-    def record(self, builder: Any) -> None:
+    def record(self, builder: Any) -> int:
         """Add the launches on the last ``bind``'s buffers to a cuda.core graph
-        builder (``codegen.cuda_graph``)."""
+        builder (``codegen.cuda_graph``); how many."""
         if self._prepared is None:
             raise ValueError("record: bind device buffers first (or call the conv)")
         for stage in self.kernel.stages:
             Launch(stage, self._args, builder)()
+        return len(self.kernel.stages)
 
     def launch(self) -> None:
         """Run the stages on the buffers of the last ``bind`` (asynchronous on the stream)."""

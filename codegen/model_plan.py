@@ -16,7 +16,6 @@ the same layout, and zeroed once.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,6 +25,7 @@ from convtune.codegen.build import build
 from convtune.codegen.kernel import BoundConv, PreparedConv, ScratchArena
 from convtune.codegen.launch import run_stages
 from convtune.codegen.layout_plan import choose_layouts
+from convtune.codegen.liveness import bind_storage
 from convtune.codegen.model_driver import Driver
 from convtune.codegen.op_calls import OpCall, OpSequence, op_call
 from convtune.codegen.ops import VIEW_OPS, Step, op_step
@@ -86,80 +86,9 @@ class Plan:
         return sum(b.nbytes for b in self.blocks)
 
 
-@dataclass
-class _Storages:
-    """Storage id per tensor (a view shares its input's), and per storage its
-    size in bytes, its blocked layout (None: any NCHW tensor may share it),
-    the step that creates it (-1: a model input) and the last step that
-    reads it (the number of steps: read after the run)."""
-
-    of: dict[str, int]
-    size: list[int]
-    kind: list[BlockedLayout | None]
-    birth: list[int]
-    death: list[int]
-
-
-def _storages(graph: ModelGraph, order: list[Node], layouts: dict[str, BlockedLayout]) -> _Storages:
-    storage: dict[str, int] = {}
-    size: list[int] = []
-    kind: list[BlockedLayout | None] = []
-    birth: list[int] = []
-
-    def new(tensor: str, step: int) -> None:
-        info, layout = graph.tensors[tensor], layouts.get(tensor)
-        storage[tensor] = len(size)
-        size.append(math.prod(layout.shape if layout else info.shape) * np.dtype(info.dtype).itemsize)
-        kind.append(layout)
-        birth.append(step)
-
-    for t in graph.inputs:
-        new(t, -1)
-    for i, node in enumerate(order):
-        for t in node.outputs:
-            if node.op in VIEW_OPS and node.inputs[0] in storage:
-                storage[t] = storage[node.inputs[0]]
-            else:
-                new(t, i)
-    death = list(birth)
-    for i, node in enumerate(order):
-        for t in node.inputs:
-            if t in storage:
-                death[storage[t]] = max(death[storage[t]], i)
-    for t in graph.outputs:
-        if t in storage:
-            death[storage[t]] = len(order)
-    return _Storages(storage, size, kind, birth, death)
-
-
-def _assign_blocks(st: _Storages, steps: int) -> tuple[list[int], list[int], list[BlockedLayout | None]]:
-    """Block per storage, and per block its size and kind. An NCHW storage
-    takes the smallest free NCHW block that fits, else grows the largest
-    free one, else opens a new one; a blocked one takes a free block of its
-    own layout, else a new one. A step's outputs are placed before its
-    inputs are freed, so no step writes over what it reads."""
-    block_of = [0] * len(st.size)
-    capacity: list[int] = []
-    block_kind: list[BlockedLayout | None] = []
-    free: list[int] = []
-    for step in range(-1, steps):
-        for s in (s for s in range(len(st.size)) if st.birth[s] == step):
-            same = [b for b in free if block_kind[b] == st.kind[s]]
-            fits = [b for b in same if capacity[b] >= st.size[s]]
-            if fits:
-                b = min(fits, key=capacity.__getitem__)
-            elif same and st.kind[s] is None:
-                b = max(same, key=capacity.__getitem__)
-                capacity[b] = st.size[s]
-            else:
-                b = len(capacity)
-                capacity.append(st.size[s])
-                block_kind.append(st.kind[s])
-                free.append(b)
-            free.remove(b)
-            block_of[s] = b
-        free += [block_of[s] for s in range(len(st.size)) if st.death[s] == step]
-    return block_of, capacity, block_kind
+def _allocate(nbytes: int, layout: BlockedLayout | None) -> np.ndarray:
+    """A host block; a blocked layout's is zeroed once (its border stays zero)."""
+    return np.empty(nbytes, np.uint8) if layout is None else np.zeros(nbytes, np.uint8)
 
 
 def _prepare(node: Node, values: dict[str, np.ndarray], sch: Schedule, arena: ScratchArena) -> PreparedConv:
@@ -186,13 +115,8 @@ def build_plan(graph: ModelGraph, schedule_for: ScheduleFor, blocked: bool = Tru
     order = list(graph.nodes())
     schedules = {n.name: schedule_for(n.attrs["workload"]) for n in order if n.op == "FusedConv"}
     layouts = choose_layouts(graph, schedules) if blocked else {}
-    st = _storages(graph, order, layouts)
-    block_of, capacity, block_kind = _assign_blocks(st, len(order))
-    blocks = [np.empty(c, np.uint8) if k is None else np.zeros(c, np.uint8) for c, k in zip(capacity, block_kind)]
-    values: dict[str, np.ndarray] = dict(graph.constants)
-    for t, s in st.of.items():
-        info, layout = graph.tensors[t], st.kind[s]
-        values[t] = blocks[block_of[s]][:st.size[s]].view(info.dtype).reshape(layout.shape if layout else info.shape)
+    st, blocks, views = bind_storage(graph, order, layouts, _allocate)
+    values: dict[str, np.ndarray] = {**graph.constants, **views}
     arena = ScratchArena()
     convs = {n.name: _prepare(n, values, schedules[n.name], arena) for n in order if n.op == "FusedConv"}
     steps = []

@@ -57,22 +57,21 @@ def tune_model_command(args: argparse.Namespace) -> int:
     import sqlalchemy.exc
     from rich.console import Console
 
-    from convtune.tuner.cli import _import_plugins, _storage_problem
+    from convtune.tuner.cli import _import_plugins, _storage_problem, _target
     from convtune.tuner.measure import MeasureOptions
 
-    if args.target != "cpu":
-        raise ValueError(f"--target: model tuning supports cpu only, not {args.target!r}")
+    target = _target(args.target)
     _import_plugins(args.plugin)
     console = Console(width=None if sys.stdout.isatty() else 160)
     options = MeasureOptions(repeats=args.repeats, timeout=args.timeout, plugins=tuple(args.plugin),
-                             cold=not args.warm)
+                             cold=not args.warm, target=args.target)
     try:
-        return _tune_model(args, options, console)
+        return _tune_model(args, options, console, target)
     except sqlalchemy.exc.SQLAlchemyError as e:
         return _storage_problem(e, args)
 
 
-def _tune_model(args: argparse.Namespace, options, console) -> int:  # type: ignore[no-untyped-def]
+def _tune_model(args: argparse.Namespace, options, console, target) -> int:  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from convtune.ir.model_passes import optimize
@@ -86,7 +85,7 @@ def _tune_model(args: argparse.Namespace, options, console) -> int:  # type: ign
         raise ValueError("give a MODEL or --conv/--suite, not both")
     tasks = extract_tasks(optimize(import_model(resolve_model(args.model))))
     console.print(f"{args.model}: {len(tasks)} conv tasks ({sum(t.count for t in tasks)} convs), "
-                  f"{args.trials} trials a task on average, log {args.log}", highlight=False)
+                  f"{args.trials} trials a task on average on {target.kind}, log {args.log}", highlight=False)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("trial {task.completed}/{task.total}"),
                TextColumn("best {task.fields[best]:.1f} GFLOP/s"), TextColumn("failures {task.fields[failures]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
@@ -104,7 +103,7 @@ def _tune_model(args: argparse.Namespace, options, console) -> int:  # type: ign
         try:
             result = tune_model(
                 tasks, log=args.log, trials_per_task=args.trials, strategy=args.strategy, storage=args.storage,
-                seed=args.seed, options=options, measurer=measurer,
+                seed=args.seed, options=options, measurer=measurer, device=target,
                 on_target=lambda task, n: progress.update(rows[task.workload.key], total=n),
                 on_progress=lambda task, p: show(task, p.measured, best=p.best_gflops, failures=p.failures),
                 on_done=lambda task, r: show(task, r.measured, best=r.best.gflops if r.best else 0.0,
@@ -113,30 +112,32 @@ def _tune_model(args: argparse.Namespace, options, console) -> int:  # type: ign
             progress.stop()
             console.print(f"interrupted: {args.log} and the studies are intact; rerun the same command to resume")
             return 130
-    console.print(task_table(result))
+    console.print(task_table(result, target.kind == "cpu"))
     return 0
 
 
-def task_table(result):  # type: ignore[no-untyped-def]
-    """Per task: convs, trials, best GFLOP/s, % of the FMA ceiling (measured
-    now, on the cores the kernels use) and share of the model's conv time."""
+def task_table(result, cpu: bool = True):  # type: ignore[no-untyped-def]
+    """Per task: convs, trials, best GFLOP/s, on the CPU % of the FMA ceiling
+    (measured now, on the cores the kernels use; a GPU has no such probe)
+    and share of the model's conv time."""
     from rich.table import Table
 
     from convtune.schedules.target import host_target
     from convtune.tuner.ceilings import fma_ceiling
 
     threads = host_target().cores
-    ceiling = fma_ceiling(threads)
-    table = Table(title=f"{len(result.tasks)} tasks, {result.measured} trials measured "
-                        f"(FMA ceiling {ceiling:.0f} GFLOP/s on {threads} threads)")
-    numbers = ("convs", "trials", "GFLOP/s", "% FMA", "share of time")
+    ceiling = fma_ceiling(threads) if cpu else None
+    title = f"{len(result.tasks)} tasks, {result.measured} trials measured"
+    table = Table(title=title + (f" (FMA ceiling {ceiling:.0f} GFLOP/s on {threads} threads)" if ceiling else ""))
+    numbers = ("convs", "trials", "GFLOP/s", *(("% FMA",) if ceiling else ()), "share of time")
     for col in ("task", *numbers, "config"):
         table.add_column(col, justify="right" if col in numbers else "left")
     for task in sorted(result.tasks, key=lambda t: -t.share):
         r = result.result(task)
         gflops = r.best.gflops if r.best else 0.0
         config = " ".join(f"{k}={v}" for k, v in r.best.config.items()) if r.best else "no successful candidate"
-        table.add_row(task.name, str(task.count), str(r.measured), f"{gflops:.1f}", f"{100 * gflops / ceiling:.0f}",
+        fma = (f"{100 * gflops / ceiling:.0f}",) if ceiling else ()
+        table.add_row(task.name, str(task.count), str(r.measured), f"{gflops:.1f}", *fma,
                       f"{100 * task.share:.1f}%", config)
     return table
 

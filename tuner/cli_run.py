@@ -1,4 +1,4 @@
-"""``convtune run MODEL --log LOG --input IN.npy|IN.npz --output OUT.npy|OUT.npz [--batch N]``.
+"""``convtune run MODEL --log LOG --input IN.npy|IN.npz --output OUT.npy|OUT.npz [--batch N] [--target cuda]``.
 
 Everything that can be checked before the model runs is (the model, the
 input file, the output path), so a mistake costs no compile; the output is
@@ -24,6 +24,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--input", required=True, help=".npy (a one-input model) or .npz keyed by input name")
     run.add_argument("--output", required=True, help=".npy (a one-output model) or .npz keyed by output name")
     run.add_argument("--batch", type=int, help="batch size, for a model whose batch axis is dynamic")
+    run.add_argument("--target", default="cpu", choices=("cpu", "cuda"),
+                     help="cpu, or cuda (the GPU: tensors stay on the device from the input to the output)")
     run.set_defaults(run=run_command)
 
 
@@ -85,8 +87,10 @@ def write_atomically(path: Path, outputs: dict[str, np.ndarray]) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from convtune.ir.onnx_frontend import import_model
+    from convtune.tuner.cli import _target
     from convtune.tuner.session import Session, check_feeds
 
+    _target(args.target)  # no GPU (nor the simulator): one line, before the model is read
     graph = import_model(_model_path(args.model), batch=args.batch)
     output = Path(args.output)
     _check_output(output, graph.outputs)
@@ -95,7 +99,7 @@ def run_command(args: argparse.Namespace) -> int:
     for log in args.log or ():
         if not Path(log).is_file():
             raise ValueError(f"--log {log}: no such file")
-    session = Session(graph, logs=args.log)
+    session = Session(graph, logs=args.log, target=args.target)
     try:
         values = session.run(None, feeds)
     except Exception as e:  # noqa: BLE001 - the inputs were checked: a failure inside the model, exit 1

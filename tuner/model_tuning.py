@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from convtune.ir.workload import Conv2D
+from convtune.schedules.target import CpuTarget, CudaTarget
 from convtune.tuner.conv_transpose_timing import choose_lowering
 from convtune.tuner.measure import MeasureOptions, Measurer
 from convtune.tuner.search import Progress, TuneResult, tune
@@ -79,12 +80,15 @@ def tune_model(
     seed: Optional[int] = None,
     options: MeasureOptions = MeasureOptions(),
     measurer: Optional[Measurer] = None,
+    device: Optional[CpuTarget | CudaTarget] = None,
     on_target: Callable[[Task, int], None] = lambda task, trials: None,
     on_progress: Callable[[Task, Progress], None] = lambda task, p: None,
     on_done: Callable[[Task, TuneResult], None] = lambda task, r: None,
 ) -> ModelTuneResult:
     """Tune ``tasks`` (from ``tasks.extract_tasks``) with ``search.tune``, one
-    study per task, ``trials_per_task`` trials per task on average.
+    study per task, ``trials_per_task`` trials per task on average, on
+    ``device`` (default this CPU; a ``CudaTarget`` tunes the CUDA templates,
+    with ``options.target`` "cuda" to measure on the GPU).
     ``on_target(task, trials)`` says when a task's trial target is raised,
     ``on_progress(task, progress)`` reports each of its trials and
     ``on_done(task, result)`` the end of each of its ``tune`` calls."""
@@ -99,7 +103,7 @@ def tune_model(
     def run(task: Task, target: int) -> None:
         on_target(task, target)
         result = tune(task.workload, log=log, strategy=strategy, n_trials=target, storage=storage, seed=seed,
-                      options=options, measurer=measurer, on_progress=lambda p: on_progress(task, p))
+                      target=device, options=options, measurer=measurer, on_progress=lambda p: on_progress(task, p))
         results[task.workload.key] = result
         on_done(task, result)
         if result.measured < target:

@@ -6,7 +6,9 @@ tuning logs (``ApplyHistoryBest``; untuned workloads fall back with a
 warning) and builds the execution plan once: kernels prepared, buffers
 preallocated, activations kept in blocked layouts from conv to conv.
 ``run`` only copies the feeds in, runs the plan's steps and copies the
-outputs out.
+outputs out. ``target="cuda"`` plans the model for the GPU instead
+(``codegen.cuda_model``: CUDA conv kernels tuned for this GPU, every tensor
+in device memory, one copy in and one copy out a run).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -25,7 +27,13 @@ from convtune.codegen.model_plan import Plan, build_plan, run_plan
 from convtune.ir.graph import ModelGraph
 from convtune.ir.model_passes import optimize
 from convtune.ir.onnx_frontend import import_model
+from convtune.schedules.target import CpuTarget, CudaTarget, host_target
 from convtune.tuner.dispatch import ApplyHistoryBest, FallbackWarning
+
+if TYPE_CHECKING:
+    from convtune.codegen.cuda_model import CudaPlan
+
+TARGETS = ("cpu", "cuda")
 
 
 class InputError(ValueError):
@@ -97,6 +105,19 @@ def check_feeds(graph: ModelGraph, feeds: Mapping[str, object]) -> None:
             raise InputError(f"input {name!r}: expected shape {info.shape}, got {value.shape}")
 
 
+def session_target(name: str) -> CpuTarget | CudaTarget:
+    """The target ``name`` runs on: this CPU, or this GPU (a ``CudaUnavailable``
+    saying in one line why not, where there is no GPU and no simulator)."""
+    if name not in TARGETS:
+        raise InputError(f"target: expected one of {', '.join(TARGETS)}, got {name!r}")
+    if name == "cpu":
+        return host_target()
+    from convtune.codegen.cuda_build import cuda_target, require_cuda
+
+    require_cuda()
+    return cuda_target()
+
+
 class Session:
     """A model ready to run: ``Session("model.onnx", logs="logs/x.jsonl").run(None, {"input": x})``.
 
@@ -106,23 +127,34 @@ class Session:
 
     def __init__(self, model: str | Path | onnx.ModelProto | ModelGraph,
                  logs: str | Path | Iterable[str | Path] | None = None, batch: int | None = None,
-                 blocked: bool = True) -> None:
-        """``blocked=False`` keeps every activation NCHW (for comparison)."""
+                 blocked: bool = True, target: str = "cpu") -> None:
+        """``blocked=False`` keeps every activation NCHW (for comparison; the
+        GPU's always are); ``target``: "cpu" or "cuda"."""
+        device = session_target(target)
         if isinstance(model, ModelGraph) and batch is not None:
             raise InputError("batch: an imported ModelGraph has its batch already (import_model(..., batch=))")
         graph = model if isinstance(model, ModelGraph) else import_model(model, batch)
         self.graph = optimize(graph)
-        self.plan: Plan = self._plan(logs, blocked)
+        self.plan: Plan | CudaPlan = self._plan(logs, blocked, device)
         self._specs = {t: TensorSpec(t, self.graph.tensors[t].shape, _type_string(self.graph.tensors[t].dtype))
                        for t in (*self.graph.inputs, *self.graph.outputs)}
 
-    def _plan(self, logs: str | Path | Iterable[str | Path] | None, blocked: bool) -> Plan:
-        dispatcher = ApplyHistoryBest([] if logs is None else logs)
-        if logs is not None:
+    def _plan(self, logs: str | Path | Iterable[str | Path] | None, blocked: bool,
+              device: CpuTarget | CudaTarget) -> Plan | CudaPlan:
+        dispatcher = ApplyHistoryBest([] if logs is None else logs, device)
+
+        def build() -> Plan | CudaPlan:
+            if isinstance(device, CudaTarget):
+                from convtune.codegen.cuda_model import build_cuda_plan
+
+                return build_cuda_plan(self.graph, dispatcher.schedule_for)
             return build_plan(self.graph, dispatcher.schedule_for, blocked, lowering_for=dispatcher.lowering_for)
+
+        if logs is not None:
+            return build()
         with warnings.catch_warnings():  # one warning for the model, not one per conv
             warnings.simplefilter("ignore", FallbackWarning)
-            plan = build_plan(self.graph, dispatcher.schedule_for, blocked, lowering_for=dispatcher.lowering_for)
+            plan = build()
         convs = {n.attrs["workload"] for n in self.graph.nodes() if n.op in ("FusedConv", "FusedConvTranspose")}
         if convs:
             warnings.warn(f"no tuning log given: the model's {len(convs)} conv workloads run with untuned "
@@ -137,6 +169,11 @@ class Session:
 
     def _feed(self, feeds: Mapping[str, object]) -> None:
         check_feeds(self.graph, feeds)
+        if not isinstance(self.plan, Plan):
+            from convtune.codegen.cuda_model import copy_in
+
+            copy_in(self.plan, feeds)  # type: ignore[arg-type]
+            return
         for name, buffer in self.plan.inputs.items():
             np.copyto(buffer, feeds[name])
 
@@ -146,12 +183,21 @@ class Session:
             if name not in self.graph.outputs:
                 raise InputError(f"output {name!r}: the model has no such output "
                                  f"(outputs: {', '.join(self.graph.outputs)})")
+        if not isinstance(self.plan, Plan):
+            from convtune.codegen.cuda_model import copy_out
+
+            return copy_out(self.plan, names)
         return [np.array(self.plan.values[name]) for name in names]  # copies: buffers are reused by the next run
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, object]) -> list[np.ndarray]:
         """The outputs named (all when None), for ``feeds`` {input name: array}."""
         self._feed(feeds)
-        run_plan(self.plan)
+        if isinstance(self.plan, Plan):
+            run_plan(self.plan)
+        else:
+            from convtune.codegen.cuda_model import run_cuda_plan
+
+            run_cuda_plan(self.plan)
         return self._fetch(output_names)
 
     def profile(self, feeds: Mapping[str, object], rounds: int = 10) -> Profile:
@@ -159,6 +205,8 @@ class Session:
         runs of each kind (after one warm-up run)."""
         if rounds < 1:
             raise InputError(f"rounds: expected a positive int, got {rounds}")
+        if not isinstance(self.plan, Plan):
+            raise InputError("profile: times the cpu target's plan only (a cuda Session runs as a whole)")
         self._feed(feeds)
         run_plan(self.plan)
         totals, gaps, per_step = [], [], [[] for _ in self.plan.steps]
