@@ -9,12 +9,15 @@ from test_templates import covering_configs
 from convtune.codegen import build, source
 from convtune.codegen.lower import input_layout_wanted
 from convtune.codegen.lower_indirect import channel_last_layout
+from convtune.codegen.model_plan import build_plan, run_plan
 from convtune.codegen.passes.bounds_check import OutOfBounds, check_bounds
 from convtune.codegen.render_cuda import render_cuda
 from convtune.codegen.render_numba import RenderError, render
 from convtune.codegen.verify import TOLERANCE, random_inputs
 from convtune.ir import conv2d, conv2d_reference, relative_error
+from convtune.ir.evaluate import interpret
 from convtune.ir.expr import IndexLoad, Load, Var
+from convtune.ir.graph import ModelGraph, Node, TensorInfo
 from convtune.ir.indirect import indirection_table, zero_row_offset
 from convtune.ir.loopnest import Buffer, For, Kernel, LoopKind, Store
 from convtune.schedules.layout import to_blocked
@@ -130,6 +133,28 @@ def test_a_conv_writing_channel_last_feeds_it_without_a_copy(rng):
     out = build(sch).prepare(b.weight, b.bias)(mid)
     ref = conv2d_reference(ODD, conv2d_reference(prev, a.data, a.weight).astype(np.float32), b.weight, b.bias)
     assert relative_error(out, ref) < TOLERANCE
+
+
+def test_in_a_model_the_tensor_between_two_convs_stays_channel_last(rng):
+    """The model plan keeps the tensor an indirect conv reads in its
+    channel-last layout: the conv before it writes it there, and the indirect
+    kernel runs no packing stage."""
+    a = conv2d(2, 3, 7, 5, 5, 3, padding=1, bias=True, activation="relu")
+    graph = ModelGraph("chain")
+    graph.add_input("x", a.data_shape)
+    for name, wl, src, dst in (("A", a, "x", "y"), ("B", ODD, "y", "z")):
+        graph.add_constant(f"w{name}", rng.standard_normal(wl.weight_shape).astype(np.float32))
+        graph.add_constant(f"b{name}", rng.standard_normal(wl.K).astype(np.float32))
+        graph.add_node(Node(name, "FusedConv", (src, f"w{name}", f"b{name}"), (dst,), {"workload": wl}),
+                       {dst: TensorInfo(wl.out_shape, np.dtype(np.float32))})
+    graph.outputs.append("z")
+    plan = build_plan(graph, lambda wl: indirect(wl) if wl == ODD else schedule_from_config(wl, default_config(wl)))
+    assert plan.layouts == {"y": channel_last_layout(ODD)}
+    assert {s.node.name: s.packs for s in plan.steps}["B"] == ()
+    x = rng.standard_normal(a.data_shape).astype(np.float32)
+    plan.inputs["x"][...] = x
+    run_plan(plan)
+    assert relative_error(plan.values["z"], interpret(graph, {"x": x})["z"]) < TOLERANCE
 
 
 def _gather(hi: int) -> Kernel:
