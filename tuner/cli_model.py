@@ -113,6 +113,13 @@ def _tune_model(args: argparse.Namespace, options, console, target) -> int:  # t
             console.print(f"interrupted: {args.log} and the studies are intact; rerun the same command to resume")
             return 130
     console.print(task_table(result, target.kind == "cpu"))
+    if result.lowerings:
+        from convtune.ir.workload_transpose import ConvTranspose2D
+        from convtune.tuner.lowering_log import lowerings_path
+
+        for key, lowering in result.lowerings.items():
+            console.print(f"transposed {ConvTranspose2D.from_key(key).short()}: the {lowering} lowering is faster "
+                          f"(timed whole, recorded in {lowerings_path(args.log)})", highlight=False)
     return 0
 
 
