@@ -24,6 +24,8 @@ from convtune.codegen.cuda_launch import PreparedCudaConv, simulated
 from convtune.codegen.cuda_ops import DeviceOp, LaunchSpec, device_launches
 from convtune.codegen.liveness import bind_storage
 from convtune.codegen.ops import VIEW_OPS
+from convtune.ir.conv_transpose_graph import LoweringFor, lower_conv_transposes
+from convtune.ir.conv_transpose_lowering import default_lowering
 from convtune.ir.graph import GraphError, ModelGraph, Node
 from convtune.ir.workload import Conv2D
 from convtune.schedules.schedule import Schedule
@@ -103,12 +105,16 @@ def _conv(node: Node, sch: Schedule, values: Mapping[str, Any], constants: Mappi
     return conv
 
 
-def build_cuda_plan(graph: ModelGraph, schedule_for: ScheduleFor, capture: bool = True) -> CudaPlan:
+def build_cuda_plan(graph: ModelGraph, schedule_for: ScheduleFor, capture: bool = True,
+                    lowering_for: LoweringFor = default_lowering) -> CudaPlan:
     """Bind every node of ``graph`` to device arrays; ``schedule_for`` gives
     each FusedConv workload's CUDA schedule (tuned, or a fallback);
-    ``capture`` records the run as a CUDA graph where there is a GPU."""
+    ``capture`` records the run as a CUDA graph where there is a GPU;
+    ``lowering_for`` names each transposed conv's lowering (its sub-convs
+    are FusedConvs, its placing and interleaving strided copies)."""
     from numba import cuda
 
+    graph = lower_conv_transposes(graph, lowering_for)
     order = list(graph.nodes())
     launches = _check(graph, order)
     _, blocks, views = bind_storage(graph, order, {}, _device_block)

@@ -165,6 +165,42 @@ def _transpose(node: Node, ins: list[TensorInfo], outs: list[TensorInfo]) -> lis
     return [_copy(0, 1, outs[0].shape, [strides[p] for p in node.attrs["perm"]], _strides(outs[0].shape))]
 
 
+def _place_input(node: Node, ins: list[TensorInfo], outs: list[TensorInfo]) -> list[LaunchSpec]:
+    """A transposed conv's placed input: the output zeroed (a copy of one
+    zero, read with strides 0), then the input pixels that land inside copied
+    ``step`` apart from ``offset``."""
+    (N, C, H, W), (Hi, Wi) = ins[0].shape, outs[0].shape[2:]
+    (oh, ow), (sh, sw) = node.attrs["offset"], node.attrs["step"]
+    out = outs[0].shape
+    zero = LaunchSpec("strided_copy", math.prod(out), (np.zeros(1, np.float32), Operand(1),
+                                                       _table(out, [0] * 4, _strides(out)), math.prod(out)))
+    rows = [i for i in range(H) if 0 <= oh + i * sh < Hi]
+    cols = [j for j in range(W) if 0 <= ow + j * sw < Wi]
+    if not rows or not cols:
+        return [zero]
+    shape, into = (N, C, len(rows), len(cols)), _strides(out)
+    return [zero, _copy(0, 1, shape, _strides(ins[0].shape), [into[0], into[1], sh * into[2], sw],
+                        src_base=rows[0] * W + cols[0], dst_base=(oh + rows[0] * sh) * Wi + ow + cols[0] * sw)]
+
+
+def _interleave(node: Node, ins: list[TensorInfo], outs: list[TensorInfo]) -> list[LaunchSpec]:
+    """Sub-pixel transposed conv's output: each phase's pixels ``step`` apart,
+    and the per-channel fill (read with strides 0 but on channels) at the
+    phases no sub-conv computes."""
+    a, out = node.attrs, outs[0].shape
+    (sh, sw), into = a["step"], _strides(out)
+    every = [into[0], into[1], sh * into[2], sw]
+    specs = [_copy(i, len(ins), x.shape, _strides(x.shape), every, dst_base=ph * into[2] + pw)
+             for i, (x, (ph, pw)) in enumerate(zip(ins, a["phases"]))]
+    fill = np.ascontiguousarray(a["fill"], np.float32).reshape(-1)
+    for ph, pw in a["fills"]:
+        shape = (out[0], out[1], len(range(ph, out[2], sh)), len(range(pw, out[3], sw)))
+        n = math.prod(shape)
+        specs.append(LaunchSpec("strided_copy", n, (fill, Operand(len(ins)),
+                                                    _table(shape, [0, 1, 0, 0], every, 0, ph * into[2] + pw), n)))
+    return specs
+
+
 def _gemm(node: Node, ins: list[TensorInfo], outs: list[TensorInfo]) -> list[LaunchSpec]:
     a = node.attrs
     if node.op == "MatMul" and not (len(ins[0].shape) == len(ins[1].shape) == 2):
@@ -188,7 +224,7 @@ BUILDERS: dict[str, Builder] = {
     **{op: _unary for op in (*VIEW_OPS, "Cast")},  # a copy: Cast to float32, a view of a constant
     "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _reduce, "GlobalMaxPool": _reduce,
     "ReduceMean": _reduce, "Softmax": _softmax, "Concat": _concat, "Split": _split, "Slice": _slice,
-    "Transpose": _transpose, "Gemm": _gemm, "MatMul": _gemm,
+    "Transpose": _transpose, "Gemm": _gemm, "MatMul": _gemm, "PlaceInput": _place_input, "Interleave": _interleave,
 }
 """Operator -> its launches on the GPU (FusedConv runs the CUDA conv templates)."""
 

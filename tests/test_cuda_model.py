@@ -18,10 +18,13 @@ from onnx_models import assert_close, make_model, ort_run, weights
 
 from conftest import ROOT
 from convtune.codegen import cuda_model
+from convtune.codegen.cuda_build import cuda_target
 from convtune.codegen.cuda_launch import device_array, simulated
 from convtune.ir.graph import GraphError
+from convtune.ir.model_passes import optimize
+from convtune.ir.onnx_frontend import import_model
 from convtune.tuner import records
-from convtune.tuner.dispatch import FallbackWarning
+from convtune.tuner.dispatch import ApplyHistoryBest, FallbackWarning
 from convtune.tuner.session import Session
 
 X = (2, 4, 8, 8)
@@ -51,6 +54,12 @@ def _cnn(rng: np.random.Generator) -> onnx.ModelProto:
     return make_model(nodes, {"x": X}, {"y": (2, 5), "prob": (2, 5)}, inits)
 
 
+def _poison(plan: cuda_model.CudaPlan) -> None:
+    """Every device block NaN (all bits set), so a value no kernel wrote shows."""
+    for block in plan.blocks:
+        block.copy_to_device(np.full(block.shape, 0xFF, np.uint8))
+
+
 @pytest.fixture(scope="module")
 def model() -> onnx.ModelProto:
     return _cnn(np.random.default_rng(1234))
@@ -67,8 +76,7 @@ def test_matches_onnxruntime_on_fresh_inputs(model: onnx.ModelProto, session: Se
     assert [s.node.op for s in session.plan.steps] == ["FusedConv", "FusedConv", "MaxPool", "FusedConv", "Concat",
                                                        "Add", "GlobalAveragePool", "Gemm", "Softmax"]
     for _ in range(2):  # the second run reuses every buffer
-        for block in session.plan.blocks:  # poisoned: all ones bits are a NaN in float32
-            block.copy_to_device(np.full(block.shape, 0xFF, np.uint8))
+        _poison(session.plan)
         x = rng.standard_normal(X, dtype=np.float32)
         assert_close(session.run(None, {"x": x}), ort_run(model, {"x": x}))
 
@@ -117,7 +125,8 @@ def _unary_and_spatial(rng: np.random.Generator) -> onnx.ModelProto:
         helper.make_node("ReduceMean", ["cc"], ["rm"], axes=[2, 3], keepdims=0),
         helper.make_node("MatMul", ["rm", "wm"], ["mm"]),
     ]
-    inits.update(lo=np.float32(-0.5), hi=np.float32(0.7), st=np.array([5, 0]), en=np.array([0, 6]), ax=np.array([2, 3]), sp=np.array([-2, 1]))
+    inits.update(lo=np.float32(-0.5), hi=np.float32(0.7), st=np.array([5, 0]), en=np.array([0, 6]),
+                 ax=np.array([2, 3]), sp=np.array([-2, 1]))  # rows 5, 3, 1 of the transposed pool
     return make_model(nodes, {"x": (1, 3, 6, 6)}, {"gm": (1, 3, 1, 1), "mm": (1, 4)}, inits)
 
 
@@ -140,6 +149,31 @@ def test_an_operator_without_a_device_kernel_fails_before_anything_compiles(
         with pytest.raises(GraphError, match=r"^node '[^']+' \(Resize\): the cuda target has no kernel for this "
                                              r"operator \(it runs FusedConv, .*MaxPool"):
             Session(model, target="cuda")
+
+
+@pytest.mark.parametrize("lowering, kernel, pad", [("subpixel", 2, 1), ("subpixel", 1, 0), ("zero_insertion", 2, 1)])
+def test_a_transposed_conv_runs_as_sub_convs_and_strided_copies(lowering: str, kernel: int, pad: int,
+                                                                rng: np.random.Generator) -> None:
+    """Stride 2, output padding, bias and ReLU: sub-pixel's cropped inputs
+    and interleaved phases (with a 1x1 kernel, three phases are the bias
+    alone: fills), or zero insertion's placed input."""
+    nodes = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["t"], strides=[2, 2], pads=[pad] * 4,
+                              output_padding=[1, 1], kernel_shape=[kernel, kernel]),
+             helper.make_node("Relu", ["t"], ["y"])]
+    model = make_model(nodes, {"x": (1, 4, 4, 4)}, {"y": None}, {"w": weights(rng, 4, 3, kernel, kernel),
+                                                                 "b": weights(rng, 3)})
+    graph = optimize(import_model(model))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FallbackWarning)
+        plan = cuda_model.build_cuda_plan(graph, ApplyHistoryBest([], cuda_target()).schedule_for,
+                                          lowering_for=lambda wl: lowering)
+    want = {"FusedConv", "Interleave" if lowering == "subpixel" else "PlaceInput"}
+    assert want <= {s.node.op for s in plan.steps} <= {"FusedConv", "PlaceInput", "Interleave"}
+    _poison(plan)
+    x = rng.standard_normal((1, 4, 4, 4), dtype=np.float32)
+    cuda_model.copy_in(plan, {"x": x})
+    cuda_model.run_cuda_plan(plan)
+    assert_close(cuda_model.copy_out(plan, ["y"]), ort_run(model, {"x": x}))
 
 
 @pytest.mark.skipif(simulated(), reason="CUDA graphs need a GPU")

@@ -130,5 +130,7 @@ def tune_model(
     finally:
         if own_measurer:
             measurer.close()
-    lowerings = {wl.key: choose_lowering(wl, log) for wl in dict.fromkeys(t for task in tasks for t in task.transposed)}
+    # the lowerings are timed on this CPU; on a GPU a transposed conv runs the untuned default (sub-pixel)
+    transposed = [] if isinstance(device, CudaTarget) else [t for task in tasks for t in task.transposed]
+    lowerings = {wl.key: choose_lowering(wl, log) for wl in dict.fromkeys(transposed)}
     return ModelTuneResult(list(tasks), results, budget, lowerings)

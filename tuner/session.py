@@ -147,7 +147,7 @@ class Session:
             if isinstance(device, CudaTarget):
                 from convtune.codegen.cuda_model import build_cuda_plan
 
-                return build_cuda_plan(self.graph, dispatcher.schedule_for)
+                return build_cuda_plan(self.graph, dispatcher.schedule_for, lowering_for=dispatcher.lowering_for)
             return build_plan(self.graph, dispatcher.schedule_for, blocked, lowering_for=dispatcher.lowering_for)
 
         if logs is not None:
