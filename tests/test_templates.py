@@ -11,7 +11,7 @@ from conftest import assert_correct
 from convtune.ir import conv2d
 from convtune.schedules.target import CpuTarget, host_target
 from convtune.schedules.templates import BUILTIN, TEMPLATES, default_config, schedule_from_config, search_space
-from convtune.tuner.suites import load_suite
+from convtune.tuner.suites import load_suite, suite_names
 
 WORKLOADS = {
     "direct": conv2d(1, 16, 10, 14, 32, 3, padding=1, bias=True, activation="relu"),
@@ -103,7 +103,7 @@ AVX512 = CpuTarget("znver5", ("avx512f", "avx512bw", "avx512vl", "avx2", "fma", 
 
 
 @pytest.mark.parametrize("target", [AVX2, AVX512], ids=["avx2", "avx512"])
-@pytest.mark.parametrize("suite", ["resnet18", "mobilenetv2_dw", "resnet50_b32"])
+@pytest.mark.parametrize("suite", suite_names())
 def test_every_space_and_default_is_valid_on_every_isa(target, suite):
     """Spaces depend on the target (vector width, register count): a default
     that only fits one ISA would break tuning on the other machines."""

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
+from convtune.tuner.suites import suite_names
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -336,8 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="compare convtune with onnxruntime and PyTorch on a suite of layers")
-    bench.add_argument("suite", nargs="?", help="built-in suite (resnet18, mobilenetv2_dw, resnet50_b32) or "
-                       "FILE.json[:NAME]")
+    bench.add_argument("suite", nargs="?", help=f"built-in suite ({', '.join(suite_names())}) or FILE.json[:NAME]")
     bench.add_argument("--log", help="tuning log: use each layer's best config (else the untuned default)")
     bench.add_argument("--threads", type=_positive(int), help="threads for every contender (default: all cores)")
     bench.add_argument("--rounds", type=_positive(int), default=7,
