@@ -198,11 +198,19 @@ def render(report: ModelBenchReport, top: int = 15):  # type: ignore[no-untyped-
     return Group(e2e, layers)
 
 
+def peak_resident_mib() -> float:
+    """This process image's peak resident set (``VmHWM``). Not ``getrusage``'s
+    ``ru_maxrss``: Linux carries that across ``exec`` from the forked parent,
+    so a probe started by a 900 MiB bench would report 900 MiB whatever it
+    loaded."""
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return kib / 1024
+
+
 def _first_output(argv: list[str]) -> int:
     """The start-up probe: load the model in one runtime and run it once, then
     print the process's peak resident MiB as JSON and exit."""
-    import resource
-
     parser = argparse.ArgumentParser(prog="python -m convtune.tuner.model_bench")
     parser.add_argument("model")
     parser.add_argument("--log")
@@ -225,7 +233,7 @@ def _first_output(argv: list[str]) -> int:
             warnings.simplefilter("ignore")  # untuned fallbacks were reported by the parent
             session = Session(args.model, logs=args.log)
     outputs = session.run(None, random_feeds(session))
-    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_mb": peak_resident_mib()}))
     return 0 if all(np.all(np.isfinite(o)) for o in outputs) else 1
 
 
