@@ -46,6 +46,17 @@ def test_translated_operators_agree_with_onnxruntime(channels_last: bool, rng: n
     assert_close(run({"x": x}), ort_run(model, {"x": x}))
 
 
+@pytest.mark.parametrize("attrs", [dict(strides=[2, 2], pads=[1, 0, 1, 1], output_padding=[1, 0], group=2),
+                                   dict(strides=[2, 1], dilations=[2, 1], output_shape=[9, 6])])
+def test_conv_transpose_crops_the_full_scatter_as_onnx_does(attrs: dict, rng: np.random.Generator) -> None:
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], **attrs)
+    consts = {"w": weights(rng, 4, 3, 3, 3), "b": weights(rng, 3 * attrs.get("group", 1))}
+    model = make_model([node], {"x": (1, 4, 5, 4)}, {"y": None}, consts)
+    x = weights(rng, 1, 4, 5, 4)
+    run = torch_runner(import_model(model), threads=1, channels_last=False)
+    assert_close(run({"x": x}), ort_run(model, {"x": x}))
+
+
 def test_an_operator_without_a_translation_is_named_before_anything_runs(rng: np.random.Generator) -> None:
     model = make_model([helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")],
                        {"x": (1, 2, 3, 3)}, {"y": None}, {"scales": np.array([1, 1, 2, 2], np.float32)})

@@ -41,6 +41,19 @@ def _ops(torch: Any, F: Any) -> dict[str, Callable[[dict[str, Any]], Op]]:
             return F.conv2d(x, w, b, a["strides"], padding, a["dilations"], a["group"])
         return run
 
+    def conv_transpose(a: dict[str, Any]) -> Op:
+        """The full transposed conv, then ONNX's pads cropped off (an output
+        shape past the full one, zero-extended in ONNX, has no torch form)."""
+        if len(a["strides"]) != 2 or any(p < 0 for p in a["pads"]):
+            raise NotTranslated("ConvTranspose: not 2-D, or an output larger than the full scatter")
+        top, left = a["pads"][:2]
+        height, width = a["output_shape"]
+
+        def run(x: Any, w: Any, b: Any = None) -> Any:
+            full = F.conv_transpose2d(x, w, b, a["strides"], 0, 0, a["group"], a["dilations"])
+            return full[:, :, top:top + height, left:left + width]
+        return run
+
     def max_pool(a: dict[str, Any]) -> Op:
         def run(x: Any) -> Any:
             x, padding = padded(x, a["pads"], value=-np.inf)
@@ -75,6 +88,7 @@ def _ops(torch: Any, F: Any) -> dict[str, Callable[[dict[str, Any]], Op]]:
 
     return {
         "Conv": conv,
+        "ConvTranspose": conv_transpose,
         "BatchNormalization": lambda a: lambda x, scale, bias, mean, var: F.batch_norm(
             x, mean, var, scale, bias, False, 0.0, a["epsilon"]),
         "Relu": lambda a: F.relu,
