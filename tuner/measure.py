@@ -44,6 +44,13 @@ class MeasureOptions:
     target: str = "cpu"
     """'cpu', or 'cuda' (``tuner.measure_cuda``: the worker's GPU)."""
 
+    @property
+    def cache_mode(self) -> str:
+        """How its records say the caches were: "cold" when flushed (the CPU
+        default), "warm" when timed back to back (``--warm``, and CUDA, whose
+        timing has no cold mode)."""
+        return "cold" if self.cold and self.target == "cpu" else "warm"
+
 
 @dataclass
 class MeasureResult:
@@ -127,7 +134,7 @@ def measure_here(workload: dict, config: dict, options: MeasureOptions) -> Measu
                 run()
             costs.append((time.perf_counter() - t0) / number)
     return MeasureResult(costs, compile_seconds=compiled, measure_seconds=time.perf_counter() - start - compiled,
-                         cache="cold" if options.cold else "warm")
+                         cache=options.cache_mode)
 
 
 def wrong_answer(out: Any, ref: Any, compile_seconds: float) -> MeasureResult | None:

@@ -110,16 +110,14 @@ def bench_model(path: str | Path, log: Optional[str], threads: int, rounds: int 
     session = Session(str(path), logs=log)
     feeds = random_feeds(session)
     peer = onnxruntime_session(str(path), threads)
-    expected = peer.run(None, feeds)
     pytorch, left_out = _pytorch_runners(path, threads)
-    checked = {CONVTUNE: lambda: session.run(None, feeds), **{name: lambda run=run: run(feeds)
-                                                               for name, run in pytorch.items()}}
-    errors = {name: _relative_error(run(), expected) for name, run in checked.items()}
+    runners = {CONVTUNE: lambda: session.run(None, feeds), ONNXRUNTIME: lambda: peer.run(None, feeds),
+               **{name: lambda run=run: run(feeds) for name, run in pytorch.items()}}
+    expected = runners[ONNXRUNTIME]()
+    errors = {name: _relative_error(run(), expected) for name, run in runners.items() if name != ONNXRUNTIME}
     for name, error in errors.items():
         if not error < TOLERANCE:
             raise AssertionError(f"{path}: {name}'s outputs differ from onnxruntime's (relative error {error:.2g})")
-    runners = {CONVTUNE: checked[CONVTUNE], ONNXRUNTIME: lambda: peer.run(None, feeds),
-               **{name: run for name, run in checked.items() if name != CONVTUNE}}
     seconds = bench_layer(runners, rounds, min_block_seconds)["warm"]
     layers, total = _layers(session, feeds, rounds)
     report = ModelBenchReport(str(path), threads, seconds, errors[CONVTUNE], layers, total, left_out=left_out)
@@ -130,18 +128,15 @@ def bench_model(path: str | Path, log: Optional[str], threads: int, rounds: int 
 
 def _pytorch_runners(path: str | Path, threads: int) -> tuple[dict[str, Callable], dict[str, str]]:
     """PyTorch's runners (NCHW, channels_last), or why there are none."""
-    try:
-        import torch  # noqa: F401
-    except ImportError as e:
-        return {}, {PYTORCH: f"not installed ({e}); pip install torch==2.13.0"}
     from convtune.ir.onnx_frontend import import_model
+    from convtune.tuner.peers import PeerUnavailable
     from convtune.tuner.torch_model import NotTranslated, torch_runner
 
-    graph = import_model(path)
     try:
+        graph = import_model(path)
         return {name: torch_runner(graph, threads, channels_last)
                 for name, channels_last in ((PYTORCH, False), (PYTORCH_CL, True))}, {}
-    except NotTranslated as e:
+    except (PeerUnavailable, NotTranslated) as e:
         return {}, {PYTORCH: str(e)}
 
 

@@ -75,19 +75,21 @@ def onnxruntime_conv_transpose(wl: ConvTranspose2D, data: np.ndarray, weight: np
     return _onnxruntime_node(node, data, weight, wl.out_shape, threads)
 
 
-def _torch(threads: int):  # type: ignore[no-untyped-def]
+def torch_modules(threads: int):  # type: ignore[no-untyped-def]
+    """``torch`` and ``torch.nn.functional`` on ``threads`` threads, or
+    ``PeerUnavailable`` saying how to install it."""
     try:
         import torch
         import torch.nn.functional as F
     except ImportError as e:
-        raise PeerUnavailable(f"torch: {e} (install a CPU build: pip install torch==2.13.0)") from None
+        raise PeerUnavailable(f"torch: not installed ({e}); install a CPU build: pip install torch==2.13.0") from None
     torch.set_num_threads(threads)
     return torch, F
 
 
 def torch_conv(wl: Conv2D, data: np.ndarray, weight: np.ndarray, threads: int, channels_last: bool) -> Runner:
     """``torch.nn.functional.conv2d`` (oneDNN on x86), NCHW or channels_last."""
-    torch, F = _torch(threads)
+    torch, F = torch_modules(threads)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.from_numpy(data).contiguous(memory_format=fmt)
     w = torch.from_numpy(weight).contiguous(memory_format=fmt)
@@ -116,7 +118,7 @@ def torch_conv_transpose(wl: ConvTranspose2D, data: np.ndarray, weight: np.ndarr
     padding is symmetric: the smaller pad of each axis goes to torch, the
     rest is cropped off its output, with torch's output padding reaching as
     far as the crop needs (past the scatter, an ONNX output shape's rows are zeros)."""
-    torch, F = _torch(threads)
+    torch, F = torch_modules(threads)
     x, w = torch.from_numpy(data), torch.from_numpy(weight)
     pt, pl, pb, pr = wl.padding
     low = (min(pt, pb), min(pl, pr))

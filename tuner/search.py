@@ -214,10 +214,9 @@ def tune(
         warnings.warn(f"grid of {len(grid)} valid configs is larger than the budget of {n_trials} trials; "
                       "only part of it will be measured", stacklevel=2)
     space_id = _digest(json.dumps({k: repr(v.knobs) for k, v in spaces.items()}, sort_keys=True), 8)
-    # Timed warm, a config looks faster than it runs in a model: a warm run is
-    # a study of its own and reuses only warm records (CUDA timing has no cold mode).
-    cache_mode = "cold" if options.cold and options.target == "cpu" else "warm"
-    warm_cpu = cache_mode == "warm" and options.target == "cpu"
+    # Timed warm, a config looks faster than it runs in a model: a warm CPU run
+    # is a study of its own and reuses only warm records.
+    warm_cpu = options.target == "cpu" and options.cache_mode == "warm"
     study_name = (f"convtune-{_digest(workload.key, 12)}-{_digest(target.key, 6)}-{strategy}-{space_id}"
                   + ("-warm" if warm_cpu else ""))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -228,7 +227,7 @@ def tune(
     cache: dict[str, Record] = {}
     if Path(log).exists():
         for r in records.read(log):
-            if r.workload_key == workload.key and r.target_key == target.key and r.cache == cache_mode:
+            if r.workload_key == workload.key and r.target_key == target.key and r.cache == options.cache_mode:
                 cache.setdefault(r.config_key, r)
     _close_stale_trials(study, cache)
     if not study.get_trials(deepcopy=False):

@@ -123,11 +123,11 @@ def torch_runner(graph: ModelGraph, threads: int,
     """A function from feeds to the model's outputs, run by PyTorch eager.
 
     Raises ``NotTranslated`` (naming the node and operator) before anything
-    runs if the graph has an operator without a translation."""
-    import torch
-    import torch.nn.functional as F
+    runs if the graph has an operator without a translation, and
+    ``PeerUnavailable`` if torch is not installed."""
+    from convtune.tuner.peers import torch_modules
 
-    torch.set_num_threads(threads)
+    torch, F = torch_modules(threads)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     table = _ops(torch, F)
     steps: list[tuple[Node, Op]] = []
