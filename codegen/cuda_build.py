@@ -16,7 +16,9 @@ from functools import lru_cache
 from convtune.codegen.build import lower_schedule
 from convtune.codegen.cuda_launch import CudaKernel, CudaStage, simulated
 from convtune.codegen.kernel_cache import load_module
+from convtune.codegen.lowering_cache import lowered
 from convtune.codegen.render_cuda import render_cuda
+from convtune.ir.loopnest import Kernel as LoopNest
 from convtune.schedules.gpu import check_limits
 from convtune.schedules.state import ScheduleState
 from convtune.schedules.target import CudaTarget
@@ -76,8 +78,12 @@ def build_cuda(state: ScheduleState, target: CudaTarget | None = None) -> CudaKe
     numba's disk cache when an earlier process compiled the same source)."""
     target = target or cuda_target()
     check_limits(state, target)
-    nest = lower_schedule(state, target="cuda")
-    src = render_cuda(nest, _header(state))
+
+    def make() -> tuple[LoopNest, str]:
+        nest = lower_schedule(state, target="cuda")
+        return nest, render_cuda(nest, _header(state))
+
+    nest, src = lowered(state, False, make, target="cuda")  # a model's repeated layers lower once
     start = time.perf_counter()
     module = load_module(src, "cuda")
     seconds = time.perf_counter() - start

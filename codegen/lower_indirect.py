@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from convtune.codegen.lower import Domain, LoweringError, elementwise, reduction_stages, weight_operand
+from convtune.codegen.lower import (
+    PACK_LANES, Domain, LoweringError, elementwise, reduction_stages, weight_operand,
+)
 from convtune.ir.expr import Cmp, Const, Expr, IndexLoad, Load, Select, Var, emin, fconst
 from convtune.ir.indirect import IndirectCompute, image_size, indirection_table, zero_row_offset
 from convtune.ir.loopnest import Buffer, IfThen, Kernel, LoopKind, Stmt, Store
@@ -25,9 +27,6 @@ from convtune.schedules.state import BlockedLayout, ScheduleState
 
 TABLE = "indirection"
 """The kernel argument holding the indirection table."""
-
-PACK_LANES = 16
-"""Image columns per vector of the packing stage."""
 
 
 def channel_last_layout(wl: Conv2D) -> BlockedLayout:

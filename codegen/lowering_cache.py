@@ -27,9 +27,11 @@ LOWERING_VERSION = hashlib.sha256(b"".join(
     p.read_bytes() for d in ("ir", "schedules", "codegen") for p in sorted((_PACKAGE / d).rglob("*.py")))).hexdigest()
 
 
-def lowered(state: ScheduleState, check_bounds: bool, make: Callable[[], tuple[LoopNest, str]]) -> tuple[LoopNest, str]:
-    """``make()`` (the loop nest and its source), or what it returned in an earlier process."""
-    key = hashlib.sha256(f"{LOWERING_VERSION} {check_bounds} ".encode() + pickle.dumps(state)).hexdigest()[:32]
+def lowered(state: ScheduleState, check_bounds: bool, make: Callable[[], tuple[LoopNest, str]],
+            target: str = "cpu") -> tuple[LoopNest, str]:
+    """``make()`` (the loop nest and its source for ``target``), or what it
+    returned in an earlier process."""
+    key = hashlib.sha256(f"{LOWERING_VERSION} {target} {check_bounds} ".encode() + pickle.dumps(state)).hexdigest()[:32]
     path = cache_dir() / f"lowered_{key}.pkl"
     try:
         return pickle.loads(path.read_bytes())

@@ -16,7 +16,6 @@ The node's output tensor keeps its name, so the rest of the graph is untouched.
 """
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import numpy as np
@@ -69,7 +68,7 @@ def lower_conv_transposes(graph: ModelGraph, lowering_for: LoweringFor) -> Model
     nodes = [n for n in graph.nodes() if n.op == "FusedConvTranspose"]
     if not nodes:
         return graph
-    graph = copy.deepcopy(graph)
+    graph = graph.copy()
     for node in nodes:
         wl = node.attrs["workload"]
         _rewrite(graph, graph.node(node.name), lower(wl, lowering_for(wl)))

@@ -27,6 +27,7 @@ Conventions every pass and the runtime rely on:
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -87,6 +88,12 @@ class ModelGraph:
         self.tensors: dict[str, TensorInfo] = {}
         self.constants: dict[str, np.ndarray] = {}
         self._producer: dict[str, str] = {}
+
+    def copy(self) -> ModelGraph:
+        """A copy to rewrite: nodes, tensors and names are its own, the
+        constants' arrays are shared (rewrites replace a constant, they never
+        write into one; copying them would hold every weight twice)."""
+        return copy.deepcopy(self, memo={id(a): a for a in self.constants.values()})
 
     # -- building -----------------------------------------------------------
     def add_input(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> None:

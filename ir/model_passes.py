@@ -6,8 +6,6 @@ the user) sees, so outputs stay addressable by their ONNX names.
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from convtune.ir.evaluate import evaluate
@@ -185,12 +183,9 @@ PASSES = (fold_constants, remove_identities, fold_batch_norm, fuse_conv_epilogue
 
 
 def optimize(graph: ModelGraph) -> ModelGraph:
-    """A rewritten copy of ``graph``: folded, BN-folded, epilogues fused.
-
-    The copy shares the constants' arrays with ``graph`` (the passes replace a
-    constant, they never write into one): copying them would hold every
-    weight of the model twice."""
-    graph = copy.deepcopy(graph, memo={id(a): a for a in graph.constants.values()})
+    """A rewritten copy of ``graph`` (``ModelGraph.copy``: the weights are
+    shared): folded, BN-folded, epilogues fused."""
+    graph = graph.copy()
     for run in PASSES:
         graph = run(graph)
     return graph

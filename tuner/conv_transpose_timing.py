@@ -32,10 +32,10 @@ def layer_inputs(wl: ConvTranspose2D, seed: int = 0) -> tuple[np.ndarray, np.nda
 
 
 def checked_lowerings(wl: ConvTranspose2D, dispatcher: ApplyHistoryBest, x: np.ndarray, w: np.ndarray,
-                      b: np.ndarray | None) -> dict[str, PreparedConvTranspose]:
+                      b: np.ndarray | None, ref: np.ndarray) -> dict[str, PreparedConvTranspose]:
     """Every lowering of ``wl`` prepared with the dispatcher's sub-conv
-    configs, each checked against the reference (an ``AssertionError`` names a wrong one)."""
-    ref = conv2d_transpose_reference(wl, x, w, b)
+    configs, each checked against ``ref``, the float64 reference of
+    ``(x, w, b)`` (an ``AssertionError`` names a wrong one)."""
     convs = {}
     for name in LOWERINGS:
         conv = dispatcher.conv_transpose(wl, w, b, lowering=name)
@@ -47,11 +47,11 @@ def checked_lowerings(wl: ConvTranspose2D, dispatcher: ApplyHistoryBest, x: np.n
     return convs
 
 
-def choose_lowering(wl: ConvTranspose2D, log: str | Path, rounds: int = 5, min_block_seconds: float = 0.02) -> str:
-    """Time every lowering of ``wl`` with the configs of ``log`` (warm,
-    interleaved), record the seconds beside the log, return the fastest."""
-    dispatcher = ApplyHistoryBest(log)
+def choose_lowering(wl: ConvTranspose2D, dispatcher: ApplyHistoryBest, log: str | Path, rounds: int = 5,
+                    min_block_seconds: float = 0.02) -> str:
+    """Time every lowering of ``wl`` with the dispatcher's configs (those of
+    ``log``; warm, interleaved), record the seconds beside the log, return the fastest."""
     x, w, b = layer_inputs(wl)
-    convs = checked_lowerings(wl, dispatcher, x, w, b)
+    convs = checked_lowerings(wl, dispatcher, x, w, b, conv2d_transpose_reference(wl, x, w, b))
     seconds = bench_layer({name: (lambda c=c: c(x)) for name, c in convs.items()}, rounds, min_block_seconds)
     return append_choice(log, wl, dispatcher.target.to_dict(), seconds["warm"])

@@ -11,7 +11,6 @@ a corrupt line is skipped with a warning, like a log's.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -19,7 +18,7 @@ from convtune.ir.conv_transpose_lowering import LOWERINGS
 from convtune.ir.workload_transpose import ConvTranspose2D
 from convtune.schedules.target import target_key
 from convtune.tuner import records
-from convtune.tuner.records import LogWarning
+from convtune.tuner.records import read_lines
 
 
 def lowerings_path(log: str | Path) -> Path:
@@ -42,15 +41,15 @@ def read_choices(logs: Iterable[str | Path], target: str) -> dict[str, str]:
         path = lowerings_path(log)
         if not path.exists():
             continue
-        for lineno, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            if not raw.strip():
-                continue
-            try:
-                d = json.loads(raw)
-                if d["lowering"] not in LOWERINGS:
-                    raise ValueError(f"unknown lowering {d['lowering']!r}")
-                if target_key(d["target"]) == target:
-                    choices[ConvTranspose2D.from_dict(d["workload"]).key] = d["lowering"]
-            except (ValueError, TypeError, KeyError) as e:
-                warnings.warn(f"{path}:{lineno}: skipped corrupt line ({e})", LogWarning, stacklevel=2)
+        for workload, lowering, target_of in read_lines(path, _choice, what="line"):
+            if target_of == target:
+                choices[workload] = lowering
     return choices
+
+
+def _choice(line: str) -> tuple[str, str, str]:
+    """(workload key, lowering, target key) of one line of a lowerings file."""
+    d = json.loads(line)
+    if d["lowering"] not in LOWERINGS:
+        raise ValueError(f"unknown lowering {d['lowering']!r}")
+    return ConvTranspose2D.from_dict(d["workload"]).key, d["lowering"], target_key(d["target"])

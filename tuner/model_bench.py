@@ -28,9 +28,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from convtune.ir.graph import ModelGraph
 
 CONVTUNE, ONNXRUNTIME = "convtune", "onnxruntime"
 PYTORCH, PYTORCH_CL = "pytorch", "pytorch channels_last"
@@ -102,15 +105,17 @@ def bench_model(path: str | Path, log: Optional[str], threads: int, rounds: int 
     defaults) against onnxruntime; raise ``AssertionError`` if they disagree."""
     import numba
 
+    from convtune.ir.onnx_frontend import import_model
     from convtune.tuner.bench import bench_layer
     from convtune.tuner.peers import onnxruntime_session
     from convtune.tuner.session import Session
 
     numba.set_num_threads(threads)
-    session = Session(str(path), logs=log)
+    graph = import_model(path)  # once: the Session's optimized copy and PyTorch's runners share its weights
+    session = Session(graph, logs=log)
     feeds = random_feeds(session)
     peer = onnxruntime_session(str(path), threads)
-    pytorch, left_out = _pytorch_runners(path, threads)
+    pytorch, left_out = _pytorch_runners(graph, threads)
     runners = {CONVTUNE: lambda: session.run(None, feeds), ONNXRUNTIME: lambda: peer.run(None, feeds),
                **{name: lambda run=run: run(feeds) for name, run in pytorch.items()}}
     expected = runners[ONNXRUNTIME]()
@@ -126,14 +131,13 @@ def bench_model(path: str | Path, log: Optional[str], threads: int, rounds: int 
     return report
 
 
-def _pytorch_runners(path: str | Path, threads: int) -> tuple[dict[str, Callable], dict[str, str]]:
-    """PyTorch's runners (NCHW, channels_last), or why there are none."""
-    from convtune.ir.onnx_frontend import import_model
+def _pytorch_runners(graph: ModelGraph, threads: int) -> tuple[dict[str, Callable], dict[str, str]]:
+    """PyTorch's runners (NCHW, channels_last) of the imported ``graph``, or
+    why there are none."""
     from convtune.tuner.peers import PeerUnavailable
     from convtune.tuner.torch_model import NotTranslated, torch_runner
 
     try:
-        graph = import_model(path)
         return {name: torch_runner(graph, threads, channels_last)
                 for name, channels_last in ((PYTORCH, False), (PYTORCH_CL, True))}, {}
     except (PeerUnavailable, NotTranslated) as e:

@@ -27,6 +27,7 @@ from typing import Callable, Optional, Sequence
 from convtune.ir.workload import Conv2D
 from convtune.schedules.target import CpuTarget, CudaTarget
 from convtune.tuner.conv_transpose_timing import choose_lowering
+from convtune.tuner.dispatch import ApplyHistoryBest
 from convtune.tuner.measure import MeasureOptions, Measurer
 from convtune.tuner.search import Progress, TuneResult, tune
 from convtune.tuner.tasks import Task, estimate_shares
@@ -132,5 +133,8 @@ def tune_model(
             measurer.close()
     # the lowerings are timed on this CPU; on a GPU a transposed conv runs the untuned default (sub-pixel)
     transposed = [] if isinstance(device, CudaTarget) else [t for task in tasks for t in task.transposed]
-    lowerings = {wl.key: choose_lowering(wl, log) for wl in dict.fromkeys(transposed)}
+    lowerings: dict[str, str] = {}
+    if transposed:
+        dispatcher = ApplyHistoryBest(log)  # one read of the log serves every layer
+        lowerings = {wl.key: choose_lowering(wl, dispatcher, log) for wl in dict.fromkeys(transposed)}
     return ModelTuneResult(list(tasks), results, budget, lowerings)

@@ -15,7 +15,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from convtune.ir.workload import Conv2D
 from convtune.schedules.target import target_key
@@ -188,8 +188,13 @@ def append_line(path: str | Path, line: str) -> None:
         os.close(fd)
 
 
-def read(path: str | Path) -> Iterator[Record]:
-    """Records of a log, skipping (with a LogWarning) lines that do not parse."""
+T = TypeVar("T")
+
+
+def read_lines(path: str | Path, parse: Callable[[str], T], what: str = "record") -> Iterator[T]:
+    """``parse`` of each non-blank line of a JSONL file; a line it refuses
+    (ValueError, TypeError, KeyError) is skipped with a LogWarning naming it,
+    so one corrupt line loses nothing else."""
     path = Path(path)
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -197,9 +202,14 @@ def read(path: str | Path) -> Iterator[Record]:
             if not line:
                 continue
             try:
-                yield Record.from_json(line)
+                yield parse(line)
             except (ValueError, TypeError, KeyError) as e:
-                warnings.warn(f"{path}:{lineno}: skipped corrupt record ({e})", LogWarning, stacklevel=2)
+                warnings.warn(f"{path}:{lineno}: skipped corrupt {what} ({e})", LogWarning, stacklevel=2)
+
+
+def read(path: str | Path) -> Iterator[Record]:
+    """Records of a log, skipping (with a LogWarning) lines that do not parse."""
+    return read_lines(path, Record.from_json)
 
 
 def read_many(paths: Iterable[str | Path]) -> list[Record]:

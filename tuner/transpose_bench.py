@@ -103,10 +103,10 @@ def run_transpose_bench(suite: str = "upsampling", log: Optional[str] = None, th
         with warnings.catch_warnings():  # without a log every sub-conv is untuned: the table says "default"
             if log is None:
                 warnings.simplefilter("ignore", FallbackWarning)
-            convs = checked_lowerings(wl, dispatcher, x, w, b)
+            ref = conv2d_transpose_reference(wl, x, w, b)
+            convs = checked_lowerings(wl, dispatcher, x, w, b, ref)
         contenders: dict[str, Callable[[], object]] = {f"convtune {n}": (lambda c=c: c(x)) for n, c in convs.items()}
-        contenders.update(checked_peers(TRANSPOSE_PEERS, (wl, x, w, threads), conv2d_transpose_reference(wl, x, w, b),
-                                        layer_name, report.unavailable))
+        contenders.update(checked_peers(TRANSPOSE_PEERS, (wl, x, w, threads), ref, layer_name, report.unavailable))
         flush = None if warm_only else CacheFlusher(threads, keep=(x,))
         seconds = bench_layer(contenders, rounds, min_block_seconds, flush)
         measured = wl.key in dispatcher.lowerings
