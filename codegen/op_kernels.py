@@ -18,29 +18,48 @@ _REDUCE = {"reassoc", "contract"}
 """Reassociation lets LLVM vectorise a sum; no 'nnan', so NaN still propagates."""
 
 
+@njit(nogil=True, inline="always")
+def _merge_max(dst, src, n):  # type: ignore[no-untyped-def]
+    """``dst[:n] = max(dst[:n], src[:n])``, a NaN in either winning (as
+    ``np.maximum``); a separate function so that LLVM vectorises it."""
+    for w in range(n):
+        v, m = src[w], dst[w]
+        dst[w] = v if v > m or v != v else m
+
+
+@njit(nogil=True, inline="always")
+def _merge_max_strided(dst, src, q0, q1, step, off):  # type: ignore[no-untyped-def]
+    """``dst[q] = max(dst[q], src[q step + off])`` for q in [q0, q1), indexed
+    unsigned (the caller keeps the index inside: no wraparound check)."""
+    for q in range(q0, q1):
+        v, m = src[np.uint64(q * step + off)], dst[q]
+        dst[q] = v if v > m or v != v else m
+
+
 @njit(parallel=True, **_FLAGS)
 def max_pool(x, out, planes, H, W, P, Q, kh, kw, sh, sw, pt, pl, dh, dw):  # type: ignore[no-untyped-def]
     """2-D max pool of ``planes`` HxW planes into PxQ ones (padding never wins;
     a NaN in a window makes its maximum NaN, as ``np.maximum`` does).
 
-    Per output row and tap, the columns whose input lies inside the row are
-    worked out once, so the inner loop is a branch-free select over them,
-    indexed unsigned (no wraparound check): 20x faster than a bounds test per
-    pixel (resnet18's 64x112x112 pool: 8.4 -> 0.39 ms)."""
+    Separable: per output row, the maximum over the window's input rows is
+    taken first, contiguous and vectorised, into one row of ``W`` columns;
+    then each output pixel takes the maximum over its window's columns of
+    that row, over the columns worked out once per tap (no bounds test in
+    the loop). resnet18's 64x112x112 pool: 8.4 ms with a bounds test per
+    pixel, 0.42 ms with the taps' columns worked out, 0.17 ms separable."""
     for c in prange(planes):
+        cols = np.empty(W, np.float32)
         for p in range(P):
-            row = out[(c * P + p) * Q:(c * P + p + 1) * Q]
-            row[:] = -np.inf
+            cols[:] = -np.inf
             for r in range(kh):
                 h = p * sh - pt + r * dh
-                if h < 0 or h >= H:
-                    continue
-                xrow = x[(c * H + h) * W:(c * H + h + 1) * W]
-                for s in range(kw):
-                    off = s * dw - pl
-                    for q in range(max(0, (sw - 1 - off) // sw), min(Q, (W - 1 - off) // sw + 1)):
-                        v, m = xrow[np.uint64(q * sw + off)], row[q]
-                        row[q] = v if v > m or v != v else m
+                if 0 <= h < H:
+                    _merge_max(cols, x[(c * H + h) * W:(c * H + h + 1) * W], W)
+            row = out[(c * P + p) * Q:(c * P + p + 1) * Q]
+            row[:] = -np.inf
+            for s in range(kw):
+                off = s * dw - pl
+                _merge_max_strided(row, cols, max(0, (sw - 1 - off) // sw), min(Q, (W - 1 - off) // sw + 1), sw, off)
 
 
 @njit(parallel=True, **_FLAGS)

@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from onnx import helper
 from onnx_models import assert_close, make_model, ort_run, weights
 
@@ -103,6 +105,29 @@ def test_max_pool(rng: np.random.Generator, attrs: dict) -> None:
     node = Node("p", "MaxPool", ("x",), ("y",), attrs)
     reference = evaluate(node, [x])[0]
     _check(node, [x], reference.shape, set())
+
+
+@settings(max_examples=25, deadline=None)
+@given(kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)), strides=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       dilations=st.tuples(st.integers(1, 2), st.integers(1, 2)), pads=st.lists(st.integers(0, 1), min_size=4, max_size=4),
+       ceil_mode=st.booleans(), size=st.tuples(st.integers(5, 13), st.integers(5, 13)), seed=st.integers(0, 2**32 - 1))
+def test_max_pool_any_window(kernel: tuple[int, int], strides: tuple[int, int], dilations: tuple[int, int],
+                             pads: list[int], ceil_mode: bool, size: tuple[int, int], seed: int) -> None:
+    """The separable kernel against the float64 semantics for any window,
+    padding (a pad never wider than the window), stride and dilation, with
+    NaNs that must win their windows."""
+    pads = [min(p, k - 1) for p, k in zip(pads, kernel * 2)]
+    assume(all(n + pads[i] + pads[i + 2] >= (k - 1) * d + 1 for i, (n, k, d) in enumerate(zip(size, kernel, dilations))))
+    x = np.random.default_rng(seed).standard_normal((1, 3, *size), dtype=np.float32)
+    x.reshape(-1)[::29] = np.nan
+    node = Node("p", "MaxPool", ("x",), ("y",), dict(kernel_shape=list(kernel), strides=list(strides), pads=pads,
+                                                    dilations=list(dilations), ceil_mode=ceil_mode))
+    want = evaluate(node, [x.astype(np.float64)])[0]
+    out = np.full(want.shape, 7.0, np.float32)
+    call = op_call(node, [x], [out], {})
+    assert isinstance(call, OpCall)
+    call()
+    assert np.array_equal(np.isnan(out), np.isnan(want)) and np.array_equal(out[~np.isnan(out)], want[~np.isnan(want)])
 
 
 def test_max_pool_propagates_nan(rng: np.random.Generator) -> None:
