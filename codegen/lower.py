@@ -233,14 +233,36 @@ def packed_input(state: ScheduleState) -> Buffer | None:
         pack_width(max(wl.W + wl.padding[1] + wl.padding[3], d.cover(w, "input column")))))
 
 
+def pointwise_layout(state: ScheduleState, d: Domain) -> BlockedLayout | None:
+    """The blocked input an im2col schedule of a 1x1, stride-1, unpadded conv
+    reads in place, or None for any other. Its im2col buffer (channel blocks
+    of pixels in row order) is then the NCHW[cb]c tensor itself, so the conv
+    before it writes that layout and the copy disappears; rows below the
+    tensor (zero) hold what a pixel tile reads past the last pixel."""
+    wl = state.compute.workload
+    packing = state.data_packing
+    if (packing is None or not packing.im2col or (wl.R, wl.S) != (1, 1) or wl.stride != (1, 1)
+            or any(wl.padding)):
+        return None
+    n, ch = state.compute.data_coords(d.ax)[:2]
+    blocks = -(-wl.C // packing.block)
+    if d.cover(n, "batch") > wl.N or d.cover(ch, "input channel") > blocks * packing.block:
+        return None
+    pixels = max(wl.P * wl.Q, d.cover(d.ax["p"] * wl.Q + d.ax["q"], "output pixel"))
+    return BlockedLayout(wl.data_shape, packing.block, 0, 0, -(-pixels // wl.W), wl.W)
+
+
 def input_layout_wanted(state: ScheduleState) -> BlockedLayout | None:
     """The blocked input layout this schedule reads in place, with no packing
     stage: what the conv before it in a model should write (its ``out``
-    layout). None when the schedule packs to im2col or not at all."""
+    layout). None when the schedule packs to im2col (but for a 1x1 conv,
+    ``pointwise_layout``) or not at all."""
     if isinstance(state.compute, IndirectCompute):
         from convtune.codegen.lower_indirect import channel_last_layout
 
         return channel_last_layout(state.compute.workload)
+    if state.data_packing is not None and state.data_packing.im2col:
+        return pointwise_layout(state, Domain.of(state))
     packed = packed_input(state)
     if packed is None:
         return None
@@ -282,9 +304,15 @@ def _lower_conv(state: ScheduleState) -> Kernel:
             packing, max(wl.N, d.cover(n, "batch")), max(wl.C, d.cover(ch, "input channel")),
             max(wl.R, d.cover(ax["r"], "kernel row")),
             max(wl.S, d.cover(ax["s"], "kernel column")), max(wl.P * wl.Q, d.cover(pq, "output pixel"))))
-        scratch.append(packed)
-        data_read: Expr = Load(packed.name, im2col_index(packing, n, ch, ax["r"], ax["s"], pq))
-        stages.append(_im2col_stage(wl, packing.block, packed))
+        layout = pointwise_layout(state, d)
+        if layout is not None and state.io_layout("data") == layout:  # the input is its own im2col
+            plane = layout.rows * layout.cols * layout.block
+            data_read: Expr = Load("data", ((n * layout.shape[1] + ch // packing.block) * plane
+                                            + pq * packing.block + ch % packing.block,))
+        else:
+            scratch.append(packed)
+            data_read = Load(packed.name, im2col_index(packing, n, ch, ax["r"], ax["s"], pq))
+            stages.append(_im2col_stage(wl, packing.block, packed))
     elif packing is not None:
         n, ch, h, w = coords
         packed = packed_input(state)

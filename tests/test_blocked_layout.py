@@ -77,6 +77,37 @@ def test_blocked_input_output_and_residual_match_the_reference(algorithm):
     check_output(out_layout, out, conv2d_reference(wl, x, w, b, r))
 
 
+@pytest.mark.parametrize("n, c, h, w, k, cb, kb, tb, groups", [
+    (1, 16, 7, 7, 24, 8, 16, 5, 1),     # 49 pixels in tiles of 5: the last tile reads past the tensor
+    (2, 21, 5, 3, 17, 4, 16, 4, 1),     # batch 2, channels not a multiple of the block, odd outputs
+    (1, 32, 6, 9, 32, 8, 16, 6, 2),     # grouped
+    (1, 3, 13, 11, 1000, 3, 32, 7, 1),  # a classifier-like K, prime H
+])
+def test_a_pointwise_gemm_reads_blocked_input_in_place(n, c, h, w, k, cb, kb, tb, groups):
+    """A 1x1 stride-1 gemm's im2col buffer is the NCHW[cb]c tensor itself:
+    it wants that layout (rows below the tensor covering its last pixel
+    tile), reads it with no packing stage and matches the reference."""
+    wl = conv2d(n, c, h, w, k, 1, groups=groups, bias=True, activation="relu")
+    sch = schedule_from_config(wl, {**CONFIGS["gemm"], "cb": cb, "kb": kb, "tb": tb})
+    layout = input_layout_wanted(sch.state)
+    assert layout is not None and (layout.block, layout.top, layout.left, layout.cols) == (cb, 0, 0, w)
+    assert layout.rows * w >= -(-h * w // tb) * tb
+    sch.io_layout(data=layout)
+    kernel = build(sch)
+    assert "data_packed" not in {b.name for b in kernel.loop_nest.params}
+    rng = np.random.default_rng(fresh_seed())
+    x, wt, b = draw(rng, wl.data_shape), draw(rng, wl.weight_shape), draw(rng, (wl.K,))
+    out = np.full(wl.out_shape, np.nan, np.float32)
+    kernel.prepare(wt, b)(numpy_blocked(layout, x), out=out)
+    assert relative_error(out, conv2d_reference(wl, x, wt, b)) < TOLERANCE
+
+
+def test_strided_or_padded_pointwise_and_larger_gemms_still_pack():
+    for wl in (conv2d(1, 16, 8, 8, 16, 1, stride=2), conv2d(1, 16, 8, 8, 16, 1, padding=1),
+               conv2d(1, 16, 8, 8, 16, 3, padding=1)):
+        assert input_layout_wanted(schedule_from_config(wl, CONFIGS["gemm"]).state) is None, wl
+
+
 def test_a_register_tile_wider_than_the_output_block_is_stored_in_vector_chunks():
     """kb = 32 channels into NCHW8c: four contiguous 8-lane stores per pixel,
     not 32 scalar ones (``codegen.passes.chunk_stores``)."""
