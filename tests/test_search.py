@@ -16,7 +16,7 @@ from convtune.schedules.target import CpuTarget, host_target
 from convtune.schedules.templates import default_config, search_space
 from convtune.tuner import records
 from convtune.tuner.measure import MeasureOptions, Measurer, MeasureResult
-from convtune.tuner.search import default_storage, tune
+from convtune.tuner.search import ContentionWarning, default_storage, tune
 
 WL = conv2d(1, 8, 8, 8, 32, 3, padding=1)
 FAST = MeasureOptions(repeats=2, min_repeat_seconds=0.002, timeout=60)
@@ -253,3 +253,32 @@ def test_a_second_worker_measures_nothing_the_first_measured_failures_included(t
     tune(WL, log=tmp_path / "b.jsonl", strategy="random", n_trials=16, spaces=spaces, seed=3, storage=storage,
          measurer=second)
     assert len(second.asked) == 8 and not set(first.asked) & set(second.asked)
+
+
+class ContendedMeasurer(FakeMeasurer):
+    """Reports the share of the cores other processes took while timing."""
+
+    def __init__(self, others_cpu):
+        self.others_cpu = others_cpu
+
+    def measure(self, workload, config):
+        result = super().measure(workload, config)
+        return MeasureResult(result.costs, cache="cold", others_cpu=self.others_cpu)
+
+
+def test_contended_measurements_are_recorded_and_warned_about_once(tmp_path):
+    log = tmp_path / "l.jsonl"
+    with pytest.warns(ContentionWarning, match="kept 90% of the cores busy") as caught:
+        tune(WL, log=log, strategy="random", n_trials=3, spaces=small_space(), seed=5, measurer=ContendedMeasurer(0.9))
+    assert len([w for w in caught if issubclass(w.category, ContentionWarning)]) == 1
+    assert [r.extra["others_cpu"] for r in records.read(log)] == [0.9] * 3
+
+
+def test_a_quiet_measurement_warns_nothing(tmp_path):
+    import warnings
+
+    log = tmp_path / "l.jsonl"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ContentionWarning)
+        tune(WL, log=log, strategy="random", n_trials=2, spaces=small_space(), seed=5, measurer=ContendedMeasurer(0.1))
+    assert [r.extra["others_cpu"] for r in records.read(log)] == [0.1] * 2

@@ -11,7 +11,9 @@ separate process: a candidate that segfaults kills only the worker, one that
 hangs (in compilation or at run time) is killed at the deadline; either way
 the failure is returned as a result and a fresh worker takes the next one.
 One candidate is measured at a time: two measurements on a 2-core machine
-falsify each other.
+falsify each other. A result says how much of the machine other processes
+took while it was timed (``tuner.contention``), so a log tuned beside
+something else can be told apart.
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from statistics import mean
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable, Optional
 
+from convtune.tuner.contention import CpuMeter
 from convtune.tuner.records import ErrorCode
 
 
@@ -61,6 +64,10 @@ class MeasureResult:
     measure_seconds: float = 0.0
     cache: str = "warm"
     """How the caches were when timed: "cold" (flushed) or "warm"."""
+    others_cpu: Optional[float] = None
+    """Fraction of the cores other processes kept busy while this was timed
+    (``tuner.contention``; None where unknown): above ``CONTENDED`` the
+    costs are not to be trusted."""
 
 
 # ---------------------------------------------------------------- worker side
@@ -95,9 +102,9 @@ def measure_here(workload: dict, config: dict, options: MeasureOptions) -> Measu
     from convtune.codegen import build
     from convtune.ir.workload import Conv2D
     from convtune.schedules.templates import schedule_from_config
-    from convtune.tuner.timing import calls_per_block, time_calls
 
     wl = Conv2D.from_dict(workload)
+    meter = CpuMeter()  # the whole candidate: a longer span reads the tick counters better
     start = time.perf_counter()
     try:
         kernel = build(schedule_from_config(wl, config))
@@ -118,23 +125,31 @@ def measure_here(workload: dict, config: dict, options: MeasureOptions) -> Measu
     def run() -> None:
         conv(x.data, residual=x.residual, out=out)
 
+    costs = _time(run, x.data, options)
+    return MeasureResult(costs, compile_seconds=compiled, measure_seconds=time.perf_counter() - start - compiled,
+                         cache=options.cache_mode, others_cpu=meter.stop())
+
+
+def _time(run: Callable[[], None], data: Any, options: MeasureOptions) -> list[float]:
+    """Seconds per call of ``run``, ``options.repeats`` times: each the mean
+    of calls after a cache flush (cold), or of a block of back-to-back calls."""
+    from convtune.tuner.timing import calls_per_block, time_calls
+
     number = calls_per_block(run, options.min_repeat_seconds)
     if options.cold:
         from convtune.schedules.target import host_target
         from convtune.tuner.cache_flush import CacheFlusher
 
-        flush = CacheFlusher(host_target().cores, keep=(x.data,))
+        flush = CacheFlusher(host_target().cores, keep=(data,))
         calls = max(1, min(number, options.cold_calls))
-        costs = [mean(time_calls(run, calls, settle=0.0, warmup=0, before=flush)) for _ in range(options.repeats)]
-    else:
-        costs = []
-        for _ in range(options.repeats):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                run()
-            costs.append((time.perf_counter() - t0) / number)
-    return MeasureResult(costs, compile_seconds=compiled, measure_seconds=time.perf_counter() - start - compiled,
-                         cache=options.cache_mode)
+        return [mean(time_calls(run, calls, settle=0.0, warmup=0, before=flush)) for _ in range(options.repeats)]
+    costs = []
+    for _ in range(options.repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            run()
+        costs.append((time.perf_counter() - t0) / number)
+    return costs
 
 
 def wrong_answer(out: Any, ref: Any, compile_seconds: float) -> MeasureResult | None:

@@ -41,6 +41,7 @@ from convtune.schedules.space import Config, Space
 from convtune.schedules.target import CpuTarget, host_target
 from convtune.schedules.templates import default_config, invalid_reason, search_space
 from convtune.tuner import records
+from convtune.tuner.contention import CONTENDED
 from convtune.tuner.interrupts import CtrlCGate
 from convtune.tuner.measure import MeasureOptions, Measurer, MeasureResult
 from convtune.tuner.records import ErrorCode, Record
@@ -55,6 +56,10 @@ INVALID_SCORE = 0.0
 """The value an invalid sample is told with: the worst any measured config
 scores, so TPE learns where register tiles overflow. Told as failed instead,
 it teaches TPE nothing; it once proposed 259 invalid tiles in a row."""
+
+
+class ContentionWarning(UserWarning):
+    """Candidates were timed while other processes competed for the cores."""
 
 
 @dataclass
@@ -188,7 +193,19 @@ def _record(wl: Conv2D, target: CpuTarget, config: Config, result: MeasureResult
     return Record(wl.to_dict(), target.to_dict(), config, result.costs, int(result.error_code), result.error,
                   result.compile_seconds, versions=records.versions(),
                   extra={"study": study, "trial": trial, "measure_seconds": result.measure_seconds,
-                         "cache": result.cache})
+                         "cache": result.cache,
+                         **({} if result.others_cpu is None else {"others_cpu": round(result.others_cpu, 3)})})
+
+
+def _warn_if_contended(result: MeasureResult, workload: Conv2D) -> bool:
+    """Warn (once a run: True once warned) when other processes kept more
+    than ``CONTENDED`` of the cores busy while a candidate was timed."""
+    if result.others_cpu is None or result.others_cpu <= CONTENDED:
+        return False
+    warnings.warn(f"{workload.short()}: other processes kept {result.others_cpu:.0%} of the cores busy while "
+                  "a candidate was timed; its time is inflated and configs may be ranked wrongly. Tune on a "
+                  "quiet machine (records carry extra.others_cpu)", ContentionWarning, stacklevel=3)
+    return True
 
 
 def tune(
@@ -243,6 +260,7 @@ def tune(
     valid_keys = [json.dumps(c, sort_keys=True) for c in valid]
     rng = random.Random(seed)
     refusals = 0
+    warned = False
     stopped = "budget"
     trial: Optional[optuna.Trial] = None
     # One read of the study's trials after each ask and each measurement
@@ -296,6 +314,7 @@ def tune(
                 else:
                     with ctrl_c.allowed():
                         result = measurer.measure(workload.to_dict(), config)
+                    warned = warned or _warn_if_contended(result, workload)
                     rec = _record(workload, target, config, result, study_name, trial.number)
                     records.append(log, rec)
                     cache[key] = rec
