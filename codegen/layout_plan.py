@@ -1,8 +1,9 @@
 """Which activations stay in blocked NCHW[x]c layouts between convs.
 
 A tensor that one fused conv writes and only fused convs read (as their
-input or their residual) is kept in the blocked layout its first reading conv
-packs its input to (``codegen.lower.input_layout_wanted``): the writer writes
+input or their residual) is kept in the blocked layout its reading convs
+read in place (``codegen.lower.input_layout_wanted``; the most padded one
+when they differ): the writer writes
 that layout, the readers read it in place, and the NCHW packing and
 unpacking between them disappear. Everything else stays NCHW. A layout a
 schedule refuses (``ScheduleError``) leaves that tensor NCHW.
@@ -29,6 +30,15 @@ def _with_layout(state: ScheduleState, role: str, layout: BlockedLayout) -> Sche
     return prim.io_layout(state, **{role: layout})
 
 
+def _border(layout: BlockedLayout) -> tuple[int, int]:
+    """Readers of one tensor that want different layouts get the most padded
+    one: a 1x1 gemm (which wants no border) packs its im2col from it cheaply,
+    while a 3x3 reader given the 1x1's unpadded layout would repack it through
+    its own input transform (squeezenet's Winograd expands then took 8-16 s
+    each to compile, instead of about 1)."""
+    return layout.top, layout.left
+
+
 def choose_layouts(graph: ModelGraph, schedules: dict[str, Schedule]) -> dict[str, BlockedLayout]:
     """Blocked layouts by tensor name; the schedules of ``schedules`` (one per
     FusedConv node, by node name) are given the matching ``io_layout`` s."""
@@ -40,9 +50,10 @@ def choose_layouts(graph: ModelGraph, schedules: dict[str, Schedule]) -> dict[st
         if tensor in graph.outputs or not readers or any(r.name not in schedules for r in readers):
             continue
         uses = [(r.name, role) for r in readers for role in _roles(r, tensor)]
-        layout = next((wanted[n] for n, role in uses if role == "data" and wanted[n] is not None), None)
-        if layout is None:
+        wants = [wanted[n] for n, role in uses if role == "data" and wanted[n] is not None]
+        if not wants:
             continue
+        layout = wants[0] if all(w == wants[0] for w in wants) else max(wants, key=_border)
         states = {n: schedules[n].state for n in {name, *(n for n, _ in uses)}}
         try:
             states[name] = _with_layout(states[name], "out", layout)

@@ -107,6 +107,28 @@ def test_activations_stay_blocked_between_convs(model, session: Session, rng: np
         assert not border.any()
 
 
+def test_a_tensor_read_by_a_1x1_and_a_3x3_conv_takes_the_padded_layout(rng: np.random.Generator) -> None:
+    """A fire module (squeezenet): the squeeze output feeds a 1x1 and a 3x3
+    expand. The 3x3 reads the tensor in place (no packing stage); the 1x1,
+    which would read an unpadded layout in place, packs from the padded one;
+    and the outputs match onnxruntime."""
+    inits = {"ws": weights(rng, 16, 8, 1, 1), "w1": weights(rng, 16, 16, 1, 1), "w3": weights(rng, 16, 16, 3, 3)}
+    nodes = [helper.make_node("Conv", ["x", "ws"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("Conv", ["r", "w1"], ["e1"]),
+             helper.make_node("Conv", ["r", "w3"], ["e3"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["e1", "e3"], ["y"], axis=1)]
+    model = make_model(nodes, {"x": (1, 8, 13, 13)}, {"y": (1, 32, 13, 13)}, inits)
+    with pytest.warns(FallbackWarning):
+        session = Session(model)
+    steps = {s.node.inputs[1]: s for s in session.plan.steps if s.node.op == "FusedConv"}
+    squeezed = steps["w1"].node.inputs[0]
+    layout = session.plan.layouts[squeezed]
+    assert (layout.top, layout.left) == (1, 1)
+    assert steps["w3"].packs == () and steps["w1"].packs != ()
+    x = rng.standard_normal((1, 8, 13, 13), dtype=np.float32)
+    assert_close(session.run(None, {"x": x}), ort_run(model, {"x": x}))
+
+
 def test_outputs_are_copies_and_selectable(session: Session, rng: np.random.Generator) -> None:
     x = _x(rng)
     y, prob = session.run(None, {"x": x})
