@@ -300,16 +300,16 @@ def _lower_conv(state: ScheduleState) -> Kernel:
     if packing is not None and packing.im2col:
         n, ch = coords[0], coords[1]
         pq = ax["p"] * wl.Q + ax["q"]
-        packed = Buffer("data_packed", im2col_shape(
-            packing, max(wl.N, d.cover(n, "batch")), max(wl.C, d.cover(ch, "input channel")),
-            max(wl.R, d.cover(ax["r"], "kernel row")),
-            max(wl.S, d.cover(ax["s"], "kernel column")), max(wl.P * wl.Q, d.cover(pq, "output pixel"))))
         layout = pointwise_layout(state, d)
         if layout is not None and state.io_layout("data") == layout:  # the input is its own im2col
             plane = layout.rows * layout.cols * layout.block
             data_read: Expr = Load("data", ((n * layout.shape[1] + ch // packing.block) * plane
                                             + pq * packing.block + ch % packing.block,))
         else:
+            packed = Buffer("data_packed", im2col_shape(
+                packing, max(wl.N, d.cover(n, "batch")), max(wl.C, d.cover(ch, "input channel")),
+                max(wl.R, d.cover(ax["r"], "kernel row")),
+                max(wl.S, d.cover(ax["s"], "kernel column")), max(wl.P * wl.Q, d.cover(pq, "output pixel"))))
             scratch.append(packed)
             data_read = Load(packed.name, im2col_index(packing, n, ch, ax["r"], ax["s"], pq))
             stages.append(_im2col_stage(wl, packing.block, packed))

@@ -100,7 +100,9 @@ class Lowering:
         return (y if wl.activation is None else activation_reference(wl.activation, y)).astype(np.float32)
 
 
-def _zero_insertion_axis(size: int, stride: int, kernel: int, dilation: int, begin: int, out: int) -> _Axis:
+def _zero_insertion_axis(_size: int, stride: int, kernel: int, dilation: int, begin: int, out: int) -> _Axis:
+    """The conv axis over the zero-inserted input (``_axis_args``, as for
+    ``_phase_axis``; the input size does not enter it)."""
     reach = (kernel - 1) * dilation
     return _Axis(tuple(range(kernel - 1, -1, -1)), dilation, (0, 0), reach - begin, stride, out + reach)
 
@@ -142,10 +144,11 @@ def lower(wl: ConvTranspose2D, name: str) -> Lowering:
     if name != "subpixel":
         raise ValueError(f"lowering: {name!r} is not one of {', '.join(LOWERINGS)}")
     sh, sw = wl.stride
+    rows, cols = _axis_args(wl, 0), _axis_args(wl, 1)
     convs, fills = [], []
     for ph in range(min(sh, wl.P)):
         for pw in range(min(sw, wl.Q)):
-            h, w = _phase_axis(*_axis_args(wl, 0), ph), _phase_axis(*_axis_args(wl, 1), pw)
+            h, w = _phase_axis(*rows, ph), _phase_axis(*cols, pw)
             if h is None or w is None:
                 fills.append((ph, pw))
             else:

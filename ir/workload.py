@@ -11,7 +11,7 @@ import json
 import math
 import numbers
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence, Union
+from typing import Any, ClassVar, Sequence, Union
 
 ACTIVATION_PARAMS: dict[str, tuple[str, ...]] = {
     "relu": (), "relu6": (), "clip": ("lo", "hi"), "leaky_relu": ("alpha",), "sigmoid": (),
@@ -81,17 +81,29 @@ def _activation_params(spec: Union[str, Activation, None], params: dict[str, Any
     return values
 
 
+@dataclass(frozen=True)
 class ConvShape:
     """What a conv and a transposed conv (``ir.workload_transpose``) share:
-    channel groups, NCHW input and output shapes, the canonical key. Each
-    defines its output size (``P``, ``Q``) and ``to_dict``."""
+    their fields but one, channel groups, NCHW input and output shapes, the
+    dict and the canonical key. Each defines its output size (``P``, ``Q``)."""
 
     N: int
     C: int
     H: int
     W: int
     K: int
-    groups: int
+    R: int
+    S: int
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """(top, left, bottom, right)"""
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    bias: bool = False
+    activation: Activation | None = None
+
+    _PAIRS: ClassVar[tuple[str, ...]] = ("stride", "padding", "dilation")
+    """The tuple fields, written as JSON lists."""
 
     @property
     def P(self) -> int:
@@ -102,7 +114,20 @@ class ConvShape:
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        d = asdict(self)
+        for name in self._PAIRS:
+            d[name] = list(getattr(self, name))
+        return d
+
+    def _short_parts(self, prefix: str = "") -> list[str]:
+        """``short()`` up to the padding: sizes, stride, padding."""
+        pads = self.padding
+        parts = [f"{prefix}N{self.N} C{self.C} {self.H}x{self.W} K{self.K} {self.R}x{self.S}"]
+        if self.stride != (1, 1):
+            parts.append(f"s{self.stride[0]}" if self.stride[0] == self.stride[1] else f"s{self.stride}")
+        if any(pads):
+            parts.append(f"p{pads[0]}" if len(set(pads)) == 1 else "p" + ",".join(map(str, pads)))
+        return parts
 
     @property
     def Cg(self) -> int:
@@ -130,21 +155,8 @@ class ConvShape:
 
 @dataclass(frozen=True)
 class Conv2D(ConvShape):
-    N: int
-    C: int
-    H: int
-    W: int
-    K: int
-    R: int
-    S: int
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
-    """(top, left, bottom, right)"""
-    dilation: tuple[int, int] = (1, 1)
-    groups: int = 1
-    bias: bool = False
     residual: bool = False
-    activation: Activation | None = None
+    """A tensor of the output's shape added before the activation."""
 
     @property
     def P(self) -> int:
@@ -171,11 +183,6 @@ class Conv2D(ConvShape):
     def weight_shape(self) -> tuple[int, int, int, int]:
         return (self.K, self.Cg, self.R, self.S)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["stride"], d["padding"], d["dilation"] = list(self.stride), list(self.padding), list(self.dilation)
-        return d
-
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Conv2D:
         act = d.get("activation")
@@ -193,18 +200,28 @@ class Conv2D(ConvShape):
 
     def short(self) -> str:
         """A compact one-line description for tables and warnings."""
-        pads = self.padding
-        pad = str(pads[0]) if len(set(pads)) == 1 else ",".join(map(str, pads))
-        parts = [f"N{self.N} C{self.C} {self.H}x{self.W} K{self.K} {self.R}x{self.S}"]
-        if self.stride != (1, 1):
-            parts.append(f"s{self.stride[0]}" if self.stride[0] == self.stride[1] else f"s{self.stride}")
-        if any(pads):
-            parts.append(f"p{pad}")
+        parts = self._short_parts()
         if self.dilation != (1, 1):
             parts.append(f"d{self.dilation}")
         if self.groups > 1:
             parts.append("dw" if self.is_depthwise else f"g{self.groups}")
         return " ".join(parts)
+
+
+def checked_sizes(N: Any, C: Any, H: Any, W: Any, K: Any, R: Any, S: Any, groups: Any,
+                  **flags: Any) -> tuple[int, ...]:
+    """The sizes as plain positive ints, the groups dividing both channel
+    counts, and each of ``flags`` a bool (what every workload constructor checks)."""
+    N, C, H, W, K, R, S, groups = (_check_int(name, v, 1) for name, v in (
+        ("N", N), ("C", C), ("H", H), ("W", W), ("K", K), ("R", R), ("S", S), ("groups", groups)))
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise WorkloadError(f"{name}: expected a bool, got {flag!r}")
+    if C % groups:
+        raise WorkloadError(f"groups: {groups} does not divide the input channels C={C}")
+    if K % groups:
+        raise WorkloadError(f"groups: {groups} does not divide the output channels K={K}")
+    return N, C, H, W, K, R, S, groups
 
 
 def _is_int(v: Any) -> bool:
@@ -286,19 +303,11 @@ def conv2d(
     hardsigmoid (``alpha``, ``beta``), hardswish, silu or tanh (see ``Activation``).
     """
     S = R if S is None else S
-    N, C, H, W, K, R, S, groups = (_check_int(name, v, 1) for name, v in (
-        ("N", N), ("C", C), ("H", H), ("W", W), ("K", K), ("R", R), ("S", S), ("groups", groups)))
+    N, C, H, W, K, R, S, groups = checked_sizes(N, C, H, W, K, R, S, groups, bias=bias, residual=residual)
     st, dil = _pair("stride", stride), _pair("dilation", dilation)
-    for name, flag in (("bias", bias), ("residual", residual)):
-        if not isinstance(flag, bool):
-            raise WorkloadError(f"{name}: expected a bool, got {flag!r}")
-    if C % groups:
-        raise WorkloadError(f"groups: {groups} does not divide the input channels C={C}")
-    if K % groups:
-        raise WorkloadError(f"groups: {groups} does not divide the output channels K={K}")
     pads = _padding(padding, H, W, R, S, st, dil)
-    wl = Conv2D(N, C, H, W, K, R, S, st, pads, dil, groups, bias, residual,
-                Activation.parse(activation, **activation_params))
+    wl = Conv2D(N, C, H, W, K, R, S, st, pads, dil, groups, bias, Activation.parse(activation, **activation_params),
+                residual=residual)
     for name, size, eff in (("R", H + pads[0] + pads[2], (R - 1) * dil[0] + 1),
                             ("S", W + pads[1] + pads[3], (S - 1) * dil[1] + 1)):
         if eff > size:

@@ -16,34 +16,23 @@ workloads, which every template can tune and run.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence, Union
 
-from convtune.ir.workload import Activation, ConvShape, WorkloadError, _check_int, _is_int, _pair
+from convtune.ir.workload import Activation, ConvShape, WorkloadError, _check_int, _is_int, _pair, checked_sizes
 
 
 @dataclass(frozen=True)
 class ConvTranspose2D(ConvShape):
     """Its key is marked ``"transpose": true``, so it never equals a ``Conv2D`` key."""
 
-    N: int
-    C: int
-    """Input channels."""
-    H: int
-    W: int
-    K: int
-    """Output channels (``groups`` times the weight's second dimension)."""
-    R: int
-    S: int
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
-    """(top, left, bottom, right): rows and columns cropped off the scattered output."""
     output_padding: tuple[int, int] = (0, 0)
-    """Zero rows (bottom) and columns (right) added after the crop."""
-    dilation: tuple[int, int] = (1, 1)
-    groups: int = 1
-    bias: bool = False
-    activation: Activation | None = None
+    """Zero rows (bottom) and columns (right) added after the crop. The
+    shared fields: C is the input channels, K the output channels (``groups``
+    times the weight's second dimension), padding the rows and columns
+    cropped off the scattered output."""
+
+    _PAIRS: ClassVar[tuple[str, ...]] = ("stride", "padding", "output_padding", "dilation")
 
     @property
     def full(self) -> tuple[int, int]:
@@ -73,11 +62,7 @@ class ConvTranspose2D(ConvShape):
         return (self.C, self.Kg, self.R, self.S)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for name in ("stride", "padding", "output_padding", "dilation"):
-            d[name] = list(getattr(self, name))
-        d["transpose"] = True
-        return d
+        return {**super().to_dict(), "transpose": True}
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> ConvTranspose2D:
@@ -96,12 +81,7 @@ class ConvTranspose2D(ConvShape):
 
     def short(self) -> str:
         """A compact one-line description for tables and warnings."""
-        pads = self.padding
-        parts = [f"T N{self.N} C{self.C} {self.H}x{self.W} K{self.K} {self.R}x{self.S}"]
-        if self.stride != (1, 1):
-            parts.append(f"s{self.stride[0]}" if self.stride[0] == self.stride[1] else f"s{self.stride}")
-        if any(pads):
-            parts.append(f"p{pads[0]}" if len(set(pads)) == 1 else "p" + ",".join(map(str, pads)))
+        parts = self._short_parts("T ")
         if any(self.output_padding):
             parts.append(f"op{self.output_padding[0]},{self.output_padding[1]}")
         if self.dilation != (1, 1):
@@ -180,20 +160,13 @@ def _validated(N: int, C: int, H: int, W: int, K: int, R: int, S: int, stride: U
                pads: tuple[int, int, int, int], extra: tuple[int, int], dilation: Union[int, Sequence[int]],
                groups: int, bias: bool, act: Activation | None) -> ConvTranspose2D:
     """The workload, its sizes and grouping checked (what every constructor shares)."""
-    N, C, H, W, K, R, S, groups = (_check_int(name, v, 1) for name, v in (
-        ("N", N), ("C", C), ("H", H), ("W", W), ("K", K), ("R", R), ("S", S), ("groups", groups)))
-    if not isinstance(bias, bool):
-        raise WorkloadError(f"bias: expected a bool, got {bias!r}")
-    if C % groups:
-        raise WorkloadError(f"groups: {groups} does not divide the input channels C={C}")
-    if K % groups:
-        raise WorkloadError(f"groups: {groups} does not divide the output channels K={K}")
+    N, C, H, W, K, R, S, groups = checked_sizes(N, C, H, W, K, R, S, groups, bias=bias)
     # bottom padding crops what output padding adds back: keep only the difference, so equal workloads have one key
     cancel = (min(pads[2], extra[0]), min(pads[3], extra[1]))
     pads = (pads[0], pads[1], pads[2] - cancel[0], pads[3] - cancel[1])
     extra = (extra[0] - cancel[0], extra[1] - cancel[1])
-    wl = ConvTranspose2D(N, C, H, W, K, R, S, _pair("stride", stride), pads, extra, _pair("dilation", dilation),
-                         groups, bias, act)
+    wl = ConvTranspose2D(N, C, H, W, K, R, S, _pair("stride", stride), pads, _pair("dilation", dilation),
+                         groups, bias, act, output_padding=extra)
     for name, out, full in (("padding (top + bottom)", wl.P, wl.full[0]), ("padding (left + right)", wl.Q, wl.full[1])):
         if out < 1:
             raise WorkloadError(f"{name}: crops the whole {full}-pixel scattered output (output size {out})")

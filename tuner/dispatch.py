@@ -24,7 +24,7 @@ import dataclasses
 import math
 import warnings
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, TypeVar
 
 from convtune.codegen import CompiledKernel, build
 from convtune.codegen.conv_transpose import PreparedConvTranspose
@@ -45,12 +45,17 @@ class FallbackWarning(UserWarning):
     """A workload runs with a config that was not tuned for it."""
 
 
-def tuning_workload(wl: Conv2D) -> Conv2D:
-    """The workload a config is tuned under: the conv without its fused
-    epilogue (bias, residual, activation). The epilogue is elementwise work at
-    the output tile's store, so one config serves every variant: a model whose
-    3x3 layer appears with and without a residual tunes it once."""
-    return dataclasses.replace(wl, bias=False, residual=False, activation=None)
+Workload = TypeVar("Workload", Conv2D, ConvTranspose2D)
+
+
+def tuning_workload(wl: Workload) -> Workload:
+    """The workload a config (or a transposed conv's lowering) is tuned
+    under: the conv without its fused epilogue (bias, residual, activation).
+    The epilogue is elementwise work at the output tile's store, so one config
+    serves every variant: a model whose 3x3 layer appears with and without a
+    residual tunes it once."""
+    residual = {"residual": False} if isinstance(wl, Conv2D) else {}  # a transposed conv has none
+    return dataclasses.replace(wl, bias=False, activation=None, **residual)
 
 
 def _kind(wl: Conv2D) -> tuple:
@@ -110,9 +115,8 @@ class ApplyHistoryBest:
 
     def lowering_for(self, wl: ConvTranspose2D) -> str:
         """The lowering measured fastest for ``wl`` (or for it without its
-        epilogue), else the untuned default (sub-pixel)."""
-        bare = dataclasses.replace(wl, bias=False, activation=None)
-        return self.lowerings.get(wl.key) or self.lowerings.get(bare.key) or default_lowering(wl)
+        epilogue, as model tuning measures it), else the untuned default (sub-pixel)."""
+        return self.lowerings.get(wl.key) or self.lowerings.get(tuning_workload(wl).key) or default_lowering(wl)
 
     def conv_transpose(self, wl: ConvTranspose2D, weight: object, bias: object = None,
                        lowering: Optional[str] = None) -> PreparedConvTranspose:

@@ -16,7 +16,6 @@ tasks' median speed, so estimates and measurements stay comparable.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -75,7 +74,7 @@ def extract_tasks(graph: ModelGraph) -> list[Task]:
     for node in graph.nodes():
         wl = node.attrs.get("workload")
         if node.op == TRANSPOSED_OP and isinstance(wl, ConvTranspose2D):
-            bare = dataclasses.replace(wl, bias=False, activation=None)
+            bare = tuning_workload(wl)
             for sub in sub_convs(wl):
                 task = add(node.name, sub)
                 if bare not in task.transposed:
