@@ -11,8 +11,11 @@ kernel) split the plan into segments and run between them.
 
 The source holds no address, only the plan's structure, so it is the same
 in every process: it goes to the kernel cache (``load_module``) with the
-code generator's version and ``op_kernels``' hash in it, and a second
-process loads its machine code instead of compiling it. Entering it costs
+hash of every compiler source in it (``LOWERING_VERSION``: the driver's
+compiled code holds the stage driver and operator kernels it calls, and
+depends on the kernels it is bound to, none of which its own text names;
+a driver cached under an older compiler segfaulted), and a second process
+loads its machine code instead of compiling it. Entering it costs
 4 us for resnet18's 74 arrays, 9.5 us for mobilenet_v2's 155 (numba unboxes
 the tuple); a segment compiles in seconds because it has no parallel loop of
 its own (the stage driver's are compiled once per tuple length).
@@ -20,21 +23,19 @@ its own (the stage driver's are compiled once per tuple length).
 from __future__ import annotations
 
 import functools
-import hashlib
-from pathlib import Path
 from typing import Callable, Union
 
 import numba
 import numpy as np
 
 from convtune.codegen.kernel import BoundConv
-from convtune.codegen.kernel_cache import CODEGEN_VERSION, load_module
+from convtune.codegen.kernel_cache import load_module
+from convtune.codegen.lowering_cache import LOWERING_VERSION
 from convtune.codegen.op_calls import OpCall, OpSequence
 
 BoundStep = Union[BoundConv, OpCall, OpSequence]
-OPS_VERSION = hashlib.sha256((Path(__file__).parent / "op_kernels.py").read_bytes()).hexdigest()[:12]
 
-_HEADER = '''# convtune model driver; codegen {version}; op kernels {ops}
+_HEADER = '''# convtune model driver; compiler {version}
 from numba import njit
 from convtune.codegen.launch import run_stages as _run_stages
 {imports}
@@ -95,7 +96,7 @@ class Driver:
                 order.append(step)
         close_segment()
         imports = f"from convtune.codegen.op_kernels import {', '.join(sorted(kernels))}\n" if kernels else ""
-        self.source = _HEADER.format(version=CODEGEN_VERSION, ops=OPS_VERSION, checked=checked,
+        self.source = _HEADER.format(version=LOWERING_VERSION[:12], checked=checked,
                                      imports=imports) + "\n".join(lines) + "\n"
         module = load_module(self.source, "model")
         args = (np.concatenate([c.compiled.addresses for c in convs] or [np.zeros(0, np.int64)]),
