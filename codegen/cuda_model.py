@@ -14,7 +14,7 @@ between host and device only in ``copy_in`` and ``copy_out``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from convtune.codegen.cuda_graph import CudaGraph
 from convtune.codegen.cuda_launch import PreparedCudaConv, simulated
 from convtune.codegen.cuda_ops import DeviceOp, LaunchSpec, device_launches
 from convtune.codegen.liveness import bind_storage
+from convtune.codegen.model_plan import ScheduleFor
 from convtune.codegen.ops import VIEW_OPS
 from convtune.ir.conv_transpose_graph import LoweringFor, lower_conv_transposes
 from convtune.ir.conv_transpose_lowering import default_lowering
@@ -31,7 +32,6 @@ from convtune.ir.workload import Conv2D
 from convtune.schedules.schedule import Schedule
 from convtune.schedules.state import BlockedLayout
 
-ScheduleFor = Callable[[Conv2D], Schedule]
 CONV_OP = "FusedConv"
 
 

@@ -23,10 +23,10 @@ import numpy as np
 
 from convtune.codegen.cuda_launch import CudaStage, Launch
 from convtune.codegen.cuda_op_kernels import BINARY, UNARY, compiled
+from convtune.codegen.render_cuda import linear_launch
 from convtune.codegen.ops import VIEW_OPS
 from convtune.ir.graph import GraphError, Node, TensorInfo
 
-THREADS_PER_BLOCK = 128
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,8 @@ def _binary(node: Node, ins: list[TensorInfo], outs: list[TensorInfo]) -> list[L
 
 
 def _pool(node: Node, ins: list[TensorInfo], outs: list[TensorInfo]) -> list[LaunchSpec]:
+    if len(ins[0].shape) != 4:
+        raise _Form(f"the cuda target pools 2-D (NCHW) inputs only, not {list(ins[0].shape)}")
     a, (N, C, H, W) = node.attrs, ins[0].shape
     if len(outs) != 1:
         raise _Form("the cuda target has no MaxPool Indices output")
@@ -228,9 +230,6 @@ BUILDERS: dict[str, Builder] = {
 }
 """Operator -> its launches on the GPU (FusedConv runs the CUDA conv templates)."""
 
-_SPATIAL = frozenset({"MaxPool", "AveragePool"})
-
-
 def device_launches(node: Node, ins: list[TensorInfo], outs: list[TensorInfo]) -> list[LaunchSpec]:
     """The launches computing ``node`` on the GPU, from its tensors' shapes and
     dtypes; a ``GraphError`` naming the node and operator where there are none."""
@@ -242,8 +241,6 @@ def device_launches(node: Node, ins: list[TensorInfo], outs: list[TensorInfo]) -
     for t, info in zip((*[t for t in node.inputs if t], *node.outputs), (*ins, *outs)):
         if np.dtype(info.dtype) != np.float32:
             raise GraphError(f"{where}: the cuda target runs float32 tensors only; {t!r} is {np.dtype(info.dtype)}")
-    if node.op in _SPATIAL and len(ins[0].shape) != 4:
-        raise GraphError(f"{where}: the cuda target pools 2-D (NCHW) inputs only, not {list(ins[0].shape)}")
     try:
         return build(node, ins, outs)
     except _Form as e:
@@ -262,8 +259,7 @@ class DeviceOp:
         for spec in specs:
             args = tuple(flat[a.index] if isinstance(a, Operand) else cuda.to_device(a, stream=stream)
                          if isinstance(a, np.ndarray) else a for a in spec.args)
-            block = max(1, min(THREADS_PER_BLOCK, spec.threads))
-            stage = CudaStage(compiled(spec.kernel), (math.ceil(spec.threads / block), 1, 1), (block, 1, 1))
+            stage = CudaStage(compiled(spec.kernel), *linear_launch(spec.threads))
             self._stages.append((stage, args))
         self._launches = tuple(Launch(stage, args, stream) for stage, args in self._stages)
 

@@ -83,11 +83,17 @@ run on the GPU."""
 Launch = tuple[tuple[int, int, int], tuple[int, int, int]]
 
 
+def linear_launch(threads: int) -> Launch:
+    """(grid, block) of one thread per item: blocks of ``GRID_THREADS``."""
+    block = max(1, min(threads, GRID_THREADS))
+    return (math.ceil(threads / block), 1, 1), (block, 1, 1)
+
+
 def stage_launch(stage: Stmt) -> Launch:
     """(grid, block) of a stage: the extents of its bound loops, or one
     thread per iteration of its outermost parallel loop."""
     if isinstance(stage, For) and stage.kind == LoopKind.PARALLEL:
-        return (math.ceil(stage.extent / GRID_THREADS), 1, 1), (min(stage.extent, GRID_THREADS), 1, 1)
+        return linear_launch(stage.extent)
     dims = {s.kind.value: s.extent for s in walk(stage) if isinstance(s, For) and s.kind.is_gpu}
     return (tuple(dims.get(f"blockIdx.{a}", 1) for a in _AXES),  # type: ignore[return-value]
             tuple(dims.get(f"threadIdx.{a}", 1) for a in _AXES))
