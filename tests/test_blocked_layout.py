@@ -125,6 +125,29 @@ def test_a_register_tile_wider_than_the_output_block_is_stored_in_vector_chunks(
     check_output(layout, out, conv2d_reference(wl, x, w, b))
 
 
+@pytest.mark.parametrize("k", [40, 48, 33])
+def test_a_ragged_tile_into_a_smaller_block_is_stored_in_masked_vector_chunks(k):
+    """kb = 32 channels into NCHW16c when K is not a multiple of 32 (squeezenet's
+    K = 48 squeeze convs): the last channel tile's runs become masked vector
+    stores, not a guarded scalar store per lane (900 lines, 7 s to compile),
+    and the channels past K inside the last block stay zero (a sigmoid would
+    write 0.5 there)."""
+    wl = conv2d(1, 24, 5, 7, k, 1, bias=True, activation="sigmoid")
+    sch = schedule_from_config(wl, {**CONFIGS["gemm"], "kb": 32, "tb": 7})
+    layout = BlockedLayout(wl.out_shape, 16, 1, 1, 8, 9)
+    sch.io_layout(out=layout)
+    kernel = build(sch)
+    stores = [line.strip() for line in kernel.source.splitlines() if "(out," in line]
+    assert stores and not any(line.startswith("st(out,") for line in stores), stores[:3]
+    rng = np.random.default_rng(fresh_seed())
+    x, w, b = draw(rng, wl.data_shape), draw(rng, wl.weight_shape), draw(rng, (wl.K,))
+    out = poisoned(layout)
+    kernel.prepare(w, b)(x, out=out)
+    check_output(layout, out, conv2d_reference(wl, x, w, b))
+    channels = out.transpose(0, 1, 4, 2, 3).reshape(1, -1, 8, 9)
+    assert not channels[:, k:].any()  # the last block's channels past K
+
+
 def test_two_convs_chain_in_blocked_layout_with_no_packing_between():
     """A writes what B reads in place, and B adds A's output as its residual
     (a ResNet block): no NCHW tensor between them."""

@@ -22,7 +22,7 @@ MIN_CHUNK = 4
 """Shorter runs stay scalar stores (a vector of fewer lanes gains little)."""
 
 
-def _chunk(offsets: list[int]) -> int | None:
+def chunk_length(offsets: list[int]) -> int | None:
     """The longest power-of-two run length (at least MIN_CHUNK) that cuts
     ``offsets`` into runs of consecutive elements, or None."""
     length = len(offsets)
@@ -44,7 +44,7 @@ def chunk_stores(kernel: Kernel) -> Kernel:
         deltas = [simplify(e - elems[0]) for e in elems]
         if not all(isinstance(d, Const) for d in deltas):
             return None
-        length = _chunk([int(d.value) for d in deltas])  # type: ignore[attr-defined]
+        length = chunk_length([int(d.value) for d in deltas])  # type: ignore[attr-defined]
         if length is None:
             return None
         if length == len(elems):

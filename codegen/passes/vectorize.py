@@ -9,6 +9,10 @@ masked lanes never touch memory.
 """
 from __future__ import annotations
 
+from itertools import count
+from typing import Iterator
+
+from convtune.codegen.passes.chunk_stores import chunk_length
 from convtune.codegen.passes.simplify import simplify_stmt
 from convtune.codegen.passes.substitute import substitute_stmt
 from convtune.ir.expr import (
@@ -66,12 +70,14 @@ class _Lanes:
     every lane), and while a masked store's value is vectorized, the lanes
     ``[lo, hi)`` it may read for."""
 
-    def __init__(self, v: str, lanes: int, local: frozenset[str]) -> None:
+    def __init__(self, v: str, lanes: int, local: frozenset[str], names: Iterator[int]) -> None:
         self.v = v
         self.lanes = lanes
         self.temps: set[str] = set()
         self.local = local
         self.mask: tuple[Expr, Expr] | None = None
+        self.names = names
+        """Numbers for the kernel's fresh temporaries (unique across its loops)."""
 
     def varies(self, e: Expr) -> bool:
         fv = free_vars(e)
@@ -229,12 +235,16 @@ def _masked_stores(body: Stmt, conds: list[Expr], ctx: _Lanes) -> Stmt | None:
     try:
         for x in stores:
             index = _vector_index(x.indices[0], ctx.v, ctx.lanes)  # type: ignore[attr-defined]
-            if not isinstance(index, Ramp) or ctx.v not in free_vars(x.indices[0]):  # type: ignore[attr-defined]
+            run = index.lanes if isinstance(index, Ramp) else _run_length(index)
+            if run is None or ctx.v not in free_vars(x.indices[0]):  # type: ignore[attr-defined]
                 return None
             value = _widen(vectorize_expr(x.value, ctx), ctx.lanes)  # type: ignore[attr-defined]
             reads_uniform |= any(not ctx.varies(ld) and ld.buffer not in ctx.local
                                  for ld in loads(x.value))  # type: ignore[attr-defined]
-            out.append(Store(x.buffer, (Masked(index, lo, hi),), value))  # type: ignore[attr-defined]
+            if isinstance(index, Ramp):
+                out.append(Store(x.buffer, (Masked(index, lo, hi),), value))  # type: ignore[attr-defined]
+            else:  # runs of consecutive elements (a blocked layout of a smaller block)
+                out += _masked_runs(x.buffer, index, run, value, lo, hi, ctx)  # type: ignore[attr-defined]
     except _Unmaskable:
         return None
     finally:
@@ -242,6 +252,31 @@ def _masked_stores(body: Stmt, conds: list[Expr], ctx: _Lanes) -> Stmt | None:
     # A read that is the same for every lane was only made when some lane
     # passed the guard: keep it so.
     return IfThen(Cmp("<", lo, hi), seq(*out)) if reads_uniform else seq(*out)
+
+
+def _run_length(index: Lanes) -> int | None:
+    """The length of the runs of consecutive elements ``index`` is cut into
+    (a tile of kb output channels stored into a layout of a smaller block),
+    or None."""
+    deltas = [simplify(e - index.elems[0]) for e in index.elems]
+    if not all(isinstance(d, Const) for d in deltas):
+        return None
+    return chunk_length([int(d.value) for d in deltas])  # type: ignore[attr-defined]
+
+
+def _masked_runs(buffer: str, index: Lanes, length: int, value: Expr, lo: Expr, hi: Expr,
+                 ctx: _Lanes) -> list[Stmt]:
+    """A masked store of lanes ``[lo, hi)`` to runs of ``length`` consecutive
+    elements: the value once, then each run's lanes as one masked vector
+    store. (Lane by lane, a 14-column tile of 32 channels into NCHW16c was
+    900 lines of guarded scalar stores and 7 s of compile time.)"""
+    tmp = Var(f"_runs{next(ctx.names)}", FLOAT, ctx.lanes)
+    out: list[Stmt] = [Assign(tmp.name, value)]
+    for r in range(0, ctx.lanes, length):
+        run_lo, run_hi = simplify(emax(lo - r, Const(0))), simplify(emin(hi - r, Const(length)))
+        out.append(Store(buffer, (Masked(Ramp(index.elems[r], 1, length), run_lo, run_hi),),
+                         Lanes(tuple(Extract(tmp, r + j) for j in range(length)))))
+    return out
 
 
 def _all_lanes_pass(cond: Expr, v: str, lanes: int) -> Expr | None:
@@ -268,7 +303,7 @@ def vectorize_kernel(k: Kernel) -> Kernel:
             inner = [x for x in walk(s.body) if isinstance(x, For)]
             if inner:
                 raise ScheduleError(f"vectorize: loop '{s.var}' is not innermost: it contains loop '{inner[0].var}'")
-            return _vectorize_body(s.body, _Lanes(s.var, s.extent, local))
+            return _vectorize_body(s.body, _Lanes(s.var, s.extent, local, names))
         return None
 
     def stage(st: Stmt) -> Stmt:
@@ -277,4 +312,5 @@ def vectorize_kernel(k: Kernel) -> Kernel:
         return map_stmt(st, visit)
 
     local: frozenset[str] = frozenset()
+    names = count()
     return k.map_stages(stage)
