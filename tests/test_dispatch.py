@@ -40,24 +40,24 @@ def log(tmp_path):
     return path
 
 
-def test_exact_match_gives_the_best_config_and_a_correct_kernel(log):
+def test_exact_match_gives_the_best_config_and_a_correct_kernel(log, rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FallbackWarning)
         with apply_history_best(log) as d:
             assert d.config_for(TUNED) == (BEST, "tuned")
             kernel = conv2d_kernel(TUNED)
     assert kernel.state.trace == schedule_from_config(TUNED, BEST).state.trace
-    assert check_kernel(kernel, np.random.default_rng(0)) < 1e-4
+    assert check_kernel(kernel, rng) < 1e-4
 
 
-def test_nearest_tuned_shape_is_used_with_a_warning(log):
+def test_nearest_tuned_shape_is_used_with_a_warning(log, rng):
     near = conv2d(1, 16, 24, 24, 32, 3, padding=1)  # same kind, larger image
     d = apply_history_best(log)
     with pytest.warns(FallbackWarning, match=r"N1 C16 24x24 K32 3x3 p1: not tuned; using the best config of the "
                                              r"nearest tuned workload \(N1 C16 12x12 K32 3x3 p1\)"):
         config, source = d.config_for(near)
     assert config == BEST and source.startswith("nearest")
-    assert check_kernel(d.kernel(near), np.random.default_rng(1)) < 1e-4
+    assert check_kernel(d.kernel(near), rng) < 1e-4
 
 
 def test_untuned_shape_falls_back_to_default_once_per_workload(log):
@@ -76,7 +76,7 @@ def test_a_nearest_config_invalid_here_is_skipped(log):
         assert apply_history_best(log).config_for(few_channels)[1] == "default"
 
 
-def test_a_tuned_config_no_longer_valid_is_not_applied(log):
+def test_a_tuned_config_no_longer_valid_is_not_applied(log, rng):
     """A knob's values changed since the log was written: the exact record's
     config would fail to build. The best valid record of the workload is used
     instead, and a workload with none falls back with one warning."""
@@ -93,7 +93,7 @@ def test_a_tuned_config_no_longer_valid_is_not_applied(log):
         assert d.config_for(near) == (BEST, "nearest N1 C16 12x12 K32 3x3 p1")
         d.config_for(near)
     assert len(w) == 1
-    assert check_kernel(d.kernel(near), np.random.default_rng(2)) < 1e-4
+    assert check_kernel(d.kernel(near), rng) < 1e-4
 
 
 def test_records_of_another_target_are_not_applied(log):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from convtune.codegen import build, lower_schedule, source
-from convtune.codegen.verify import random_inputs
+from convtune.codegen.verify import TOLERANCE, random_inputs
 from conftest import packed_schedule
 from convtune.ir import ComputeDef, conv2d, conv2d_reference, relative_error
 from convtune.schedules import default_schedule
@@ -29,9 +29,11 @@ def test_prepared_kernel_reuses_packed_weights(kernel, rng):
 
 def test_out_buffer_is_written_in_place(kernel, rng):
     x = random_inputs(WL, rng)
-    out = np.full(WL.out_shape, np.nan, np.float32)
+    out = np.full(WL.out_shape, np.nan, np.float32)  # poisoned: an output left unwritten stays NaN
     y = kernel(x.data, x.weight, x.bias, x.residual, out=out)
-    assert y is out and np.isfinite(out).all()
+    assert y is out
+    err = relative_error(out, conv2d_reference(WL, x.data, x.weight, x.bias, x.residual))
+    assert err < TOLERANCE, f"the caller's out buffer differs from the float64 reference: relative error {err:.3g}"
 
 
 @pytest.mark.parametrize(
@@ -52,10 +54,10 @@ def test_bad_arguments_are_named(kernel, rng, change, message):
         kernel(**args)
 
 
-def test_unexpected_bias_or_residual():
+def test_unexpected_bias_or_residual(rng):
     wl = conv2d(1, 4, 5, 5, 4, 3)
     k = build(default_schedule(wl))
-    x = random_inputs(wl, np.random.default_rng(0))
+    x = random_inputs(wl, rng)
     with pytest.raises(ValueError, match=r"bias: this workload was declared without a bias"):
         k(x.data, x.weight, bias=np.ones(4))
     with pytest.raises(ValueError, match=r"residual: this workload was declared without a residual"):
@@ -81,7 +83,10 @@ def test_bounds_checked_build_raises_instead_of_corrupting_memory(monkeypatch, r
     assert "checked(" in kernel.source
     x = random_inputs(wl, rng)
     conv = kernel.prepare(x.weight)
-    conv(x.data)  # in range: runs
+    out = np.full(wl.out_shape, np.nan, np.float32)
+    assert conv(x.data, out=out) is out  # in range: runs, and computes the convolution
+    err = relative_error(out, conv2d_reference(wl, x.data, x.weight))
+    assert err < TOLERANCE, f"the bounds-checked kernel differs from the float64 reference: relative error {err:.3g}"
     conv._scratch["data_packed"] = np.empty(10, np.float32)  # sabotage: scratch far too small
     with pytest.raises(IndexError, match="outside a buffer"):
         conv(x.data)
