@@ -1,18 +1,20 @@
-"""``convtune bench --chain MODEL``: a model's convs run one after another
-against the same kernels timed alone, and onnxruntime's whole model.
+"""``convtune bench --chain MODEL``: a model's convs timed inside runs of
+the model against the same kernels timed alone, and onnxruntime's whole model.
 
 Per-layer benchmarks time each kernel on its own, called back to back, with
 its weights and scratch in cache; in a model they are not, and ResNet-18's
 20 convs took 1.86x the sum of their isolated times in sequence
-(shared/NOTES.md). This bench reports, side by side in one run and
-interleaved round by round (so drift hits all alike):
+(shared/NOTES.md). This bench runs the model's own ``Session`` (its plan,
+buffers and kernels: ``tuner.chain``) and reports, side by side in one run
+and interleaved round by round (so drift hits all alike):
 
-- the chain in sequence, in NCHW mode (every kernel packs its input and
-  unpacks its output) and in blocked mode (activations stay NCHW[x]c);
-- the sum of each kernel's isolated time, warm and cold (caches flushed),
-  and sequence / warm sum: how much the isolated numbers flatter;
-- onnxruntime running the whole model (convs and everything else), and the
-  chain's time over it.
+- the convs' time inside runs of the model, in NCHW mode (every kernel packs
+  its input and unpacks its output) and in blocked mode (the model's plan:
+  activations stay NCHW[x]c);
+- the sum of each conv's isolated time, warm and cold (caches flushed), and
+  sequence / warm sum: how much the isolated numbers flatter;
+- the whole model through its compiled driver, and onnxruntime's whole model
+  (convs and everything else), with the convs' and the model's time over it.
 """
 from __future__ import annotations
 
@@ -28,28 +30,32 @@ from convtune.codegen.verify import TOLERANCE
 from convtune.ir.reference import relative_error
 from convtune.schedules.target import host_target
 from convtune.tuner.cache_flush import CacheFlusher
-from convtune.tuner.chain import MODES, ChainRun, ConfigFor, model_chain, prepare_chain
+from convtune.tuner.chain import MODES, ChainRun, Logs, prepare_chain
+from convtune.tuner.model_bench import TOLERANCE as MODEL_TOLERANCE
 from convtune.tuner.peers import PeerUnavailable
+from convtune.tuner.zoo import resolve_model
 from convtune.tuner.timing import PEER_SETTLE_SECONDS, calls_per_block, median, time_calls
 
 ORT = "onnxruntime"
-ORT_TOLERANCE = 1e-3
 
 
 @dataclass
 class ModeResult:
-    """One way of running the chain: seconds in sequence and per conv alone."""
+    """One way of running the model: its convs in sequence and each alone."""
 
     sequence: float
+    """Median over runs of the model of the seconds its convs took in it."""
     isolated_warm: list[float]
     in_sequence: list[float]
-    """Median seconds of each conv timed inside the sequence: with the
-    isolated times, shows which layers lose in sequence, and their sum
-    resists preemption on a busy machine better than one long timing."""
+    """Median seconds of each conv timed inside the model's run: with the
+    isolated times, shows which layers lose in sequence."""
     isolated_cold: list[float] = field(default_factory=list)
     error: float = 0.0
     """Largest relative error of a conv against the float64 reference."""
     blocked_tensors: int = 0
+    model: float = 0.0
+    """Seconds of the whole model through its compiled driver (convs and
+    everything else, no Python between steps)."""
 
     @property
     def warm_sum(self) -> float:
@@ -63,11 +69,6 @@ class ModeResult:
     def slowdown(self) -> float:
         """Sequence time over the sum of warm isolated times."""
         return self.sequence / self.warm_sum
-
-    @property
-    def in_sequence_slowdown(self) -> float:
-        """The in-sequence per-conv medians summed, over the warm isolated sum."""
-        return sum(self.in_sequence) / self.warm_sum
 
 
 @dataclass
@@ -83,72 +84,72 @@ class ChainReport:
     def to_json(self) -> str:
         d = asdict(self)
         for name, mode in self.modes.items():
-            d["modes"][name].update(warm_sum=mode.warm_sum, cold_sum=mode.cold_sum, slowdown=mode.slowdown,
-                                    in_sequence_slowdown=mode.in_sequence_slowdown)
+            d["modes"][name].update(warm_sum=mode.warm_sum, cold_sum=mode.cold_sum, slowdown=mode.slowdown)
         return json.dumps(d, indent=1)
 
 
-def onnxruntime_model(model: str, values: dict[str, np.ndarray], threads: int) -> Callable[[], list]:
+def onnxruntime_model(path: str, run: ChainRun, threads: int) -> Callable[[], list]:
     """onnxruntime's session on the model file, as a call on the chain's
-    inputs, checked against the chain's reference run of the model."""
+    feeds, checked against convtune's outputs on them."""
     try:
-        import onnxruntime as ort
+        from convtune.tuner.peers import onnxruntime_session
+        session = onnxruntime_session(path, threads)
     except ImportError as e:
         raise PeerUnavailable(f"onnxruntime: {e} (pip install '.[bench]')") from None
-    from convtune.tuner.zoo import resolve_model
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(resolve_model(model)), opts, providers=["CPUExecutionProvider"])
-    feeds = {i.name: values[i.name] for i in session.get_inputs()}
-    outputs = [o.name for o in session.get_outputs()]
-    err = max(relative_error(got, values[name]) for got, name in zip(session.run(None, feeds), outputs))
-    if err >= ORT_TOLERANCE:
-        raise AssertionError(f"onnxruntime disagrees with the reference run of {model} ({err:.2g})")
-    return lambda: session.run(None, feeds)
+    theirs = session.run(None, run.feeds)
+    ours = run.session.run(None, run.feeds)
+    err = max(relative_error(o, t.astype(np.float64)) for o, t in zip(ours, theirs))
+    if not err < MODEL_TOLERANCE:
+        raise AssertionError(f"{path}: convtune's outputs differ from onnxruntime's (relative error {err:.2g})")
+    return lambda: session.run(None, run.feeds)
 
 
-def run_chain_bench(model: str, configs: Optional[ConfigFor] = None, threads: Optional[int] = None,
+def run_chain_bench(model: str, logs: Logs = None, threads: Optional[int] = None,
                     rounds: int = 7, min_block_seconds: float = 0.02, cold: bool = True,
                     peers: bool = True) -> ChainReport:
-    """Time ``model``'s conv chain in every mode and onnxruntime's model,
-    interleaved over ``rounds``; each kernel is checked first."""
+    """Time ``model``'s conv chain in every mode, its whole model and
+    onnxruntime's, interleaved over ``rounds``; each conv is checked first."""
     threads = threads or host_target().cores
     numba.set_num_threads(threads)
-    chain = model_chain(model)
-    runs = {mode: prepare_chain(chain, mode, configs) for mode in MODES}
+    path = str(resolve_model(model))
+    runs: dict[str, ChainRun] = {}
+    for mode in MODES:
+        runs[mode] = prepare_chain(path, mode, logs, next(iter(runs.values())).feeds if runs else None)
     errors = {}
     for mode, run in runs.items():
-        run()
         errors[mode] = run.check()
         if errors[mode] >= TOLERANCE:
             raise AssertionError(f"{mode} chain: a kernel is wrong (relative error {errors[mode]:.2g})")
-    in_sequence: dict[str, list[list[float]]] = {m: [[] for _ in chain.convs] for m in MODES}
+    first = runs[MODES[0]]
+    in_sequence: dict[str, list[list[float]]] = {m: [[] for _ in first.convs] for m in MODES}
+    sums: dict[str, list[float]] = {m: [] for m in MODES}
 
-    def sequence(run: ChainRun, per_conv: list[list[float]]) -> None:
-        for samples, seconds in zip(per_conv, run.timed()):
+    def sequence(run: ChainRun, per_conv: list[list[float]], totals: list[float]) -> None:
+        times = run.timed()
+        for samples, seconds in zip(per_conv, times):
             samples.append(seconds)
+        totals.append(sum(times))
 
     contenders: dict[str, Callable[[], object]] = {
-        f"sequence {m}": partial(sequence, r, in_sequence[m]) for m, r in runs.items()}
+        f"sequence {m}": partial(sequence, r, in_sequence[m], sums[m]) for m, r in runs.items()}
+    contenders.update({f"model {m}": r.model for m, r in runs.items()})
     for mode, run in runs.items():
         contenders.update({f"{mode} {i}": call for i, call in enumerate(run.calls)})
-    report = ChainReport(chain.model, threads, [c.name for c in chain.convs], {})
+    report = ChainReport(model, threads, first.names, {})
     if peers:
         try:
-            contenders[ORT] = onnxruntime_model(model, chain.values, threads)
+            contenders[ORT] = onnxruntime_model(path, first, threads)
         except PeerUnavailable as e:
             report.unavailable = str(e)
     flush = CacheFlusher(threads) if cold else None
-    warm, cold_s = _interleaved(contenders, rounds, min_block_seconds, flush, cold_names=set(contenders) - {
-        f"sequence {m}" for m in MODES} - {ORT})
-    n = len(chain.convs)
+    isolated = {f"{m} {i}" for m, r in runs.items() for i in range(len(r.calls))}
+    warm, cold_s = _interleaved(contenders, rounds, min_block_seconds, flush, cold_names=isolated)
+    n = len(first.convs)
     for mode, run in runs.items():
-        report.modes[mode] = ModeResult(warm[f"sequence {mode}"], [warm[f"{mode} {i}"] for i in range(n)],
+        report.modes[mode] = ModeResult(median(sums[mode]), [warm[f"{mode} {i}"] for i in range(n)],
                                         [median(s) for s in in_sequence[mode]],
                                         [cold_s[f"{mode} {i}"] for i in range(n)] if cold else [], errors[mode],
-                                        len(run.layouts))
+                                        len(run.plan.layouts), warm[f"model {mode}"])
     report.onnxruntime = warm.get(ORT)
     return report
 
@@ -174,21 +175,22 @@ def _interleaved(contenders: dict[str, Callable[[], object]], rounds: int, min_b
 
 
 def render_chain_table(report: ChainReport):  # type: ignore[no-untyped-def]
-    """A rich Table: per mode, the sequence against the isolated sums, and against onnxruntime."""
+    """A rich Table: per mode, the convs in sequence against their isolated
+    sums, the whole model, and both against onnxruntime's whole model."""
     from rich.table import Table
 
     ort = report.onnxruntime
     table = Table(title=f"{report.model}: {len(report.convs)} convs, {report.threads} threads, ms (median over rounds)",
-                  caption="sequence / warm sum: how much timing kernels alone flatters them; "
-                          f"x {ORT}: the conv chain over {ORT}'s whole model")
-    for col in ("mode", "sequence", "sum warm", "sum cold", "sequence / warm sum", "in-sequence sum",
-                "in-sequence / warm sum", f"{ORT} model", f"x {ORT}", "blocked tensors", "max error"):
+                  caption="sequence: the convs' time inside runs of the model; sequence / warm sum: how much "
+                          f"timing kernels alone flatters them; x {ORT}: over {ORT}'s whole model")
+    for col in ("mode", "sequence", "sum warm", "sum cold", "sequence / warm sum", "model", f"{ORT} model",
+                f"sequence x {ORT}", f"model x {ORT}", "blocked tensors", "max error"):
         table.add_column(col, justify="left" if col == "mode" else "right")
     for name, mode in report.modes.items():
         table.add_row(name, f"{1e3 * mode.sequence:.2f}", f"{1e3 * mode.warm_sum:.2f}", f"{1e3 * mode.cold_sum:.2f}",
-                      f"{mode.slowdown:.2f}", f"{1e3 * sum(mode.in_sequence):.2f}",
-                      f"{mode.in_sequence_slowdown:.2f}", f"{1e3 * ort:.2f}" if ort else "-",
-                      f"{mode.sequence / ort:.2f}" if ort else "-", str(mode.blocked_tensors), f"{mode.error:.1e}")
+                      f"{mode.slowdown:.2f}", f"{1e3 * mode.model:.2f}", f"{1e3 * ort:.2f}" if ort else "-",
+                      f"{mode.sequence / ort:.2f}" if ort else "-", f"{mode.model / ort:.2f}" if ort else "-",
+                      str(mode.blocked_tensors), f"{mode.error:.1e}")
     return table
 
 
@@ -215,13 +217,7 @@ def chain_bench_command(args, console) -> int:  # type: ignore[no-untyped-def]
     """``convtune bench --chain MODEL [--log L] [--threads T] [--rounds R] [--warm] [--json F]``."""
     from pathlib import Path
 
-    configs = None
-    if args.log:
-        from convtune.tuner.dispatch import ApplyHistoryBest
-
-        best = ApplyHistoryBest(args.log)
-        configs = lambda wl: best.config_for(wl)[0]  # noqa: E731
-    report = run_chain_bench(args.chain, configs=configs, threads=args.threads, rounds=args.rounds,
+    report = run_chain_bench(args.chain, logs=args.log, threads=args.threads, rounds=args.rounds,
                              cold=not args.warm, peers=args.peers is None or ORT in args.peers)
     console.print(render_layer_table(report))
     console.print(render_chain_table(report))
