@@ -13,7 +13,12 @@ import pytest
 from onnx import helper
 from onnx_models import assert_close, make_model, ort_run, weights
 
+from convtune.codegen.model_plan import build_plan, run_plan
 from convtune.ir.graph import GraphError
+from convtune.ir.model_passes import optimize
+from convtune.ir.onnx_frontend import import_model
+from convtune.schedules.target import host_target
+from convtune.schedules.templates import schedule_from_config, search_space
 from convtune.tuner.cli import main
 from convtune.tuner.dispatch import FallbackWarning
 from convtune.tuner.session import InputError, Session
@@ -127,6 +132,33 @@ def test_a_tensor_read_by_a_1x1_and_a_3x3_conv_takes_the_padded_layout(rng: np.r
     assert steps["w3"].packs == () and steps["w1"].packs != ()
     x = rng.standard_normal((1, 8, 13, 13), dtype=np.float32)
     assert_close(session.run(None, {"x": x}), ort_run(model, {"x": x}))
+
+
+@pytest.mark.parametrize("algorithm, blocked", [("depthwise_w", False), ("depthwise_c", True)])
+def test_a_writer_vectorized_along_rows_leaves_its_output_nchw(algorithm: str, blocked: bool,
+                                                               rng: np.random.Generator) -> None:
+    """mobilenet_v2's depthwise -> 1x1: a depthwise_w writer (its vector runs
+    along the output row) would scatter a blocked output over channel lanes,
+    so the tensor stays NCHW and the 1x1 packs it; a depthwise_c writer (its
+    vector runs along channels) writes the 1x1's layout. Both match onnxruntime."""
+    inits = {"wd": weights(rng, 16, 1, 3, 3), "wp": weights(rng, 24, 16, 1, 1)}
+    nodes = [helper.make_node("Conv", ["x", "wd"], ["d"], pads=[1, 1, 1, 1], group=16),
+             helper.make_node("Relu", ["d"], ["r"]), helper.make_node("Conv", ["r", "wp"], ["y"])]
+    model = make_model(nodes, {"x": (1, 16, 13, 11)}, {"y": (1, 24, 13, 11)}, inits)
+    graph = optimize(import_model(model))
+
+    def schedule_for(wl):  # type: ignore[no-untyped-def]
+        spaces = search_space(wl, host_target())
+        name = algorithm if algorithm in spaces else "gemm"
+        return schedule_from_config(wl, {"algorithm": name, **spaces[name].default})
+
+    plan = build_plan(graph, schedule_for)
+    dw = next(s.node for s in plan.steps if s.node.op == "FusedConv" and s.node.attrs["workload"].groups > 1)
+    assert (dw.outputs[0] in plan.layouts) == blocked
+    x = rng.standard_normal((1, 16, 13, 11), dtype=np.float32)
+    plan.inputs["x"][...] = x
+    run_plan(plan)
+    assert_close([plan.values["y"]], ort_run(model, {"x": x}))
 
 
 def test_outputs_are_copies_and_selectable(session: Session, rng: np.random.Generator) -> None:
