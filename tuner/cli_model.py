@@ -64,7 +64,7 @@ def tune_model_command(args: argparse.Namespace) -> int:
     _import_plugins(args.plugin)
     console = Console(width=None if sys.stdout.isatty() else 160)
     options = MeasureOptions(repeats=args.repeats, timeout=args.timeout, plugins=tuple(args.plugin),
-                             cold=not args.warm, target=args.target)
+                             cold=not args.warm, target=args.target, blocked=True)
     try:
         return _tune_model(args, options, console, target)
     except sqlalchemy.exc.SQLAlchemyError as e:
@@ -77,14 +77,13 @@ def _tune_model(args: argparse.Namespace, options, console, target) -> int:  # t
     from convtune.ir.model_passes import optimize
     from convtune.ir.onnx_frontend import import_model
     from convtune.tuner.measure import Measurer
-    from convtune.tuner.model_tuning import layout_options, tune_model
+    from convtune.tuner.model_tuning import tune_model
     from convtune.tuner.tasks import extract_tasks
     from convtune.tuner.zoo import resolve_model
 
     if args.conv:
         raise ValueError("give a MODEL or --conv/--suite, not both")
     tasks = extract_tasks(optimize(import_model(resolve_model(args.model))))
-    options = layout_options(options, tasks)
     console.print(f"{args.model}: {len(tasks)} conv tasks ({sum(t.count for t in tasks)} convs), "
                   f"{args.trials} trials a task on average on {target.kind}, log {args.log}", highlight=False)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("trial {task.completed}/{task.total}"),

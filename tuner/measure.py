@@ -46,12 +46,16 @@ class MeasureOptions:
     """Flushed calls per repeat when cold (each flush reads twice the caches)."""
     target: str = "cpu"
     """'cpu', or 'cuda' (``tuner.measure_cuda``: the worker's GPU)."""
-    blocked: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    """Per workload key, the kernel arguments ("data", "out") timed in the
-    blocked layouts a model's plan gives a conv between convs
-    (``codegen.layout_plan.between_convs``; which ones: ``Task.blocked``)
-    instead of packing NCHW input and unpacking NCHW output on every call,
-    which the kernel does not do there. Model tuning fills it on the CPU."""
+    blocked: bool = False
+    """Time the kernel as a model's plan runs it between convs: reading its
+    input in the blocked layout it reads in place and writing a blocked
+    output (``codegen.layout_plan.between_convs``), not packing NCHW input
+    and unpacking NCHW output on every call. Model tuning's default on the CPU."""
+
+    @property
+    def layouts(self) -> str:
+        """How its records say the kernel's input and output were laid out."""
+        return "blocked" if self.blocked and self.target == "cpu" else "nchw"
 
     @property
     def cache_mode(self) -> str:
@@ -59,14 +63,6 @@ class MeasureOptions:
         default), "warm" when timed back to back (``--warm``, and CUDA, whose
         timing has no cold mode)."""
         return "cold" if self.cold and self.target == "cpu" else "warm"
-
-    def blocked_arguments(self, workload_key: str) -> tuple[str, ...]:
-        return dict(self.blocked).get(workload_key, ()) if self.target == "cpu" else ()
-
-    def layouts(self, workload_key: str) -> str:
-        """How records say a kernel's arguments were laid out when timed:
-        "nchw", or the blocked ones ("data", "out", "data+out")."""
-        return "+".join(self.blocked_arguments(workload_key)) or "nchw"
 
 
 @dataclass
@@ -83,7 +79,7 @@ class MeasureResult:
     (``tuner.contention``; None where unknown): above ``CONTENDED`` the
     costs are not to be trusted."""
     layouts: str = "nchw"
-    """The kernel's arguments' layouts when timed (``MeasureOptions.layouts``)."""
+    """The kernel's input and output layouts when timed: "nchw" or "blocked"."""
 
 
 # ---------------------------------------------------------------- worker side
@@ -127,7 +123,7 @@ def measure_here(workload: dict, config: dict, options: MeasureOptions) -> Measu
     start = time.perf_counter()
     try:
         sch = schedule_from_config(wl, config)
-        layouts = between_convs(sch.state, host_target().vector_lanes, options.blocked_arguments(wl.key))
+        layouts = between_convs(sch.state, host_target().vector_lanes) if options.layouts == "blocked" else {}
         if layouts:
             sch.io_layout(**layouts)
         kernel = build(sch)
@@ -152,7 +148,7 @@ def measure_here(workload: dict, config: dict, options: MeasureOptions) -> Measu
 
     costs = _time(run, data, options)
     return MeasureResult(costs, compile_seconds=compiled, measure_seconds=time.perf_counter() - start - compiled,
-                         cache=options.cache_mode, others_cpu=meter.stop(), layouts=options.layouts(wl.key))
+                         cache=options.cache_mode, others_cpu=meter.stop(), layouts=options.layouts)
 
 
 def _time(run: Callable[[], None], data: Any, options: MeasureOptions) -> list[float]:

@@ -20,7 +20,7 @@ and once the budget is spent it measures nothing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -71,12 +71,6 @@ def allot(n: int, weights: Sequence[float]) -> list[int]:
     return counts
 
 
-def layout_options(options: MeasureOptions, tasks: Sequence[Task]) -> MeasureOptions:
-    """``options`` timing each task's candidates with the kernel arguments
-    the model's plan passes blocked (``Task.blocked``)."""
-    return replace(options, blocked=tuple((t.workload.key, t.blocked) for t in tasks if t.blocked))
-
-
 def tune_model(
     tasks: Sequence[Task],
     *,
@@ -95,16 +89,13 @@ def tune_model(
     """Tune ``tasks`` (from ``tasks.extract_tasks``) with ``search.tune``, one
     study per task, ``trials_per_task`` trials per task on average, on
     ``device`` (default this CPU; a ``CudaTarget`` tunes the CUDA templates,
-    with ``options.target`` "cuda" to measure on the GPU). Candidates are
-    timed with the blocked arguments the model's plan gives them
-    (``layout_options``; a ``measurer`` given must have been made with those).
+    with ``options.target`` "cuda" to measure on the GPU).
     ``on_target(task, trials)`` says when a task's trial target is raised,
     ``on_progress(task, progress)`` reports each of its trials and
     ``on_done(task, result)`` the end of each of its ``tune`` calls."""
     if not tasks:
         raise ValueError("tune_model: no tasks")
     budget = trials_per_task * len(tasks)
-    options = layout_options(options, tasks)
     results: dict[str, TuneResult] = {}
     exhausted: set[str] = set()
     own_measurer = measurer is None

@@ -76,10 +76,10 @@ class Record:
 
     @property
     def layouts(self) -> str:
-        """Which kernel arguments were blocked when timed, as a model's plan
-        passes them between convs ("data", "out", "data+out";
-        ``MeasureOptions.blocked``), or "nchw" (packing and unpacking on
-        every call; logs from before model layouts say nothing)."""
+        """How the kernel's input and output were laid out when timed:
+        "blocked" (as a model runs it between convs, ``MeasureOptions.blocked``)
+        or "nchw" (packing and unpacking on every call; logs before model
+        layouts existed say nothing)."""
         return str(self.extra.get("layouts", "nchw"))
 
     @property

@@ -235,9 +235,8 @@ def tune(
     # is a study of its own and reuses only warm records; so is a run timing
     # kernels in a model's blocked layouts, whose costs leave out packing.
     warm_cpu = options.target == "cpu" and options.cache_mode == "warm"
-    layouts = options.layouts(workload.key)
     study_name = (f"convtune-{_digest(workload.key, 12)}-{_digest(target.key, 6)}-{strategy}-{space_id}"
-                  + ("-warm" if warm_cpu else "") + ("" if layouts == "nchw" else f"-{layouts}"))
+                  + ("-warm" if warm_cpu else "") + ("-blocked" if options.layouts == "blocked" else ""))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     study = _open_study(study_name, storage or default_storage(log), make_sampler(strategy, grid, seed))
@@ -247,7 +246,7 @@ def tune(
     if Path(log).exists():
         for r in records.read(log):
             if (r.workload_key == workload.key and r.target_key == target.key and r.cache == options.cache_mode
-                    and r.layouts == layouts):
+                    and r.layouts == options.layouts):
                 cache.setdefault(r.config_key, r)
     _close_stale_trials(study, cache)
     if not study.get_trials(deepcopy=False):
@@ -255,10 +254,6 @@ def tune(
         if default["algorithm"] in spaces and not spaces[default["algorithm"]].invalid_reason(default):
             study.enqueue_trial(_params(default, grid), skip_if_exists=True)
 
-    if isinstance(measurer, Measurer) and (measurer.options.cache_mode, measurer.options.layouts(workload.key)) != (
-            options.cache_mode, layouts):
-        raise ValueError("tune: the measurer times with other caches or layouts than this run's MeasureOptions "
-                         "say (the study and its records would not say how they were timed)")
     own_measurer = measurer is None
     measurer = measurer or Measurer(options)
     host, pid, start = socket.gethostname(), os.getpid(), time.perf_counter()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from convtune.ir.conv_transpose_lowering import sub_convs
-from convtune.ir.graph import GraphError, ModelGraph, Node
+from convtune.ir.graph import GraphError, ModelGraph
 from convtune.ir.workload import Conv2D
 from convtune.ir.workload_transpose import ConvTranspose2D
 from convtune.tuner.dispatch import tuning_workload
@@ -44,10 +44,6 @@ class Task:
     """Estimated share of the model's conv time, in [0, 1]."""
     transposed: list[ConvTranspose2D] = field(default_factory=list)
     """The transposed convs (without their epilogue) this is a sub-conv of."""
-    blocked: tuple[str, ...] = ()
-    """The kernel arguments ("data", "out") the model's plan passes in a
-    blocked layout at every node of the task, whatever the neighbours'
-    configs (``blocked_arguments``): what its candidates are timed with."""
 
     @property
     def count(self) -> int:
@@ -92,38 +88,8 @@ def extract_tasks(graph: ModelGraph) -> list[Task]:
     if not tasks:
         raise GraphError(f"model {graph.name!r} has no {CONV_OP} node to tune (was it optimized?)")
     found = list(tasks.values())
-    for task in found:
-        if not task.transposed:
-            task.blocked = tuple(arg for arg in ("data", "out")
-                                 if all(arg in blocked_arguments(graph, graph.node(n)) for n in task.nodes))
     estimate_shares(found, lambda wl: None)
     return found
-
-
-def _between_convs(graph: ModelGraph, tensor: str) -> bool:
-    """A tensor the plan may keep blocked: written by a conv that is not
-    depthwise (every such template's vector runs along channels) and read
-    by convs only (``codegen.layout_plan.choose_layouts``)."""
-    writer, readers = graph.producer(tensor), graph.consumers(tensor)
-    return (writer is not None and writer.op == CONV_OP and writer.attrs["workload"].groups == 1
-            and tensor not in graph.outputs and bool(readers) and all(r.op == CONV_OP for r in readers))
-
-
-def blocked_arguments(graph: ModelGraph, node: Node) -> tuple[str, ...]:
-    """Which of a conv's arguments the plan passes blocked whatever the other
-    convs' configs: its input when a non-depthwise conv writes it for convs
-    only (the writer then writes whatever layout this conv reads in place);
-    its output when it is read by non-depthwise convs only (each reads some
-    blocked layout in place). A depthwise neighbour may take depthwise_w,
-    whose vector runs along rows and which reads and writes NCHW: timed
-    blocked there, mobilenet_v2's 32->16 1x1 after it picked a config that
-    repacked its NCHW input in the model (210 us against 71)."""
-    out = node.outputs[0]
-    readers = graph.consumers(out)
-    data_blocked = _between_convs(graph, node.inputs[0])
-    out_blocked = (out not in graph.outputs and bool(readers)
-                   and all(r.op == CONV_OP and r.attrs["workload"].groups == 1 for r in readers))
-    return (("data",) if data_blocked else ()) + (("out",) if out_blocked else ())
 
 
 def estimate_shares(tasks: Sequence[Task], best_seconds: Callable[[Conv2D], Optional[float]]) -> None:
