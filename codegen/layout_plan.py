@@ -51,25 +51,6 @@ def _writes_channel_vectors(state: ScheduleState) -> bool:
     return bool(vectorized) and state.roots_of(vectorized[0]) == {"k"}
 
 
-def between_convs(state: ScheduleState, block: int) -> dict[str, BlockedLayout]:
-    """The ``io_layout`` s a conv has when a model runs it between two convs:
-    its input in the layout it reads in place (if any), and its output in
-    NCHW[block]c inside a one-pixel border (what a 3x3 reader wants) when its
-    vector runs along channels. What the tuner times for a model's convs
-    (``MeasureOptions.blocked``): timed with NCHW input and output, a kernel
-    pays for packing and unpacking it does not do in the model, and the
-    winner can change (mobilenet_v2's 16->96 1x1 at 112x112: the indirect
-    config tuned NCHW took 191 us in the model, a direct one 123 us cold)."""
-    wl = state.compute.workload
-    layouts = {}
-    wanted = input_layout_wanted(state)
-    if wanted is not None:
-        layouts["data"] = wanted
-    if _writes_channel_vectors(state):
-        layouts["out"] = BlockedLayout(wl.out_shape, block, 1, 1, wl.P + 2, wl.Q + 2)
-    return layouts
-
-
 def choose_layouts(graph: ModelGraph, schedules: dict[str, Schedule]) -> dict[str, BlockedLayout]:
     """Blocked layouts by tensor name; the schedules of ``schedules`` (one per
     FusedConv node, by node name) are given the matching ``io_layout`` s."""

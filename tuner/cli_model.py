@@ -64,7 +64,7 @@ def tune_model_command(args: argparse.Namespace) -> int:
     _import_plugins(args.plugin)
     console = Console(width=None if sys.stdout.isatty() else 160)
     options = MeasureOptions(repeats=args.repeats, timeout=args.timeout, plugins=tuple(args.plugin),
-                             cold=not args.warm, target=args.target, blocked=True)
+                             cold=not args.warm, target=args.target)
     try:
         return _tune_model(args, options, console, target)
     except sqlalchemy.exc.SQLAlchemyError as e:

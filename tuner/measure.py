@@ -46,16 +46,6 @@ class MeasureOptions:
     """Flushed calls per repeat when cold (each flush reads twice the caches)."""
     target: str = "cpu"
     """'cpu', or 'cuda' (``tuner.measure_cuda``: the worker's GPU)."""
-    blocked: bool = False
-    """Time the kernel as a model's plan runs it between convs: reading its
-    input in the blocked layout it reads in place and writing a blocked
-    output (``codegen.layout_plan.between_convs``), not packing NCHW input
-    and unpacking NCHW output on every call. Model tuning's default on the CPU."""
-
-    @property
-    def layouts(self) -> str:
-        """How its records say the kernel's input and output were laid out."""
-        return "blocked" if self.blocked and self.target == "cpu" else "nchw"
 
     @property
     def cache_mode(self) -> str:
@@ -78,8 +68,6 @@ class MeasureResult:
     """Fraction of the cores other processes kept busy while this was timed
     (``tuner.contention``; None where unknown): above ``CONTENDED`` the
     costs are not to be trusted."""
-    layouts: str = "nchw"
-    """The kernel's input and output layouts when timed: "nchw" or "blocked"."""
 
 
 # ---------------------------------------------------------------- worker side
@@ -112,43 +100,34 @@ def measure_here(workload: dict, config: dict, options: MeasureOptions) -> Measu
     import numpy as np
 
     from convtune.codegen import build
-    from convtune.codegen.layout_plan import between_convs
     from convtune.ir.workload import Conv2D
-    from convtune.schedules.layout import from_blocked, to_blocked
-    from convtune.schedules.target import host_target
     from convtune.schedules.templates import schedule_from_config
 
     wl = Conv2D.from_dict(workload)
     meter = CpuMeter()  # the whole candidate: a longer span reads the tick counters better
     start = time.perf_counter()
     try:
-        sch = schedule_from_config(wl, config)
-        layouts = between_convs(sch.state, host_target().vector_lanes) if options.layouts == "blocked" else {}
-        if layouts:
-            sch.io_layout(**layouts)
-        kernel = build(sch)
+        kernel = build(schedule_from_config(wl, config))
     except Exception as e:  # noqa: BLE001 - any build failure is a result, not a crash
         return MeasureResult(error_code=ErrorCode.BUILD_ERROR, error=_describe(e))
     compiled = time.perf_counter() - start
     x, ref = _inputs_and_reference(wl)
-    data = to_blocked(layouts["data"], x.data) if "data" in layouts else x.data
-    poison = np.full(wl.out_shape, np.nan, np.float32)
-    out = to_blocked(layouts["out"], poison) if "out" in layouts else poison
+    out = np.full(wl.out_shape, np.nan, np.float32)
     try:
         conv = kernel.prepare(x.weight, x.bias)
-        conv(data, residual=x.residual, out=out)
+        conv(x.data, residual=x.residual, out=out)
     except Exception as e:  # noqa: BLE001
         return MeasureResult(error_code=ErrorCode.RUNTIME_ERROR, error=_describe(e), compile_seconds=compiled)
-    wrong = wrong_answer(from_blocked(layouts["out"], out) if "out" in layouts else out, ref, compiled)
+    wrong = wrong_answer(out, ref, compiled)
     if wrong is not None:
         return wrong
 
     def run() -> None:
-        conv(data, residual=x.residual, out=out)
+        conv(x.data, residual=x.residual, out=out)
 
-    costs = _time(run, data, options)
+    costs = _time(run, x.data, options)
     return MeasureResult(costs, compile_seconds=compiled, measure_seconds=time.perf_counter() - start - compiled,
-                         cache=options.cache_mode, others_cpu=meter.stop(), layouts=options.layouts)
+                         cache=options.cache_mode, others_cpu=meter.stop())
 
 
 def _time(run: Callable[[], None], data: Any, options: MeasureOptions) -> list[float]:

@@ -75,14 +75,6 @@ class Record:
         return str(self.extra.get("cache", "warm"))
 
     @property
-    def layouts(self) -> str:
-        """How the kernel's input and output were laid out when timed:
-        "blocked" (as a model runs it between convs, ``MeasureOptions.blocked``)
-        or "nchw" (packing and unpacking on every call; logs before model
-        layouts existed say nothing)."""
-        return str(self.extra.get("layouts", "nchw"))
-
-    @property
     def rank(self) -> tuple[int, float]:
         """Sort key for "best": records timed cold (as in a model) before
         those timed warm, which look faster than they run in a model; then

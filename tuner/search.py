@@ -193,7 +193,7 @@ def _record(wl: Conv2D, target: CpuTarget, config: Config, result: MeasureResult
     return Record(wl.to_dict(), target.to_dict(), config, result.costs, int(result.error_code), result.error,
                   result.compile_seconds, versions=records.versions(),
                   extra={"study": study, "trial": trial, "measure_seconds": result.measure_seconds,
-                         "cache": result.cache, "layouts": result.layouts,
+                         "cache": result.cache,
                          **({} if result.others_cpu is None else {"others_cpu": round(result.others_cpu, 3)})})
 
 
@@ -232,11 +232,10 @@ def tune(
                       "only part of it will be measured", stacklevel=2)
     space_id = _digest(json.dumps({k: repr(v.knobs) for k, v in spaces.items()}, sort_keys=True), 8)
     # Timed warm, a config looks faster than it runs in a model: a warm CPU run
-    # is a study of its own and reuses only warm records; so is a run timing
-    # kernels in a model's blocked layouts, whose costs leave out packing.
+    # is a study of its own and reuses only warm records.
     warm_cpu = options.target == "cpu" and options.cache_mode == "warm"
     study_name = (f"convtune-{_digest(workload.key, 12)}-{_digest(target.key, 6)}-{strategy}-{space_id}"
-                  + ("-warm" if warm_cpu else "") + ("-blocked" if options.layouts == "blocked" else ""))
+                  + ("-warm" if warm_cpu else ""))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     study = _open_study(study_name, storage or default_storage(log), make_sampler(strategy, grid, seed))
@@ -245,8 +244,7 @@ def tune(
     cache: dict[str, Record] = {}
     if Path(log).exists():
         for r in records.read(log):
-            if (r.workload_key == workload.key and r.target_key == target.key and r.cache == options.cache_mode
-                    and r.layouts == options.layouts):
+            if r.workload_key == workload.key and r.target_key == target.key and r.cache == options.cache_mode:
                 cache.setdefault(r.config_key, r)
     _close_stale_trials(study, cache)
     if not study.get_trials(deepcopy=False):
