@@ -14,14 +14,15 @@ the convs among them are timed one by one. Two ways to run it:
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
-from convtune.codegen.model_plan import Plan, PlannedStep, run_plan
+from convtune.codegen.kernel import BoundConv
+from convtune.codegen.model_plan import Plan, PlannedStep, run_plan, time_steps
+from convtune.ir.graph import ModelGraph
 from convtune.ir.reference import conv2d_reference, relative_error
 from convtune.ir.workload import Conv2D
 from convtune.schedules.layout import from_blocked
@@ -34,20 +35,25 @@ Logs = str | Path | Iterable[str | Path] | None
 
 @dataclass
 class ChainRun:
-    """One Session of the model, fed once; its FusedConv steps are the chain."""
+    """One Session of the model, fed once; its conv steps are the chain."""
 
     mode: str
     session: Session
     feeds: dict[str, np.ndarray]
-    convs: list[PlannedStep] = field(init=False)
+    indices: list[int] = field(init=False)
+    """Positions of the conv steps among the plan's steps."""
 
     def __post_init__(self) -> None:
-        self.convs = [s for s in self.plan.steps if s.node.op == "FusedConv"]
+        self.indices = [i for i, s in enumerate(self.plan.steps) if isinstance(s.run, BoundConv)]
 
     @property
     def plan(self) -> Plan:
         assert isinstance(self.session.plan, Plan)
         return self.session.plan
+
+    @property
+    def convs(self) -> list[PlannedStep]:
+        return [self.plan.steps[i] for i in self.indices]
 
     @property
     def names(self) -> list[str]:
@@ -65,16 +71,8 @@ class ChainRun:
     def timed(self) -> list[float]:
         """Run every step of the model once, in order, from Python; the
         seconds each conv took inside it."""
-        times = []
-        with np.errstate(all="ignore"):
-            for step in self.plan.steps:
-                if step.node.op == "FusedConv":
-                    start = time.perf_counter()
-                    step.run()
-                    times.append(time.perf_counter() - start)
-                else:
-                    step.run()
-        return times
+        times = time_steps(self.plan)
+        return [times[i] for i in self.indices]
 
     def nchw(self, tensor: str) -> np.ndarray:
         """A tensor of the plan as an NCHW array (as it is now)."""
@@ -86,9 +84,9 @@ class ChainRun:
         """Run the model step by step; the largest relative error of any
         conv against the float64 reference on the inputs it was given
         (checked as it runs: buffers are reused by later tensors)."""
-        worst = 0.0
-        for step in self.plan.steps:
-            if step.node.op != "FusedConv":
+        worst, convs = 0.0, set(self.indices)
+        for i, step in enumerate(self.plan.steps):
+            if i not in convs:
                 step.run()
                 continue
             wl: Conv2D = step.node.attrs["workload"]
@@ -102,10 +100,11 @@ class ChainRun:
         return worst
 
 
-def prepare_chain(model: str | Path, mode: str, logs: Logs = None,
+def prepare_chain(model: str | Path | ModelGraph, mode: str, logs: Logs = None,
                   feeds: dict[str, np.ndarray] | None = None) -> ChainRun:
     """The model's Session for ``mode`` (configs from ``logs``, else the
-    defaults), run once on ``feeds`` (fresh random inputs when None)."""
+    defaults), run once on ``feeds`` (fresh random inputs when None). Give
+    an imported ``ModelGraph`` to prepare several modes from one import."""
     if mode not in MODES:
         raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
     session = Session(model, logs=logs, blocked=mode == "blocked")

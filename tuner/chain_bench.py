@@ -24,15 +24,15 @@ from functools import partial
 from typing import Callable, Optional
 
 import numba
-import numpy as np
 
 from convtune.codegen.verify import TOLERANCE
-from convtune.ir.reference import relative_error
+from convtune.ir.onnx_frontend import import_model
 from convtune.schedules.target import host_target
 from convtune.tuner.cache_flush import CacheFlusher
 from convtune.tuner.chain import MODES, ChainRun, Logs, prepare_chain
 from convtune.tuner.model_bench import TOLERANCE as MODEL_TOLERANCE
-from convtune.tuner.peers import PeerUnavailable
+from convtune.tuner.model_bench import outputs_error
+from convtune.tuner.peers import PeerUnavailable, onnxruntime_session
 from convtune.tuner.zoo import resolve_model
 from convtune.tuner.timing import PEER_SETTLE_SECONDS, calls_per_block, median, time_calls
 
@@ -92,13 +92,10 @@ def onnxruntime_model(path: str, run: ChainRun, threads: int) -> Callable[[], li
     """onnxruntime's session on the model file, as a call on the chain's
     feeds, checked against convtune's outputs on them."""
     try:
-        from convtune.tuner.peers import onnxruntime_session
         session = onnxruntime_session(path, threads)
     except ImportError as e:
         raise PeerUnavailable(f"onnxruntime: {e} (pip install '.[bench]')") from None
-    theirs = session.run(None, run.feeds)
-    ours = run.session.run(None, run.feeds)
-    err = max(relative_error(o, t.astype(np.float64)) for o, t in zip(ours, theirs))
+    err = outputs_error(run.session.run(None, run.feeds), session.run(None, run.feeds))
     if not err < MODEL_TOLERANCE:
         raise AssertionError(f"{path}: convtune's outputs differ from onnxruntime's (relative error {err:.2g})")
     return lambda: session.run(None, run.feeds)
@@ -112,15 +109,14 @@ def run_chain_bench(model: str, logs: Logs = None, threads: Optional[int] = None
     threads = threads or host_target().cores
     numba.set_num_threads(threads)
     path = str(resolve_model(model))
-    runs: dict[str, ChainRun] = {}
-    for mode in MODES:
-        runs[mode] = prepare_chain(path, mode, logs, next(iter(runs.values())).feeds if runs else None)
+    graph = import_model(path)  # once: each mode's Session optimizes its own copy
+    first = prepare_chain(graph, MODES[0], logs)
+    runs = {MODES[0]: first, **{mode: prepare_chain(graph, mode, logs, first.feeds) for mode in MODES[1:]}}
     errors = {}
     for mode, run in runs.items():
         errors[mode] = run.check()
         if errors[mode] >= TOLERANCE:
             raise AssertionError(f"{mode} chain: a kernel is wrong (relative error {errors[mode]:.2g})")
-    first = runs[MODES[0]]
     in_sequence: dict[str, list[list[float]]] = {m: [[] for _ in first.convs] for m in MODES}
     sums: dict[str, list[float]] = {m: [] for m in MODES}
 

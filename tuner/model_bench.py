@@ -93,7 +93,8 @@ def _layers(session, feeds: dict[str, np.ndarray],  # type: ignore[no-untyped-de
     return layers, profile.total
 
 
-def _relative_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
+def outputs_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
+    """The largest relative error of a runtime's outputs against another's."""
     from convtune.ir.reference import relative_error
 
     return max(relative_error(g, r.astype(np.float64)) for g, r in zip(got, ref))
@@ -119,7 +120,7 @@ def bench_model(path: str | Path, log: Optional[str], threads: int, rounds: int 
     runners = {CONVTUNE: lambda: session.run(None, feeds), ONNXRUNTIME: lambda: peer.run(None, feeds),
                **{name: lambda run=run: run(feeds) for name, run in pytorch.items()}}
     expected = runners[ONNXRUNTIME]()
-    errors = {name: _relative_error(run(), expected) for name, run in runners.items() if name != ONNXRUNTIME}
+    errors = {name: outputs_error(run(), expected) for name, run in runners.items() if name != ONNXRUNTIME}
     for name, error in errors.items():
         if not error < TOLERANCE:
             raise AssertionError(f"{path}: {name}'s outputs differ from onnxruntime's (relative error {error:.2g})")

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from convtune.codegen.model_plan import Plan, build_plan, run_plan
+from convtune.codegen.model_plan import Plan, build_plan, run_plan, time_steps
 from convtune.ir.graph import ModelGraph
 from convtune.ir.model_passes import optimize
 from convtune.ir.onnx_frontend import import_model
@@ -217,13 +217,11 @@ class Session:
             start = clock()
             run_plan(self.plan)
             totals.append(clock() - start)
+            start = clock()
+            for times, seconds in zip(per_step, time_steps(self.plan)):
+                times.append(seconds)
+            gaps.append(clock() - start - sum(t[-1] for t in per_step))
             with np.errstate(all="ignore"):
-                start = clock()
-                for times, step in zip(per_step, self.plan.steps):
-                    t0 = clock()
-                    step.run()
-                    times.append(clock() - t0)
-                gaps.append(clock() - start - sum(t[-1] for t in per_step))
                 for step in packing:
                     t0 = clock()
                     step.run_packs()

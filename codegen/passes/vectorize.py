@@ -12,7 +12,7 @@ from __future__ import annotations
 from itertools import count
 from typing import Iterator
 
-from convtune.codegen.passes.chunk_stores import chunk_length
+from convtune.codegen.passes.chunk_stores import run_length, run_stores
 from convtune.codegen.passes.simplify import simplify_stmt
 from convtune.codegen.passes.substitute import substitute_stmt
 from convtune.ir.expr import (
@@ -235,7 +235,7 @@ def _masked_stores(body: Stmt, conds: list[Expr], ctx: _Lanes) -> Stmt | None:
     try:
         for x in stores:
             index = _vector_index(x.indices[0], ctx.v, ctx.lanes)  # type: ignore[attr-defined]
-            run = index.lanes if isinstance(index, Ramp) else _run_length(index)
+            run = index.lanes if isinstance(index, Ramp) else run_length(index)
             if run is None or ctx.v not in free_vars(x.indices[0]):  # type: ignore[attr-defined]
                 return None
             value = _widen(vectorize_expr(x.value, ctx), ctx.lanes)  # type: ignore[attr-defined]
@@ -243,8 +243,11 @@ def _masked_stores(body: Stmt, conds: list[Expr], ctx: _Lanes) -> Stmt | None:
                                  for ld in loads(x.value))  # type: ignore[attr-defined]
             if isinstance(index, Ramp):
                 out.append(Store(x.buffer, (Masked(index, lo, hi),), value))  # type: ignore[attr-defined]
-            else:  # runs of consecutive elements (a blocked layout of a smaller block)
-                out += _masked_runs(x.buffer, index, run, value, lo, hi, ctx)  # type: ignore[attr-defined]
+            else:  # runs of consecutive elements (a tile of kb channels into a layout of a smaller block):
+                # one masked store per run; lane by lane, a 14-column tile of 32 channels into NCHW16c
+                # was 900 lines of guarded scalar stores and 7 s of compile time
+                out.append(run_stores(x.buffer, index, run, value, f"_runs{next(ctx.names)}",  # type: ignore
+                                      (lo, hi)))
     except _Unmaskable:
         return None
     finally:
@@ -252,31 +255,6 @@ def _masked_stores(body: Stmt, conds: list[Expr], ctx: _Lanes) -> Stmt | None:
     # A read that is the same for every lane was only made when some lane
     # passed the guard: keep it so.
     return IfThen(Cmp("<", lo, hi), seq(*out)) if reads_uniform else seq(*out)
-
-
-def _run_length(index: Lanes) -> int | None:
-    """The length of the runs of consecutive elements ``index`` is cut into
-    (a tile of kb output channels stored into a layout of a smaller block),
-    or None."""
-    deltas = [simplify(e - index.elems[0]) for e in index.elems]
-    if not all(isinstance(d, Const) for d in deltas):
-        return None
-    return chunk_length([int(d.value) for d in deltas])  # type: ignore[attr-defined]
-
-
-def _masked_runs(buffer: str, index: Lanes, length: int, value: Expr, lo: Expr, hi: Expr,
-                 ctx: _Lanes) -> list[Stmt]:
-    """A masked store of lanes ``[lo, hi)`` to runs of ``length`` consecutive
-    elements: the value once, then each run's lanes as one masked vector
-    store. (Lane by lane, a 14-column tile of 32 channels into NCHW16c was
-    900 lines of guarded scalar stores and 7 s of compile time.)"""
-    tmp = Var(f"_runs{next(ctx.names)}", FLOAT, ctx.lanes)
-    out: list[Stmt] = [Assign(tmp.name, value)]
-    for r in range(0, ctx.lanes, length):
-        run_lo, run_hi = simplify(emax(lo - r, Const(0))), simplify(emin(hi - r, Const(length)))
-        out.append(Store(buffer, (Masked(Ramp(index.elems[r], 1, length), run_lo, run_hi),),
-                         Lanes(tuple(Extract(tmp, r + j) for j in range(length)))))
-    return out
 
 
 def _all_lanes_pass(cond: Expr, v: str, lanes: int) -> Expr | None:
