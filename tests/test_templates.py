@@ -8,6 +8,7 @@ import itertools
 import pytest
 
 from conftest import assert_correct
+from convtune.codegen import source
 from convtune.ir import conv2d
 from convtune.schedules.target import CpuTarget, host_target
 from convtune.schedules.templates import BUILTIN, TEMPLATES, default_config, schedule_from_config, search_space
@@ -21,12 +22,15 @@ WORKLOADS = {
     "winograd": conv2d(1, 16, 10, 14, 32, 3, padding=1, bias=True, residual=True, activation="relu6"),
     "indirect": conv2d(1, 12, 5, 5, 32, 3, stride=(2, 1), padding=(1, 2, 0, 1), residual=True),
     "toeplitz": conv2d(2, 3, 7, 33, 12, 3, padding="same", bias=True, activation="silu"),
+    "direct_w": conv2d(2, 12, 9, 21, 12, 3, stride=(1, 2), padding=(1, 0, 2, 1), bias=True, activation="relu"),
 }
 
 # Paths a template takes only for some workloads, swept knob by knob as well:
 # (template, workload) under a test-id prefix.
 PATH_WORKLOADS = {
     "gemm_1x1": ("gemm", conv2d(1, 24, 7, 5, 40, 1, stride=2, bias=True, activation="relu")),  # no im2col, subsampled
+    "direct_w_1x1": ("direct_w", conv2d(1, 5, 6, 40, 24, 1, bias=True, residual=True)),  # rows of 2.5 vectors
+    "direct_w_dilated": ("direct_w", conv2d(1, 6, 11, 11, 21, 3, padding=2, dilation=2, groups=3)),
 }
 
 
@@ -131,3 +135,16 @@ def test_depthwise_layers_search_only_the_depthwise_templates():
     assert builtin(conv2d(1, 32, 14, 14, 32, 3, padding=1, groups=32)) == {"depthwise_c", "depthwise_w"}
     assert builtin(conv2d(1, 8, 14, 14, 16, 3, padding=1, groups=8)) == {"depthwise_c", "depthwise_w"}
     assert {"direct", "gemm"} <= builtin(conv2d(1, 32, 14, 14, 32, 3, padding=1, groups=2))
+
+
+def test_direct_w_keeps_its_tile_in_registers():
+    """A tile ragged along channels and along the row vectorises only in
+    part (a scalar copy, accumulators in memory, 10-65 s to compile): the
+    space refuses it and every config it allows has register accumulators."""
+    wl = conv2d(1, 5, 6, 17, 18, 1, bias=True)
+    space = TEMPLATES["direct_w"].space(wl, host_target())
+    assert space.invalid_reason({**space.default, "vw": 16, "nv": 1, "kb": 4})
+    configs = list(space.configs())
+    assert any(c["kb"] > 1 for c in configs)
+    for c in configs:
+        assert "np.empty" not in source(schedule_from_config(wl, {"algorithm": "direct_w", **c})), c

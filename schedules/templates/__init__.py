@@ -19,7 +19,7 @@ from convtune.schedules.state import ScheduleError
 from convtune.schedules.target import CudaTarget, Target, host_target
 from convtune.schedules.templates import cuda_depthwise, cuda_direct, cuda_gemm, depthwise, direct, gemm, winograd
 from convtune.schedules.templates import indirect
-from convtune.schedules.templates import toeplitz
+from convtune.schedules.templates import rows, toeplitz
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template(winograd.NAME, winograd.applies, winograd.space, winograd.schedule),
     Template(indirect.NAME, indirect.applies, indirect.space, indirect.schedule),
     Template(toeplitz.NAME, toeplitz.applies, toeplitz.space, toeplitz.schedule),
+    Template(rows.DIRECT_W, rows.direct_w_applies, rows.direct_w_space, rows.direct_w_schedule),
 )}
 BUILTIN = tuple(TEMPLATES)
 """Names of the templates shipped with convtune (plugins may register more)."""
