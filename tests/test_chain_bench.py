@@ -67,6 +67,24 @@ def test_blocked_mode_is_the_models_own_plan_and_each_conv_is_checked_in_sequenc
     assert np.array_equal(run.nchw("output"), run.plan.values["output"])
 
 
+def test_the_compiled_chain_runs_the_models_convs_and_nothing_else(tiny_model):
+    """``chain`` is the model's convs through one compiled driver: every
+    NaN-poisoned NCHW conv output is written again, and the driver calls
+    three convs' stages and no other operator. (Its inputs hold whatever the
+    last run left in their storage, shared by liveness: values do not matter
+    to a timing, the traffic does.)"""
+    run = prepare_chain(tiny_model, "blocked")
+    run.model()
+    outs = [s.node.outputs[0] for s in run.convs if s.node.outputs[0] not in run.plan.layouts]
+    assert len(outs) == 2  # t1 is blocked: its zero border is never rewritten, so it is left alone
+    for t in outs:
+        run.plan.values[t].fill(np.nan)
+    run.chain()
+    for t in outs:
+        assert np.isfinite(run.plan.values[t]).all(), t
+    assert run.driver.source.count("run_stages(addresses") == 3 and "op_kernels" not in run.driver.source
+
+
 def test_a_wrong_conv_is_caught_by_the_chain_check(tiny_model):
     """The check compares each conv with the reference on the inputs it saw:
     a conv whose output is corrupted after it runs fails it."""
@@ -114,6 +132,7 @@ def test_convtune_bench_chain_reports_sequence_isolated_and_onnxruntime(tiny_mod
         assert mode["error"] < TOLERANCE and mode["sequence"] > 0
         assert len(mode["isolated_warm"]) == len(mode["isolated_cold"]) == len(mode["in_sequence"]) == 3
         assert mode["slowdown"] == pytest.approx(mode["sequence"] / sum(mode["isolated_warm"]))
+        assert mode["stepped"] == pytest.approx(sum(mode["in_sequence"])) and mode["stepped"] > 0
         assert mode["model"] > 0
     assert report["modes"]["blocked"]["blocked_tensors"] >= 1 and report["modes"]["nchw"]["blocked_tensors"] == 0
     assert report["onnxruntime"] > 0

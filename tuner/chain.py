@@ -4,7 +4,10 @@ The chain is not a model of the runtime but the runtime itself: the convs of
 a ``Session``'s plan, with the plan's layouts, its shared buffers and scratch
 arena and its kernels. Every step of the model runs in order (pools, adds
 and heads too, so each conv finds the caches as the model leaves them) and
-the convs among them are timed one by one. Two ways to run it:
+the convs among them are timed one by one (``timed``, from Python), or run
+back to back by one compiled driver of the plan's conv steps (``chain``: the
+convs as the model's driver runs them, without Python between them). Two
+ways to run it:
 
 - ``nchw``: ``Session(blocked=False)``: every conv takes and writes NCHW,
   packing its input and unpacking its output on every call (each kernel as
@@ -21,6 +24,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from convtune.codegen.kernel import BoundConv
+from convtune.codegen.model_driver import Driver
 from convtune.codegen.model_plan import Plan, PlannedStep, run_plan, time_steps
 from convtune.ir.graph import ModelGraph
 from convtune.ir.reference import conv2d_reference, relative_error
@@ -42,9 +46,12 @@ class ChainRun:
     feeds: dict[str, np.ndarray]
     indices: list[int] = field(init=False)
     """Positions of the conv steps among the plan's steps."""
+    driver: Driver = field(init=False)
+    """The conv steps alone, in order, in one compiled call (``chain``)."""
 
     def __post_init__(self) -> None:
         self.indices = [i for i, s in enumerate(self.plan.steps) if isinstance(s.run, BoundConv)]
+        self.driver = Driver([s.run for s in self.convs])
 
     @property
     def plan(self) -> Plan:
@@ -67,6 +74,11 @@ class ChainRun:
     def model(self) -> None:
         """The whole model through its compiled driver."""
         run_plan(self.plan)
+
+    def chain(self) -> None:
+        """Every conv of the model in order, on the plan's buffers, through
+        one compiled driver (the model's driver minus its other steps)."""
+        self.driver()
 
     def timed(self) -> list[float]:
         """Run every step of the model once, in order, from Python; the

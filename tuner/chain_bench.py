@@ -8,9 +8,13 @@ its weights and scratch in cache; in a model they are not, and ResNet-18's
 buffers and kernels: ``tuner.chain``) and reports, side by side in one run
 and interleaved round by round (so drift hits all alike):
 
-- the convs' time inside runs of the model, in NCHW mode (every kernel packs
-  its input and unpacks its output) and in blocked mode (the model's plan:
-  activations stay NCHW[x]c);
+- the convs run back to back by one compiled driver over the model's plan
+  (``sequence``: as the model's driver runs them, no Python between them), in
+  NCHW mode (every kernel packs its input and unpacks its output) and in
+  blocked mode (the model's plan: activations stay NCHW[x]c);
+- each conv's time inside runs of the whole model stepped from Python (which
+  layers lose in sequence), and their sum (``stepped``: a few microseconds of
+  Python dispatch per conv more than the driver pays);
 - the sum of each conv's isolated time, warm and cold (caches flushed), and
   sequence / warm sum: how much the isolated numbers flatter;
 - the whole model through its compiled driver, and onnxruntime's whole model
@@ -44,11 +48,11 @@ class ModeResult:
     """One way of running the model: its convs in sequence and each alone."""
 
     sequence: float
-    """Median over runs of the model of the seconds its convs took in it."""
+    """Median seconds of the model's convs run back to back by one compiled driver."""
     isolated_warm: list[float]
     in_sequence: list[float]
-    """Median seconds of each conv timed inside the model's run: with the
-    isolated times, shows which layers lose in sequence."""
+    """Median seconds of each conv timed inside the model's run (stepped from
+    Python): with the isolated times, shows which layers lose in sequence."""
     isolated_cold: list[float] = field(default_factory=list)
     error: float = 0.0
     """Largest relative error of a conv against the float64 reference."""
@@ -56,6 +60,11 @@ class ModeResult:
     model: float = 0.0
     """Seconds of the whole model through its compiled driver (convs and
     everything else, no Python between steps)."""
+
+    @property
+    def stepped(self) -> float:
+        """The sum of ``in_sequence``: the convs timed one by one inside runs of the model."""
+        return sum(self.in_sequence)
 
     @property
     def warm_sum(self) -> float:
@@ -84,7 +93,8 @@ class ChainReport:
     def to_json(self) -> str:
         d = asdict(self)
         for name, mode in self.modes.items():
-            d["modes"][name].update(warm_sum=mode.warm_sum, cold_sum=mode.cold_sum, slowdown=mode.slowdown)
+            d["modes"][name].update(warm_sum=mode.warm_sum, cold_sum=mode.cold_sum, slowdown=mode.slowdown,
+                                    stepped=mode.stepped)
         return json.dumps(d, indent=1)
 
 
@@ -118,16 +128,13 @@ def run_chain_bench(model: str, logs: Logs = None, threads: Optional[int] = None
         if errors[mode] >= TOLERANCE:
             raise AssertionError(f"{mode} chain: a kernel is wrong (relative error {errors[mode]:.2g})")
     in_sequence: dict[str, list[list[float]]] = {m: [[] for _ in first.convs] for m in MODES}
-    sums: dict[str, list[float]] = {m: [] for m in MODES}
 
-    def sequence(run: ChainRun, per_conv: list[list[float]], totals: list[float]) -> None:
-        times = run.timed()
-        for samples, seconds in zip(per_conv, times):
+    def stepped(run: ChainRun, per_conv: list[list[float]]) -> None:
+        for samples, seconds in zip(per_conv, run.timed()):
             samples.append(seconds)
-        totals.append(sum(times))
 
-    contenders: dict[str, Callable[[], object]] = {
-        f"sequence {m}": partial(sequence, r, in_sequence[m], sums[m]) for m, r in runs.items()}
+    contenders: dict[str, Callable[[], object]] = {f"sequence {m}": r.chain for m, r in runs.items()}
+    contenders.update({f"stepped {m}": partial(stepped, r, in_sequence[m]) for m, r in runs.items()})
     contenders.update({f"model {m}": r.model for m, r in runs.items()})
     for mode, run in runs.items():
         contenders.update({f"{mode} {i}": call for i, call in enumerate(run.calls)})
@@ -142,7 +149,7 @@ def run_chain_bench(model: str, logs: Logs = None, threads: Optional[int] = None
     warm, cold_s = _interleaved(contenders, rounds, min_block_seconds, flush, cold_names=isolated)
     n = len(first.convs)
     for mode, run in runs.items():
-        report.modes[mode] = ModeResult(median(sums[mode]), [warm[f"{mode} {i}"] for i in range(n)],
+        report.modes[mode] = ModeResult(warm[f"sequence {mode}"], [warm[f"{mode} {i}"] for i in range(n)],
                                         [median(s) for s in in_sequence[mode]],
                                         [cold_s[f"{mode} {i}"] for i in range(n)] if cold else [], errors[mode],
                                         len(run.plan.layouts), warm[f"model {mode}"])
@@ -177,13 +184,15 @@ def render_chain_table(report: ChainReport):  # type: ignore[no-untyped-def]
 
     ort = report.onnxruntime
     table = Table(title=f"{report.model}: {len(report.convs)} convs, {report.threads} threads, ms (median over rounds)",
-                  caption="sequence: the convs' time inside runs of the model; sequence / warm sum: how much "
-                          f"timing kernels alone flatters them; x {ORT}: over {ORT}'s whole model")
-    for col in ("mode", "sequence", "sum warm", "sum cold", "sequence / warm sum", "model", f"{ORT} model",
+                  caption="sequence: the convs back to back through one compiled driver, as the model runs them; "
+                          "stepped: each conv timed inside runs of the model from Python, summed; sequence / warm "
+                          f"sum: how much timing kernels alone flatters them; x {ORT}: over {ORT}'s whole model")
+    for col in ("mode", "sequence", "stepped", "sum warm", "sum cold", "sequence / warm sum", "model", f"{ORT} model",
                 f"sequence x {ORT}", f"model x {ORT}", "blocked tensors", "max error"):
         table.add_column(col, justify="left" if col == "mode" else "right")
     for name, mode in report.modes.items():
-        table.add_row(name, f"{1e3 * mode.sequence:.2f}", f"{1e3 * mode.warm_sum:.2f}", f"{1e3 * mode.cold_sum:.2f}",
+        table.add_row(name, f"{1e3 * mode.sequence:.2f}", f"{1e3 * mode.stepped:.2f}", f"{1e3 * mode.warm_sum:.2f}",
+                      f"{1e3 * mode.cold_sum:.2f}",
                       f"{mode.slowdown:.2f}", f"{1e3 * mode.model:.2f}", f"{1e3 * ort:.2f}" if ort else "-",
                       f"{mode.sequence / ort:.2f}" if ort else "-", f"{mode.model / ort:.2f}" if ort else "-",
                       str(mode.blocked_tensors), f"{mode.error:.1e}")
