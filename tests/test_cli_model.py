@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from model_graphs import tiny_onnx_model
 
+from convtune.schedules.target import host_target
+from convtune.schedules.templates import TEMPLATES
 from convtune.tuner import records
 from convtune.tuner.cli import main
 from convtune.tuner.cli_model import names_a_model
@@ -123,3 +125,27 @@ def test_bench_runs_a_zoo_model_through_convtune_matching_onnxruntime(name, flag
     assert report["error"] < 1e-4
     convs = {"resnet18": 20, "mobilenet_v2": 52}[name]
     assert [layer["op"] for layer in report["layers"]].count("FusedConv") == convs
+
+
+def test_tune_refine_judges_each_tasks_algorithms_in_the_model_and_a_rerun_resumes(tuned, tiny, tmp_path,
+                                                                                capsys) -> None:
+    """``--refine`` after tuning: every task with records of two algorithms
+    gets a record timed in the model (which dispatch then uses); a rerun
+    has nothing left to refine."""
+    log, args = tuned
+    copy = tmp_path / "refine.jsonl"
+    copy.write_text(log.read_text())
+    target = host_target()
+    for r in {r.workload_key: r for r in records.read(log)}.values():  # a second algorithm for every task
+        wl = r.workload_obj
+        records.append(copy, records.Record(wl.to_dict(), target.to_dict(),
+                                            {"algorithm": "direct_w", **TEMPLATES["direct_w"].space(wl, target).default},
+                                            [1.0], extra={"cache": "cold"}))
+    refine = [*args[:5], str(copy), *args[6:], "--refine"]
+    assert main(refine) == 0
+    assert "refined 2 tasks" in capsys.readouterr().out
+    refined = [r for r in records.read(copy) if r.cache == records.MODEL_CACHE]
+    assert len(refined) == 2 and all(r.ok for r in refined)
+    assert main(refine) == 0  # the tuning measures nothing again either
+    assert "refined 0 tasks" in capsys.readouterr().out
+    assert len([r for r in records.read(copy) if r.cache == records.MODEL_CACHE]) == 2

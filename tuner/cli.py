@@ -383,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--repeats", type=_positive(int), default=5, help="timed repeats per candidate (default 5)")
     tune.add_argument("--warm", action="store_true", help="time calls back to back with warm caches (default: "
                       "caches flushed before each timed call, as a layer finds them in a model)")
+    tune.add_argument("--refine", action="store_true", help="with a MODEL: then choose each task's config among "
+                      "its best of every algorithm by the whole model's time (layouts depend on the neighbours' "
+                      "configs), and log the choices (extra.cache 'model'; resumable)")
     tune.add_argument("--plugin", action="append", default=[], help="module to import first, e.g. one that "
                       "registers extra templates (repeatable)")
     tune.set_defaults(run=_tune)

@@ -113,6 +113,10 @@ def _tune_model(args: argparse.Namespace, options, console, target) -> int:  # t
             console.print(f"interrupted: {args.log} and the studies are intact; rerun the same command to resume")
             return 130
     console.print(task_table(result, target.kind == "cpu"))
+    if args.refine:
+        if target.kind != "cpu":
+            raise ValueError("--refine: the cpu target only (a cuda model plan has no blocked layouts to choose)")
+        return _refine(args, console)
     if result.lowerings:
         from convtune.ir.workload_transpose import ConvTranspose2D
         from convtune.tuner.lowering_log import lowerings_path
@@ -120,6 +124,26 @@ def _tune_model(args: argparse.Namespace, options, console, target) -> int:  # t
         for key, lowering in result.lowerings.items():
             console.print(f"transposed {ConvTranspose2D.from_key(key).short()}: the {lowering} lowering is faster "
                           f"(timed whole, recorded in {lowerings_path(args.log)})", highlight=False)
+    return 0
+
+
+def _refine(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+    """``--refine``: the tuned tasks' configs chosen by the model's time."""
+    from convtune.tuner.model_bench import random_feeds
+    from convtune.tuner.model_refine import refine_model
+    from convtune.tuner.session import Session
+    from convtune.tuner.zoo import resolve_model
+
+    session = Session(resolve_model(args.model), logs=args.log)
+    console.print(f"refining: each task's best config of every algorithm, judged by {args.model}'s whole model time")
+    try:
+        choices = refine_model(session.graph, [args.log], args.log, random_feeds(session),
+                               progress=lambda line: console.print(f"  {line}", highlight=False))
+    except KeyboardInterrupt:
+        console.print(f"interrupted: the choices made are in {args.log}; rerun the same command to resume")
+        return 130
+    changed = sum(c.chosen is not c.candidates[0] for c in choices)
+    console.print(f"refined {len(choices)} tasks: {changed} changed algorithm or config", highlight=False)
     return 0
 
 

@@ -24,6 +24,10 @@ from convtune.tuner.timing import median
 FORMAT_VERSION = 1
 
 
+MODEL_CACHE = "model"
+"""``extra.cache`` of records timed inside runs of a whole model (``tuner.model_refine``)."""
+
+
 class ErrorCode(IntEnum):
     OK = 0
     BUILD_ERROR = 1
@@ -70,16 +74,21 @@ class Record:
     @property
     def cache(self) -> str:
         """How the caches were when the costs were timed: "cold" (flushed
-        before each call, the tuner's default) or "warm"; logs written before
+        before each call, the tuner's default), "warm", or "model" (inside
+        runs of a whole model: ``tuner.model_refine``); logs written before
         cold timing existed say nothing and were timed warm."""
         return str(self.extra.get("cache", "warm"))
 
     @property
     def rank(self) -> tuple[int, float]:
-        """Sort key for "best": records timed cold (as in a model) before
-        those timed warm, which look faster than they run in a model; then
-        by cost. A log that mixes both picks among its cold records."""
-        return (0 if self.cache == "cold" else 1, self.cost)
+        """Sort key for "best": a model refinement's choice first (the latest
+        one: its costs come from a model, not comparable with other runs'),
+        then records timed cold (as in a model) before those timed warm,
+        which look faster than they run in a model; then by cost. A log that
+        mixes cold and warm picks among its cold records."""
+        if self.cache == MODEL_CACHE:
+            return (0, -self.timestamp)
+        return (1 if self.cache == "cold" else 2, self.cost)
 
     @property
     def gflops(self) -> float:
