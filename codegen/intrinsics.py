@@ -489,6 +489,35 @@ def call_stage(typingctx, addr, index, bufs):  # type: ignore[no-untyped-def]
     return types.void(addr, index, bufs), codegen
 
 
+@intrinsic
+def call_native(typingctx, addr, args):  # type: ignore[no-untyped-def]
+    """Call the compiled function at address ``addr`` (returning nothing)
+    with the elements of the tuple ``args``.
+
+    Why: a model's driver (``codegen.model_driver``) is cached on disk and
+    calls parallel functions (the stage driver, the pool kernels). Calling
+    them directly links their code into the cached driver, and a driver
+    cached that way segfaulted every later process that loaded it (numba
+    issue 8578: a cached function calling a ``parallel=True`` one). Through
+    an address taken in the running process, the cached driver holds no
+    code of theirs.
+    """
+    if not isinstance(args, types.BaseTuple):
+        raise TypingError("call_native takes the arguments as a tuple")
+    argtys = tuple(args)
+
+    def codegen(context, builder, sig, llargs):  # type: ignore[no-untyped-def]
+        addr_v, tup_v = llargs
+        vals = [builder.extract_value(tup_v, i) for i in range(len(argtys))]
+        fnty = context.call_conv.get_function_type(types.none, argtys)
+        fnptr = builder.inttoptr(addr_v, fnty.as_pointer())
+        status, _ = context.call_conv.call_function(builder, fnptr, types.none, argtys, vals)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+    return types.void(addr, args), codegen
+
+
 @njit(cache=True)
 def checked(arr, first, last):  # type: ignore[no-untyped-def]
     """``first`` if elements ``first..last`` of ``arr`` exist, else IndexError.

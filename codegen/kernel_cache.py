@@ -53,7 +53,8 @@ class CompiledModule:
     """Bounds-checked build (``CONVTUNE_CHECK_BOUNDS``)."""
 
 
-def _address(dispatcher: Any, sig: tuple) -> int:
+def function_address(dispatcher: Any, sig: tuple) -> int:
+    """The machine-code address of ``dispatcher``'s overload for ``sig`` (compiled already)."""
     cres = dispatcher.overloads[sig]
     return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
 
@@ -97,7 +98,7 @@ def compile_source(source: str) -> CompiledModule:
     seconds = time.perf_counter() - start
     hit = all(sum(d.stats.cache_hits.values()) > 0 for d in dispatchers)
     compiled = CompiledModule(
-        dispatchers, np.array([_address(d, sig) for d in dispatchers], np.int64),
+        dispatchers, np.array([function_address(d, sig) for d in dispatchers], np.int64),
         np.array([extent for _, extent in module.STAGES], np.int64), path, seconds, hit, module.CHECKED)
     _loaded[digest] = compiled
     return compiled

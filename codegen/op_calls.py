@@ -2,8 +2,8 @@
 
 An ``OpCall`` names a kernel of ``op_kernels``, its flat float32 arrays and
 its scalar arguments. The plan's Python loop calls it directly; the plan's
-compiled driver (``codegen.model_driver``) writes the same call into its
-source, so one description serves both. ``op_call`` returns None for an
+compiled driver (``codegen.model_driver``) calls the same kernel, compiled
+for the same arguments, through its address, so one description serves both. ``op_call`` returns None for an
 operator (or a form of it) without a kernel: the plan runs its numpy step.
 """
 from __future__ import annotations

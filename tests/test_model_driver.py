@@ -71,7 +71,7 @@ def test_small_cnn_in_segments(rng: np.random.Generator) -> None:
     assert runs.count(BoundConv) == 2 and runs.count(OpCall) == 3, runs
     driver = session.plan.driver
     assert driver is not None and driver.segments == 2
-    assert "max_pool(" in driver.source and "gemm(" in driver.source and driver.source.count("run_stages(") == 3
+    assert "# max_pool" in driver.source and "# gemm" in driver.source and driver.source.count("# run_stages") == 2
     for _ in range(2):  # the second run reuses every buffer
         _outputs_agree(session, model, {"x": rng.standard_normal((2, 3, 17, 17), dtype=np.float32)})
 
