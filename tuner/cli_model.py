@@ -129,20 +129,21 @@ def _tune_model(args: argparse.Namespace, options, console, target) -> int:  # t
 
 def _refine(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
     """``--refine``: the tuned tasks' configs chosen by the model's time."""
+    from convtune.ir.model_passes import optimize
+    from convtune.ir.onnx_frontend import import_model
     from convtune.tuner.model_bench import random_feeds
     from convtune.tuner.model_refine import refine_model
-    from convtune.tuner.session import Session
     from convtune.tuner.zoo import resolve_model
 
-    session = Session(resolve_model(args.model), logs=args.log)
+    graph = optimize(import_model(resolve_model(args.model)))  # refine_model builds the plans it times
     console.print(f"refining: each task's best config of every algorithm, judged by {args.model}'s whole model time")
     try:
-        choices = refine_model(session.graph, [args.log], args.log, random_feeds(session),
+        choices = refine_model(graph, [args.log], args.log, random_feeds(graph),
                                progress=lambda line: console.print(f"  {line}", highlight=False))
     except KeyboardInterrupt:
         console.print(f"interrupted: the choices made are in {args.log}; rerun the same command to resume")
         return 130
-    changed = sum(c.chosen is not c.candidates[0] for c in choices)
+    changed = sum(c.chosen != c.candidates[0] for c in choices)
     console.print(f"refined {len(choices)} tasks: {changed} changed algorithm or config", highlight=False)
     return 0
 

@@ -74,11 +74,13 @@ class ModelBenchReport:
         return json.dumps(asdict(self), indent=1)
 
 
-def random_feeds(session) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
-    """Fresh standard-normal inputs: outputs are checked on new values each run."""
+def random_feeds(model) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    """Fresh standard-normal inputs for a Session's (or a ModelGraph's)
+    inputs: outputs are checked on new values each run."""
+    graph = getattr(model, "graph", model)
     rng = np.random.default_rng()
-    return {t.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in t.shape]).astype(np.float32)
-            for t in session.get_inputs()}
+    return {t: rng.standard_normal([d if isinstance(d, int) else 1 for d in graph.tensors[t].shape]).astype(np.float32)
+            for t in graph.inputs}
 
 
 def _layers(session, feeds: dict[str, np.ndarray],  # type: ignore[no-untyped-def]

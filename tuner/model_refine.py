@@ -159,7 +159,7 @@ def refine_model(graph: ModelGraph, logs: list[str | Path], out_log: str | Path,
                                        extra={"cache": MODEL_CACHE, "model": graph.name, "study": "refine",
                                               "candidates": len(tried)}))
         progress(f"{wl.short()}: {choice.chosen['algorithm']}"
-                 + (f" (from {tried[0]['algorithm']})" if choice.chosen is not tried[0] else "")
+                 + (f" (from {tried[0]['algorithm']})" if choice.chosen != tried[0] else "")
                  + "".join(f", {c['algorithm']} x{s:.3f}" for c, s in zip(tried[1:], choice.speedups)))
         choices.append(choice)
     return choices

@@ -34,11 +34,11 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template(direct.NAME, direct.applies, direct.space, direct.schedule),
     Template(gemm.NAME, gemm.applies, gemm.space, gemm.schedule),
     Template(depthwise.CHANNELS, depthwise.applies, depthwise.channels_space, depthwise.channels_schedule),
-    Template(depthwise.WIDTH, depthwise.applies, depthwise.width_space, depthwise.width_schedule),
+    Template(depthwise.WIDTH, depthwise.applies, depthwise.width_space, rows.row_schedule),
     Template(winograd.NAME, winograd.applies, winograd.space, winograd.schedule),
     Template(indirect.NAME, indirect.applies, indirect.space, indirect.schedule),
     Template(toeplitz.NAME, toeplitz.applies, toeplitz.space, toeplitz.schedule),
-    Template(rows.DIRECT_W, rows.direct_w_applies, rows.direct_w_space, rows.direct_w_schedule),
+    Template(rows.DIRECT_W, rows.direct_w_applies, rows.direct_w_space, rows.row_schedule),
 )}
 BUILTIN = tuple(TEMPLATES)
 """Names of the templates shipped with convtune (plugins may register more)."""

@@ -20,7 +20,7 @@ from convtune.schedules.templates.common import (
     best_tile, code_size_constraint, fitting_default, kernel_calls, one_channel_per_group, register_constraint,
     tile_sizes, vector_blocks,
 )
-from convtune.schedules.templates.rows import finish_tile, row_schedule, row_space, tail_knobs
+from convtune.schedules.templates.rows import finish_tile, row_space, tail_knobs
 
 CHANNELS = "depthwise_c"
 WIDTH = "depthwise_w"
@@ -67,7 +67,3 @@ def width_space(wl: Conv2D, target: CpuTarget) -> Space:
     default = {"ohb": min(4, wl.P), "unroll_rs": True,
                "parallel": "nk" if wl.N * wl.K >= 4 * target.cores else "nkp"}
     return row_space(WIDTH, wl, target, default)
-
-
-def width_schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
-    return row_schedule(wl, c)

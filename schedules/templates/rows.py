@@ -83,22 +83,20 @@ def row_space(name: str, wl: Conv2D, target: CpuTarget, default: Config) -> Spac
     return Space(name, knobs, constraints, fitting_default(default, constraints, "unroll_rs", "ohb"))
 
 
-def row_schedule(wl: Conv2D, c: Config) -> Schedule:
+def row_schedule(wl: Conv2D, c: Config, target: CpuTarget | None = None) -> Schedule:
     """Tiles of (``kb`` channels,) ``ohb`` rows x ``nv`` vectors, the
     reduction over input channels and taps outside the tile, channels
-    (and row blocks) in parallel."""
+    (and row blocks) in parallel: ``depthwise_w``'s and ``direct_w``'s
+    schedule (``target`` is the template protocol's; the tile is in ``c``)."""
     sch = Schedule(wl)
     sch.pack_weights(1, 1)  # the input is read in place: masked loads at the borders
     po, pi = sch.split("p", c["ohb"])
     qo, qt = sch.split("q", c["vw"] * c["nv"])
     qm, qi = sch.split(qt, c["vw"])
-    if "kb" in c:
-        outer_k, k_tile = sch.split("k", c["kb"])
-        unrolled: tuple[str, ...] = (k_tile, pi, qm)
-    else:
-        outer_k, k_tile, unrolled = "k", None, (pi, qm)
-    sch.reorder("n", outer_k, po, qo, "c", "r", "s", *((k_tile,) if k_tile else ()), pi, qm, qi)
-    return finish_tile(sch, c, sch.fuse("n", outer_k), po, qo, unrolled, qi)
+    outer_k, k_tile = sch.split("k", c["kb"]) if "kb" in c else ("k", None)
+    channels = (k_tile,) if k_tile else ()
+    sch.reorder("n", outer_k, po, qo, "c", "r", "s", *channels, pi, qm, qi)
+    return finish_tile(sch, c, sch.fuse("n", outer_k), po, qo, (*channels, pi, qm), qi)
 
 
 def finish_tile(sch: Schedule, c: Config, outer: str, rows: str, attach: str, unrolled: tuple[str, ...],
@@ -134,7 +132,3 @@ def direct_w_space(wl: Conv2D, target: CpuTarget) -> Space:
     default = {"vw": vw, "nv": nv, "kb": kb, "ohb": 1, "unroll_rs": False,
                "parallel": "nk" if wl.N * (wl.K // kb) >= 4 * target.cores else "nkp"}
     return row_space(DIRECT_W, wl, target, default)
-
-
-def direct_w_schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
-    return row_schedule(wl, c)
