@@ -75,12 +75,14 @@ class ModelBenchReport:
 
 
 def random_feeds(model) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
-    """Fresh standard-normal inputs for a Session's (or a ModelGraph's)
-    inputs: outputs are checked on new values each run."""
-    graph = getattr(model, "graph", model)
+    """Fresh standard-normal inputs for anything with ``get_inputs`` (a
+    Session, an onnxruntime InferenceSession) or a ModelGraph's inputs:
+    outputs are checked on new values each run."""
+    shapes = ([(s.name, s.shape) for s in model.get_inputs()] if hasattr(model, "get_inputs")
+              else [(t, model.tensors[t].shape) for t in model.inputs])
     rng = np.random.default_rng()
-    return {t: rng.standard_normal([d if isinstance(d, int) else 1 for d in graph.tensors[t].shape]).astype(np.float32)
-            for t in graph.inputs}
+    return {name: rng.standard_normal([d if isinstance(d, int) else 1 for d in shape]).astype(np.float32)
+            for name, shape in shapes}
 
 
 def _layers(session, feeds: dict[str, np.ndarray],  # type: ignore[no-untyped-def]
