@@ -12,6 +12,7 @@ from convtune.codegen.passes.bounds_check import check_bounds
 from convtune.codegen.passes.chunk_stores import chunk_stores
 from convtune.codegen.passes.flatten import flatten_kernel
 from convtune.codegen.passes.hoist import hoist_indices
+from convtune.codegen.passes.prefetch import insert_prefetches
 from convtune.codegen.passes.combine_stores import combine_stores
 from convtune.codegen.passes.registers import promote_registers
 from convtune.codegen.passes.shared_memory import stage_shared
@@ -45,7 +46,7 @@ def lower_schedule(schedule: Schedule | ScheduleState, optimize: bool = True, ta
     if target == "cuda":
         return hoist_indices(simplify_kernel(promote_registers(unroll_kernel(k))))
     return hoist_indices(simplify_kernel(promote_registers(combine_stores(unroll_kernel(
-        chunk_stores(vectorize_kernel(k)))))))
+        chunk_stores(vectorize_kernel(insert_prefetches(k, state))))))))
 
 
 def source(schedule: Schedule | ScheduleState, target: str = "cpu") -> str:

@@ -84,6 +84,20 @@ def st(typingctx, arr, idx, val):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
+def prefetch(typingctx, arr, idx):  # type: ignore[no-untyped-def]
+    """A read prefetch of the cache line holding ``arr[idx]`` into every cache
+    level (``llvm.prefetch``, locality 3: x86's prefetcht0). A hint: it never
+    faults, so ``idx`` may point past the array."""
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), ir.IntType(8).as_pointer())
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, _I32, _I32, _I32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+    return types.void(arr, idx), codegen
+
+
+@intrinsic
 def ldi(typingctx, arr, idx):  # type: ignore[no-untyped-def]
     """The int32 whose bits are stored at ``arr[idx]``, as int64, unchecked:
     index tables (``IndexLoad``) travel in float32 arrays, the one argument

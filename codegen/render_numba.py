@@ -32,7 +32,7 @@ from convtune.ir.expr import (
     Var,
     reads_memory,
 )
-from convtune.ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
+from convtune.ir.loopnest import Allocate, Assign, Comment, For, IfThen, Kernel, LoopKind, Prefetch, Seq, Stmt, Store, walk
 from convtune.ir.printer import expr_str
 
 MAX_WIDE_STRIDE = 4
@@ -179,6 +179,8 @@ class _Renderer:
             return [f"{pad}{s.var} = {self.expr(s.value)}"]
         if isinstance(s, Comment):
             return [f"{pad}# {s.text}"]
+        if isinstance(s, Prefetch):  # a hint: never faults, so never bounds-checked
+            return [f"{pad}prefetch({s.buffer}, {self.expr(s.indices[0])})"]
         if isinstance(s, Store):
             return self.store(s, pad)
         raise RenderError(f"cannot render {s!r}")
@@ -254,11 +256,13 @@ def render(k: Kernel, header: list[str], check_bounds: bool = False) -> str:
             *lines,
         ]
         stages.append(f"(\"stage{n}\", {extent})")
+    # Only a kernel that prefetches imports it: every other kernel's source, and so its cache key, stays as it was.
+    intrinsics = INTRINSICS + (("prefetch",) if any(isinstance(s, Prefetch) for s in walk(k.body)) else ())
     out = [f"# {h}" for h in header]
     out += [
         "import numpy as np",
         "from numba import njit",
-        f"from convtune.codegen.intrinsics import {', '.join(INTRINSICS)}",
+        f"from convtune.codegen.intrinsics import {', '.join(intrinsics)}",
         f"from convtune.codegen.math_intrinsics import {', '.join(MATH)}",
         "",
         f"BUFFERS = ({', '.join(repr(b.name) for b in k.params)},)",

@@ -118,6 +118,16 @@ class Barrier(Stmt):
 
 
 @dataclass(frozen=True)
+class Prefetch(Stmt):
+    """A hint that ``buffer[indices]`` will be read soon: its cache line is
+    fetched ahead (made by the prefetch pass; it never faults, so it needs no
+    bounds)."""
+
+    buffer: str
+    indices: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
 class Comment(Stmt):
     text: str
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from convtune.ir.expr import (And, BinOp, Broadcast, Call, Cmp, Const, Expr, Extract, IndexLoad, Interleave, Lanes, Load,
                               Masked, MaskedLoad, Not, Ramp, Rows, Select, Var)
-from convtune.ir.loopnest import Allocate, Assign, Barrier, Comment, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store
+from convtune.ir.loopnest import Allocate, Assign, Barrier, Comment, For, IfThen, Kernel, LoopKind, Prefetch, Seq, Stmt, Store
 
 _PREC = {"+": 1, "-": 1, "*": 2, "//": 2, "%": 2}
 
@@ -76,6 +76,8 @@ def _lines(s: Stmt, depth: int) -> list[str]:
         return [f"{pad}# {s.text}"]
     if isinstance(s, Barrier):
         return [f"{pad}barrier()"]
+    if isinstance(s, Prefetch):
+        return [f"{pad}prefetch {s.buffer}[{', '.join(expr_str(i) for i in s.indices)}]"]
     return [f"{pad}{s!r}"]
 
 

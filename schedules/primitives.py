@@ -16,6 +16,7 @@ from convtune.schedules.state import (
     IterVar,
     ScheduleError,
     ScheduleState,
+    SoftwarePrefetch,
     Split,
     WeightPacking,
 )
@@ -203,6 +204,27 @@ def cache_write(state: ScheduleState, at: str) -> ScheduleState:
     if a.kind != SPATIAL:
         raise ScheduleError(f"cache_write: attach point '{at}' is a reduction axis; attach at a spatial axis")
     return check(state.with_(f"cache_write(at={at})", cache_at=at), "cache_write")
+
+
+def prefetch(state: ScheduleState, buffer: str, at: str, ahead: int = 1) -> ScheduleState:
+    """Software prefetch (TVM's ``prefetch``): at the top of each iteration of
+    the reduction loop ``at``, fetch what that iteration reads of ``buffer`` in
+    the parallel chunk ``ahead`` chunks on. For a stream that runs from
+    memory, as a model's weights do once they outgrow the cache: the chunks
+    sharing a weight block read it from memory in the first and from cache
+    after, and prefetching spreads the memory traffic over all of them.
+    ``ahead`` is the number of consecutive chunks that read the same block;
+    each fetches its share of the next block's lines."""
+    a = _leaf(state, "prefetch", at)
+    if a.kind != REDUCE:
+        raise ScheduleError(f"prefetch: '{at}' is a spatial axis; prefetch at a reduction loop")
+    if buffer not in ("data", "weight"):
+        raise ScheduleError(f"prefetch: buffer must be 'data' or 'weight', got {buffer!r}")
+    _positive_int("prefetch", "ahead", ahead)
+    if any(p.buffer == buffer for p in state.prefetches):
+        raise ScheduleError(f"prefetch: '{buffer}' is already prefetched")
+    record = f"prefetch({buffer}, at={at}, ahead={ahead})"
+    return state.with_(record, prefetches=state.prefetches + (SoftwarePrefetch(buffer, at, ahead),))
 
 
 def pack_data(state: ScheduleState, block: int, im2col: bool = False) -> ScheduleState:

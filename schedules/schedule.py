@@ -68,6 +68,10 @@ class Schedule:
     def cache_write(self, at: str) -> None:
         self.state = prim.cache_write(self.state, at)
 
+    def prefetch(self, buffer: str, at: str, ahead: int = 1) -> None:
+        """CPU: fetch ``buffer``'s next block into cache ahead of its use (see ``primitives.prefetch``)."""
+        self.state = prim.prefetch(self.state, buffer, at, ahead)
+
     def bind(self, axis: str, tag: str) -> None:
         """GPU: the loop becomes a block or thread index ('blockIdx.x', ...,
         'threadIdx.z') or a vthread (see ``schedules.gpu``)."""

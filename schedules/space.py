@@ -14,11 +14,17 @@ from typing import Any, Callable, Iterator
 Config = dict[str, Any]
 
 
+_REQUIRED = object()
+
+
 @dataclass(frozen=True)
 class Knob:
     name: str
     values: tuple[Any, ...]
     doc: str = ""
+    absent: Any = _REQUIRED
+    """For a knob added after configs were logged: the value a config without
+    it means (what the schedule did before), so old tuning logs stay valid."""
 
 
 @dataclass(frozen=True)
@@ -48,13 +54,20 @@ class Space:
             return f"unknown knob(s) {sorted(extra)} for template {self.template}"
         for knob in self.knobs:
             if knob.name not in config:
+                if knob.absent is not _REQUIRED:
+                    continue
                 return f"knob {knob.name!r} is missing"
             if config[knob.name] not in knob.values:
                 return f"{knob.name}={config[knob.name]!r} is not one of {list(knob.values)}"
+        complete = self.complete(config)
         for c in self.constraints:
-            if not c.holds(config):
+            if not c.holds(complete):
                 return c.doc
         return None
+
+    def complete(self, config: Config) -> Config:
+        """``config`` with each knob it predates set to the value its absence means."""
+        return {**{k.name: k.absent for k in self.knobs if k.absent is not _REQUIRED and k.name not in config}, **config}
 
     def restrict(self, **values: tuple[Any, ...]) -> Space:
         """The same space with fewer candidate values for some knobs (for a

@@ -118,6 +118,17 @@ class SharedRead:
 
 
 @dataclass(frozen=True)
+class SoftwarePrefetch:
+    """At the top of each iteration of the loop ``at``, fetch into cache what
+    that iteration will read of ``buffer`` in the stage's parallel chunk
+    ``ahead`` chunks later (see ``codegen.passes.prefetch``)."""
+
+    buffer: str
+    at: str
+    ahead: int
+
+
+@dataclass(frozen=True)
 class ScheduleState:
     compute: ComputeDef
     axes: tuple[IterVar, ...]
@@ -130,6 +141,7 @@ class ScheduleState:
     data_packing: Optional[DataPacking] = None
     weight_packing: Optional[WeightPacking] = None
     shared_reads: tuple[SharedRead, ...] = ()
+    prefetches: tuple[SoftwarePrefetch, ...] = ()
     io_layouts: tuple[tuple[str, BlockedLayout], ...] = ()
     """Kernel arguments ('data', 'out', 'residual') given in a blocked
     layout instead of NCHW (``primitives.io_layout``)."""

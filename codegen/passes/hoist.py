@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from convtune.ir.expr import INT, Const, Expr, IndexLoad, Lanes, Load, Masked, MaskedLoad, Ramp, Rows, Var, free_vars, map_children
-from convtune.ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store, seq, walk
+from convtune.ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Prefetch, Seq, Stmt, Store, seq, walk
 from convtune.ir.simplify import Linear, linear
 
 
@@ -114,6 +114,8 @@ class _Hoister:
             return Store(s.buffer, tuple(self.index(i) for i in s.indices), self.expr(s.value))
         if isinstance(s, Assign):
             return Assign(s.var, self.expr(s.value))
+        if isinstance(s, Prefetch):
+            return Prefetch(s.buffer, tuple(self.index(i) for i in s.indices))
         return s
 
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from convtune.codegen.passes.substitute import substitute_stmt
 from convtune.ir.expr import Const, Not
-from convtune.ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Seq, Stmt, Store, seq
+from convtune.ir.loopnest import Allocate, Assign, For, IfThen, Kernel, Prefetch, Seq, Stmt, Store, seq
 from convtune.ir.simplify import FALSE, TRUE, Ranges, simplify, simplify_cond
 
 
@@ -40,6 +40,8 @@ def simplify_stmt(s: Stmt, ranges: Ranges) -> Stmt | None:
         return Store(s.buffer, tuple(simplify(i, ranges) for i in s.indices), simplify(s.value, ranges))
     if isinstance(s, Assign):
         return replace(s, value=simplify(s.value, ranges))
+    if isinstance(s, Prefetch):
+        return Prefetch(s.buffer, tuple(simplify(i, ranges) for i in s.indices))
     return s
 
 

@@ -5,7 +5,7 @@ from dataclasses import replace
 from typing import Callable
 
 from convtune.ir.expr import Expr, substitute
-from convtune.ir.loopnest import Assign, IfThen, Stmt, Store, map_stmt
+from convtune.ir.loopnest import Assign, IfThen, Prefetch, Stmt, Store, map_stmt
 
 
 def map_exprs(s: Stmt, fn: Callable[[Expr], Expr]) -> Stmt:
@@ -16,6 +16,8 @@ def map_exprs(s: Stmt, fn: Callable[[Expr], Expr]) -> Stmt:
             return replace(x, cond=fn(x.cond))
         if isinstance(x, Assign):
             return replace(x, value=fn(x.value))
+        if isinstance(x, Prefetch):
+            return Prefetch(x.buffer, tuple(fn(i) for i in x.indices))
         return None
 
     return map_stmt(s, visit)

@@ -98,4 +98,5 @@ def schedule_from_config(wl: Conv2D, config: Config, target: Target | None = Non
     reason = invalid_reason(wl, config, target)
     if reason:
         raise ScheduleError(f"config: {reason}")
-    return templates_for(target)[config["algorithm"]].schedule(wl, config, target)
+    template = templates_for(target)[config["algorithm"]]
+    return template.schedule(wl, template.space(wl, target).complete(config), target)

@@ -29,12 +29,14 @@ def space(wl: Conv2D, target: CpuTarget) -> Space:
     # The input transform's vector: a native vector's power-of-two multiple, or within one register.
     cbs = tuple(b for b in channel_blocks(wl.C) if b <= v or b & (b - 1) == 0)
     default = {"m": m, "cb": min(v, max(cbs)), "kb": kb,
-               "tb": best_tile(tiles, max(1, (target.vector_registers - vecs - 1) // vecs))}
+               "tb": best_tile(tiles, max(1, (target.vector_registers - vecs - 1) // vecs)), "prefetch": True}
     knobs = (
         Knob("m", (2, 4), "output tile size: F(2x2, 3x3) or F(4x4, 3x3)"),
         Knob("cb", cbs, "input-channel block (vector width of the input transform)"),
         Knob("kb", kbs, "output-channel block: the vector axis of the GEMM tile"),
         Knob("tb", tile_sizes(tiles, target), "tiles per register tile"),
+        Knob("prefetch", (False, True), "prefetch the next weight block while the tiles sharing this one compute "
+             "(a model streams its weights from memory)", absent=False),
     )
     return Space(NAME, knobs, (register_constraint(target, "tb", "kb"),), default)
 
@@ -52,6 +54,9 @@ def schedule(wl: Conv2D, c: Config, target: CpuTarget) -> Schedule:
     outer = sch.fuse(sch.fuse("e", ko), to)
     sch.parallel(outer)
     sch.cache_write(outer)
+    if c["prefetch"]:
+        # The tile blocks of one (e, k block) read the same weight block in consecutive chunks.
+        sch.prefetch("weight", co, ahead=-(-compute.tiles // min(c["tb"], compute.tiles)))
     sch.unroll(ti)
     sch.vectorize(ki)
     return sch
