@@ -28,6 +28,10 @@ def _prefetched(src: str) -> list[str]:
     (conv2d(1, 24, 13, 13, 40, 3, stride=2, padding=1, bias=True),
      {"algorithm": "direct", "cb": 8, "kb": 16, "ohb": 2, "owb": 7, "reduction_order": "c_rs", "unroll_s": True,
       "parallel": "nkp"}),
+    (conv2d(2, 40, 9, 11, 24, 1, bias=True),  # 1x1: the taps are one, any reduction order is contiguous
+     {"algorithm": "gemm", "cb": 8, "kb": 16, "tb": 7, "reduction_order": "rs_c", "unroll_s": False}),
+    (conv2d(1, 12, 10, 10, 20, 3, padding=1, residual=True),  # one channel block
+     {"algorithm": "indirect", "cb": 12, "kb": 16, "tb": 6, "reduction_order": "rs_c", "unroll_s": True}),
 ])
 def test_prefetching_kernels_fetch_the_next_block_and_stay_correct(wl, config):
     sch = schedule_from_config(wl, {**config, "prefetch": True})

@@ -288,3 +288,39 @@ def test_a_quiet_measurement_warns_nothing(tmp_path):
         warnings.simplefilter("error", ContentionWarning)
         tune(WL, log=log, strategy="random", n_trials=2, spaces=small_space(), seed=5, measurer=ContendedMeasurer(0.1))
     assert [r.extra["others_cpu"] for r in records.read(log)] == [0.1] * 2
+
+
+class CountingMeasurer(FakeMeasurer):
+    def __init__(self):
+        self.asked = []
+
+    def measure(self, workload, config):
+        self.asked.append(dict(config))
+        return super().measure(workload, config)
+
+
+def test_a_space_that_grew_starts_from_the_logs_best_and_its_new_knob(tmp_path):
+    from dataclasses import replace
+
+    space = small_space()["direct"].restrict(owb=(8,))  # a tile as wide as the row: every config may prefetch
+    grown = {"direct": replace(space, default={**space.default, "prefetch": True})}
+    log = tmp_path / "l.jsonl"
+    tune(WL, log=log, strategy="random", n_trials=4, spaces=grown, seed=2, measurer=FakeMeasurer())
+    # As a version before the prefetch knob wrote it: no such key, measured without prefetching.
+    old = [r for r in records.read(log) if not r.config["prefetch"]]
+    best = min(old, key=lambda r: r.cost)
+    lines = []
+    for r in old:
+        d = json.loads(r.to_json())
+        del d["config"]["prefetch"]
+        lines.append(json.dumps(d))
+    log.write_text("\n".join(lines) + "\n")
+    storage = f"sqlite:///{tmp_path / 'new.db'}"  # a new study, as a changed space gets
+    counting = CountingMeasurer()
+    result = tune(WL, log=log, strategy="random", n_trials=4, spaces=grown, seed=9, storage=storage,
+                  measurer=counting)
+    incumbent = {**best.config, "prefetch": False}
+    assert incumbent not in counting.asked  # logged already: reused, not measured again
+    trials = optuna.load_study(study_name=result.study_name, storage=storage).get_trials()
+    firsts = [json.loads(t.user_attrs["config"]) for t in trials[:3]]
+    assert incumbent in firsts and {**incumbent, "prefetch": True} in firsts

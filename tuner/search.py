@@ -197,6 +197,32 @@ def _record(wl: Conv2D, target: CpuTarget, config: Config, result: MeasureResult
                          **({} if result.others_cpu is None else {"others_cpu": round(result.others_cpu, 3)})})
 
 
+def _completed_key(config: Config, spaces: dict[str, Space]) -> str:
+    """A logged config's key in the current space: a knob added since it was
+    logged reads as the value its absence means (what was measured)."""
+    space = spaces.get(config.get("algorithm", ""))
+    return json.dumps(config if space is None else space.complete(config), sort_keys=True)
+
+
+def _first_trials(workload: Conv2D, target: CpuTarget, spaces: dict[str, Space],
+                  cache: dict[str, Record]) -> list[Config]:
+    """What a new study tries first: the default config, then, when the log
+    already has measurements of the workload (from a study of an older space,
+    say, before a knob was added), its best config, and that config with each
+    knob it lacked at the knob's default, so a space that grew starts from the
+    best it had rather than from scratch."""
+    firsts = [default_config(workload, target)]
+    measured = [r for r in cache.values() if r.ok and r.config.get("algorithm") in spaces]
+    if measured:
+        best = min(measured, key=lambda r: r.cost).config
+        space = spaces[best["algorithm"]]
+        completed = space.complete(best)
+        firsts.append(completed)
+        firsts += [{**completed, name: space.default[name]} for name in completed.keys() - best.keys()]
+    valid = [c for c in firsts if c["algorithm"] in spaces and not spaces[c["algorithm"]].invalid_reason(c)]
+    return [c for i, c in enumerate(valid) if c not in valid[:i]]
+
+
 def _warn_if_contended(result: MeasureResult, workload: Conv2D) -> bool:
     """Warn (once a run: True once warned) when other processes kept more
     than ``CONTENDED`` of the cores busy while a candidate was timed."""
@@ -245,12 +271,11 @@ def tune(
     if Path(log).exists():
         for r in records.read(log):
             if r.workload_key == workload.key and r.target_key == target.key and r.cache == options.cache_mode:
-                cache.setdefault(r.config_key, r)
+                cache.setdefault(_completed_key(r.config, spaces), r)
     _close_stale_trials(study, cache)
     if not study.get_trials(deepcopy=False):
-        default = default_config(workload, target)
-        if default["algorithm"] in spaces and not spaces[default["algorithm"]].invalid_reason(default):
-            study.enqueue_trial(_params(default, grid), skip_if_exists=True)
+        for config in _first_trials(workload, target, spaces, cache):
+            study.enqueue_trial(_params(config, grid), skip_if_exists=True)
 
     own_measurer = measurer is None
     measurer = measurer or Measurer(options)

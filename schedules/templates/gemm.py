@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from convtune.ir.workload import Conv2D
 from convtune.schedules.schedule import Schedule
-from convtune.schedules.space import Config, Knob, Space
+from convtune.schedules.space import Config, Constraint, Knob, Space
 from convtune.schedules.target import CpuTarget
 from convtune.schedules.templates.common import (
     best_tile, channel_blocks, code_size_constraint, fitting_default, kernel_calls, lane_gathered,
@@ -46,13 +46,15 @@ def pixel_tile_space(name: str, wl: Conv2D, target: CpuTarget, cbs: tuple[int, .
     pixels = wl.P * wl.Q
     default = {"cb": preferred["cb"], "kb": kb,
                "tb": best_tile(pixels, max(1, (target.vector_registers - vecs - 1) // vecs)),
-               "reduction_order": preferred["reduction_order"], "unroll_s": False}
+               "reduction_order": preferred["reduction_order"], "unroll_s": False, "prefetch": False}
     knobs = (
         Knob("cb", cbs, "input-channel block (innermost reduction)"),
         Knob("kb", kbs, "output-channel block: the vector axis of the register tile"),
         Knob("tb", tile_sizes(pixels, target), "output pixels per register tile"),
         Knob("reduction_order", ("c_rs", "rs_c"), "channel blocks outside or inside the kernel taps"),
         Knob("unroll_s", (False, True), "unroll the kernel-width loop"),
+        Knob("prefetch", (False, True) if wl.groups == 1 else (False,), "prefetch the next channel block's weights while the pixel tiles sharing "
+             "this one compute", absent=False),
     )
     def calls(c: Config) -> int:
         vecs = -(-c["kb"] // v)
@@ -60,7 +62,11 @@ def pixel_tile_space(name: str, wl: Conv2D, target: CpuTarget, cbs: tuple[int, .
         gathered = c["kb"] if lane_gathered(wl, c["kb"], wl.Kg) else 0
         return kernel_calls(wl, c["tb"] * vecs, taps, gathered) + calls_per_pixel_tap * c["tb"] * taps
 
-    constraints = (register_constraint(target, "tb", "kb"), code_size_constraint(calls))
+    contiguous = Constraint("prefetch needs a channel block's taps in one contiguous span of weights: reduction_order "
+                            "c_rs, a 1x1 kernel or one channel block",
+                            lambda c: not c["prefetch"] or c["reduction_order"] == "c_rs" or wl.R == wl.S == 1
+                            or c["cb"] >= wl.Cg)
+    constraints = (register_constraint(target, "tb", "kb"), code_size_constraint(calls), contiguous)
     return Space(name, knobs, constraints, fitting_default(default, constraints, "unroll_s", "tb"))
 
 
@@ -85,6 +91,9 @@ def pixel_tile(sch: Schedule, pixels: str, c: Config) -> None:
     outer = sch.fuse(sch.fuse("n", ko), to)
     sch.parallel(outer)
     sch.cache_write(outer)
+    if c["prefetch"]:
+        # The pixel tiles of one weight block are consecutive chunks.
+        sch.prefetch("weight", co, ahead=sch.state.axis(to).extent)
     sch.unroll(ti)
     sch.vectorize(ki)
     if c["unroll_s"]:
