@@ -209,8 +209,8 @@ def _first_trials(workload: Conv2D, target: CpuTarget, spaces: dict[str, Space],
     """What a new study tries first: the default config, then, when the log
     already has measurements of the workload (from a study of an older space,
     say, before a knob was added), its best config, and that config with each
-    knob it lacked at the knob's default, so a space that grew starts from the
-    best it had rather than from scratch."""
+    value of each knob it lacked, so a space that grew starts from the best it
+    had rather than from scratch."""
     firsts = [default_config(workload, target)]
     measured = [r for r in cache.values() if r.ok and r.config.get("algorithm") in spaces]
     if measured:
@@ -218,7 +218,9 @@ def _first_trials(workload: Conv2D, target: CpuTarget, spaces: dict[str, Space],
         space = spaces[best["algorithm"]]
         completed = space.complete(best)
         firsts.append(completed)
-        firsts += [{**completed, name: space.default[name]} for name in completed.keys() - best.keys()]
+        knobs = {k.name: k for k in space.knobs}
+        firsts += [{**completed, name: value} for name in sorted(completed.keys() - best.keys())
+                   for value in knobs[name].values]
     valid = [c for c in firsts if c["algorithm"] in spaces and not spaces[c["algorithm"]].invalid_reason(c)]
     return [c for i, c in enumerate(valid) if c not in valid[:i]]
 
