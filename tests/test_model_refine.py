@@ -75,6 +75,30 @@ def test_a_candidate_that_wins_twice_in_the_model_is_chosen_logged_and_run(model
     assert refine_model(session.graph, [log], log, feeds, judge=judge) == [] and len(tried) == 4
 
 
+def test_a_task_tuned_after_its_refinement_is_judged_again_against_the_refined_choice(model, tmp_path, rng):
+    target = host_target()
+    log = tmp_path / "tiny.jsonl"
+    session = Session(model, logs=None)
+    _log(log, session, target)
+    feeds = _feeds(session, rng)
+    refine_model(session.graph, [log], log, feeds, judge=lambda current, trial, config: 1.5)  # direct_w taken
+    wl = next(iter(_tasks(session).values()))
+    # Tuning goes on (a knob added, say) and logs a new best of another algorithm for one task.
+    newer = {"algorithm": "direct", **TEMPLATES["direct"].space(wl, target).default, "owb": 1}
+    records.append(log, Record(wl.to_dict(), target.to_dict(), newer, [5e-5], extra={"cache": "cold"}))
+    tried = []
+
+    def judge(current, trial, config):
+        tried.append(config)
+        return 1.5 if config == newer else 0.5
+
+    choices = refine_model(session.graph, [log], log, feeds, judge=judge)
+    assert [c.workload.key for c in choices] == [wl.key]  # the other task is settled
+    assert choices[0].candidates[0]["algorithm"] == "direct_w"  # the refined choice is the incumbent
+    assert newer in tried and choices[0].chosen == newer
+    assert ApplyHistoryBest([log], target).config_for(wl)[0] == newer
+
+
 def test_a_candidate_must_win_both_comparisons(model, tmp_path, rng):
     target = host_target()
     log = tmp_path / "tiny.jsonl"

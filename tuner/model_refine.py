@@ -18,7 +18,9 @@ transform costs; here the model itself is the judge:
 3. each task's choice is logged with its time in the model as a record with
    ``extra.cache = "model"``, which dispatch prefers over isolated timings
    (``Record.rank``; the latest refinement wins). A rerun skips the tasks
-   already refined for this model: interrupted, it resumes.
+   refined for this model since their last tuning: interrupted, it resumes;
+   tuned further, the tasks with new records are judged again, the earlier
+   choice as the incumbent.
 """
 from __future__ import annotations
 
@@ -124,9 +126,16 @@ def refine_model(graph: ModelGraph, logs: list[str | Path], out_log: str | Path,
     judge = judge or (lambda current, trial, _: compare(current, trial, rounds))
     target = target or host_target()
     recs = records.read_many(logs)
-    refined = {r.workload_key: r.config for r in sorted(recs, key=lambda r: r.timestamp)
-               if r.cache == MODEL_CACHE and r.extra.get("model") == graph.name and r.target_key == target.key}
+    latest = {r.workload_key: r for r in sorted(recs, key=lambda r: r.timestamp)
+              if r.cache == MODEL_CACHE and r.extra.get("model") == graph.name and r.target_key == target.key}
+    refined = {key: r.config for key, r in latest.items()}
     options = candidates(recs, target)
+    # A task refined before is judged again once tuning has logged something newer for it.
+    newest = {}
+    for r in recs:
+        if r.ok and r.cache != MODEL_CACHE and r.target_key == target.key:
+            newest[r.workload_key] = max(newest.get(r.workload_key, 0.0), r.timestamp)
+    settled = {key for key, r in latest.items() if r.timestamp >= newest.get(key, 0.0)}
     plans = _Plans(graph, ApplyHistoryBest(logs, target), feeds)
     nodes: dict[str, set[str]] = {}
     workloads: dict[str, Conv2D] = {}
@@ -141,9 +150,10 @@ def refine_model(graph: ModelGraph, logs: list[str | Path], out_log: str | Path,
     order = sorted(assignment, key=lambda k: -sum(t for s, t in zip(plan.steps, steps) if s.node.name in nodes[k]))
     choices = []
     for key in order:
-        if key in refined or len(options[key]) < 2:  # refined before (resuming), or nothing to choose
+        tried = [assignment[key]] + [c for c in options[key] if c != assignment[key]]
+        if key in settled or len(tried) < 2:  # refined since its last tuning (resuming), or nothing to choose
             continue
-        wl, tried = workloads[key], options[key]
+        wl = workloads[key]
         choice = TaskChoice(wl, tried, assignment[key], 0.0)
         for config in tried[1:]:
             trial = plans.build({**assignment, key: config})
