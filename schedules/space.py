@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 Config = dict[str, Any]
@@ -22,9 +22,11 @@ class Knob:
     name: str
     values: tuple[Any, ...]
     doc: str = ""
-    absent: Any = _REQUIRED
+    absent: Any = field(default=_REQUIRED, repr=False)
     """For a knob added after configs were logged: the value a config without
-    it means (what the schedule did before), so old tuning logs stay valid."""
+    it means (what the schedule did before), so old tuning logs stay valid.
+    Not in the repr: a study's name digests the knobs' reprs, and the
+    sentinel's would differ from process to process."""
 
 
 @dataclass(frozen=True)

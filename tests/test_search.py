@@ -324,3 +324,15 @@ def test_a_space_that_grew_starts_from_the_logs_best_and_its_new_knob(tmp_path):
     trials = optuna.load_study(study_name=result.study_name, storage=storage).get_trials()
     firsts = [json.loads(t.user_attrs["config"]) for t in trials[:3]]
     assert incumbent in firsts and {**incumbent, "prefetch": True} in firsts
+
+
+def test_a_spaces_identity_is_the_same_in_every_process():
+    """The study name digests the knobs' reprs: an object's address in one would
+    make every process a new study (resume and shared studies broken)."""
+    for space in search_space(WL, host_target()).values():
+        assert " at 0x" not in repr(space.knobs)
+    out = [subprocess.run([sys.executable, "-c", "from convtune.ir import conv2d; "
+                           "from convtune.schedules.templates import search_space; "
+                           "print(repr([s.knobs for s in search_space(conv2d(1, 8, 8, 8, 32, 3, padding=1)).values()]))"],
+                          capture_output=True, text=True, check=True).stdout for _ in range(2)]
+    assert out[0] == out[1] and out[0]
