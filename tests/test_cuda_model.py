@@ -211,7 +211,8 @@ def test_tune_then_run_a_model_on_the_gpu(tmp_path: Path, rng: np.random.Generat
     assert tune.returncode == 0, tune.stderr
     assert "2 conv tasks" in tune.stdout and "on cuda" in tune.stdout
     recs = list(records.read(log))
-    assert len(recs) == 4 and all(r.ok and r.target["kind"] == "cuda" for r in recs)
+    assert len(recs) == 4 and all(r.target["kind"] == "cuda" for r in recs)
+    assert all(r.ok for r in recs), [(r.config, r.error_code, r.error) for r in recs if not r.ok]
     again = _convtune("tune", str(tmp_path / "tiny.onnx"), "--target", "cuda", "--trials", "2", "--log", str(log))
     assert again.returncode == 0 and len(list(records.read(log))) == 4  # resumed: nothing measured twice
     x = rng.standard_normal((1, 4, 6, 6), dtype=np.float32)
