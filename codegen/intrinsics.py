@@ -477,6 +477,21 @@ def vselect(typingctx, a, op, b, t, f):  # type: ignore[no-untyped-def]
     return t(a, op, b, t, f), codegen
 
 
+def _call_address(context, builder, addr, argtys, vals):  # type: ignore[no-untyped-def]
+    """Call the compiled numba function at integer address ``addr`` with
+    ``vals`` (of types ``argtys``); an exception it raises propagates."""
+    fnty = context.call_conv.get_function_type(types.void, argtys)
+    fnptr = builder.inttoptr(addr, fnty.as_pointer())
+    status, _ = context.call_conv.call_function(builder, fnptr, types.void, argtys, vals)
+    with cgutils.if_unlikely(builder, status.is_error):
+        context.call_conv.return_status_propagate(builder, status)
+    return context.get_dummy_value()
+
+
+def _tuple_items(builder, tup, n):  # type: ignore[no-untyped-def]
+    return [builder.extract_value(tup, i) for i in range(n)]
+
+
 @intrinsic
 def call_stage(typingctx, addr, index, bufs):  # type: ignore[no-untyped-def]
     """Call the compiled stage at address ``addr`` as ``stage(index, *bufs)``.
@@ -492,14 +507,8 @@ def call_stage(typingctx, addr, index, bufs):  # type: ignore[no-untyped-def]
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
         addr_v, idx_v, tup_v = args
-        vals = [context.cast(builder, idx_v, sig.args[1], types.int64)]
-        vals += [builder.extract_value(tup_v, i) for i in range(len(argtys) - 1)]
-        fnty = context.call_conv.get_function_type(types.void, argtys)
-        fnptr = builder.inttoptr(addr_v, fnty.as_pointer())
-        status, _ = context.call_conv.call_function(builder, fnptr, types.void, argtys, vals)
-        with cgutils.if_unlikely(builder, status.is_error):  # a stage's exception is not swallowed
-            context.call_conv.return_status_propagate(builder, status)
-        return context.get_dummy_value()
+        vals = [context.cast(builder, idx_v, sig.args[1], types.int64), *_tuple_items(builder, tup_v, len(bufs))]
+        return _call_address(context, builder, addr_v, argtys, vals)
     return types.void(addr, index, bufs), codegen
 
 
@@ -518,17 +527,10 @@ def call_native(typingctx, addr, args):  # type: ignore[no-untyped-def]
     """
     if not isinstance(args, types.BaseTuple):
         raise TypingError("call_native takes the arguments as a tuple")
-    argtys = tuple(args)
 
     def codegen(context, builder, sig, llargs):  # type: ignore[no-untyped-def]
         addr_v, tup_v = llargs
-        vals = [builder.extract_value(tup_v, i) for i in range(len(argtys))]
-        fnty = context.call_conv.get_function_type(types.none, argtys)
-        fnptr = builder.inttoptr(addr_v, fnty.as_pointer())
-        status, _ = context.call_conv.call_function(builder, fnptr, types.none, argtys, vals)
-        with cgutils.if_unlikely(builder, status.is_error):
-            context.call_conv.return_status_propagate(builder, status)
-        return context.get_dummy_value()
+        return _call_address(context, builder, addr_v, tuple(args), _tuple_items(builder, tup_v, len(args)))
     return types.void(addr, args), codegen
 
 

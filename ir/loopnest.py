@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable
 
-from convtune.ir.expr import Expr
+from convtune.ir.expr import Expr, loads
 
 
 class LoopKind(str, Enum):
@@ -199,3 +199,24 @@ def walk(s: Stmt) -> list[Stmt]:
         for x in s.stmts:
             out.extend(walk(x))
     return out
+
+
+def accesses(body: Stmt, name: str) -> tuple[list[Expr], list[Expr]]:
+    """Flat offsets of the loads and stores of buffer ``name`` in ``body``."""
+    reads: list[Expr] = []
+    writes: list[Expr] = []
+
+    def exprs(e: Expr) -> None:
+        reads.extend(ld.indices[0] for ld in loads(e) if ld.buffer == name)
+
+    for s in walk(body):
+        if isinstance(s, Store):
+            if s.buffer == name:
+                writes.append(s.indices[0])
+            for e in s.indices + (s.value,):
+                exprs(e)
+        elif isinstance(s, IfThen):
+            exprs(s.cond)
+        elif isinstance(s, Assign):
+            exprs(s.value)
+    return reads, writes

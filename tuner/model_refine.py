@@ -37,7 +37,7 @@ from convtune.ir.workload import Conv2D
 from convtune.schedules.schedule import Schedule
 from convtune.schedules.space import Config
 from convtune.schedules.target import CpuTarget, host_target
-from convtune.schedules.templates import invalid_reason, schedule_from_config
+from convtune.schedules.templates import complete_config, invalid_reason, schedule_from_config
 from convtune.tuner import records
 from convtune.tuner.dispatch import ApplyHistoryBest, tuning_workload
 from convtune.tuner.records import MODEL_CACHE, Record
@@ -150,10 +150,12 @@ def refine_model(graph: ModelGraph, logs: list[str | Path], out_log: str | Path,
     order = sorted(assignment, key=lambda k: -sum(t for s, t in zip(plan.steps, steps) if s.node.name in nodes[k]))
     choices = []
     for key in order:
-        tried = [assignment[key]] + [c for c in options[key] if c != assignment[key]]
+        wl = workloads[key]
+        # Configs differing only in a knob one of them predates build the same kernel: judged once.
+        same = complete_config(wl, assignment[key], target)
+        tried = [assignment[key]] + [c for c in options[key] if complete_config(wl, c, target) != same]
         if key in settled or len(tried) < 2:  # refined since its last tuning (resuming), or nothing to choose
             continue
-        wl = workloads[key]
         choice = TaskChoice(wl, tried, assignment[key], 0.0)
         for config in tried[1:]:
             trial = plans.build({**assignment, key: config})

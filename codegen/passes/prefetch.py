@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from convtune.ir.expr import Cmp, Const, Expr, Var, free_vars, loads, substitute
-from convtune.ir.loopnest import Assign, For, IfThen, Kernel, Prefetch, Stmt, Store, map_stmt, seq, walk
+from convtune.ir.expr import Cmp, Const, Expr, Var, free_vars, substitute
+from convtune.ir.loopnest import For, IfThen, Kernel, Prefetch, Stmt, accesses, map_stmt, seq, walk
 from convtune.ir.simplify import linear, simplify
 from convtune.schedules.state import ScheduleError, ScheduleState, SoftwarePrefetch
 
@@ -33,7 +33,7 @@ def insert_prefetches(k: Kernel, state: ScheduleState) -> Kernel:
     the whole chunk is that iteration, and the stages reading the buffer get
     the prefetches at the top of their chunk."""
     for p in state.prefetches:
-        stages = [st for st in k.stages if _find(st, p.at)] or [st for st in k.stages if _offsets(st, p.buffer)]
+        stages = [st for st in k.stages if _find(st, p.at)] or [st for st in k.stages if accesses(st, p.buffer)[0]]
         k = k.map_stages(lambda st, p=p: _stage(st, p) if any(st is x for x in stages) else st)
     return k
 
@@ -62,7 +62,7 @@ def _hints(loop: For, p: SoftwarePrefetch, chunk: Var) -> list[Stmt]:
     extents = {s.var: s.extent for s in walk(loop.body) if isinstance(s, For)}
     base: Expr | None = None
     lo = hi = 0
-    for offset in _offsets(loop.body, p.buffer):
+    for offset in accesses(loop.body, p.buffer)[0]:
         lin = linear(offset)
         inner = {a: c for a, c in lin.terms.items() if isinstance(a, Var) and a.name in extents}
         this_base = simplify(substitute(offset, {v: Const(0) for v in extents}), {})
@@ -81,16 +81,4 @@ def _hints(loop: For, p: SoftwarePrefetch, chunk: Var) -> list[Stmt]:
     ahead = simplify(substitute(base, {chunk.name: chunk + p.ahead}), {})
     mine = (chunk % p.ahead) * share if p.ahead > 1 else Const(0)
     return [Prefetch(p.buffer, (ahead + (lo + i * LINE_FLOATS) + mine * LINE_FLOATS,)) for i in range(share)]
-
-
-def _offsets(body: Stmt, buffer: str) -> list[Expr]:
-    exprs: list[Expr] = []
-    for s in walk(body):
-        if isinstance(s, Store):
-            exprs += [*s.indices, s.value]
-        elif isinstance(s, Assign):
-            exprs.append(s.value)
-        elif isinstance(s, IfThen):
-            exprs.append(s.cond)
-    return [ld.indices[0] for e in exprs for ld in loads(e) if ld.buffer == buffer]
 

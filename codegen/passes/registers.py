@@ -3,8 +3,8 @@ becomes named variables (vectors for ramp accesses), which LLVM keeps in
 registers. Anything else stays a small heap array."""
 from __future__ import annotations
 
-from convtune.ir.expr import FLOAT, Const, Expr, Extract, Load, Ramp, Var, loads, map_children
-from convtune.ir.loopnest import Allocate, Assign, IfThen, Kernel, Stmt, Store, map_stmt, walk
+from convtune.ir.expr import FLOAT, Const, Expr, Extract, Load, Ramp, Var, map_children
+from convtune.ir.loopnest import Allocate, Assign, Kernel, Stmt, Store, accesses, map_stmt
 from convtune.codegen.passes.substitute import map_exprs
 
 
@@ -17,30 +17,9 @@ def _slot(index: Expr) -> tuple[int, int] | None:
     return None
 
 
-def _accesses(body: Stmt, name: str) -> tuple[list[Expr], list[Expr]]:
-    """Offsets of the loads and stores of buffer ``name`` in ``body``."""
-    reads: list[Expr] = []
-    writes: list[Expr] = []
-
-    def exprs(e: Expr) -> None:
-        reads.extend(ld.indices[0] for ld in loads(e) if ld.buffer == name)
-
-    for s in walk(body):
-        if isinstance(s, Store):
-            if s.buffer == name:
-                writes.append(s.indices[0])
-            for e in s.indices + (s.value,):
-                exprs(e)
-        elif isinstance(s, IfThen):
-            exprs(s.cond)
-        elif isinstance(s, Assign):
-            exprs(s.value)
-    return reads, writes
-
-
 def _promotion(body: Stmt, name: str) -> dict[tuple[int, int], Expr] | None:
     """Map from each access slot to the register expression replacing it."""
-    reads, writes = _accesses(body, name)
+    reads, writes = accesses(body, name)
     slots = {_slot(i) for i in reads + writes}
     if None in slots:
         return None

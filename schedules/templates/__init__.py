@@ -80,23 +80,37 @@ def default_config(wl: Conv2D, target: Target | None = None) -> Config:
     return {"algorithm": algorithm, **templates_for(target)[algorithm].space(wl, target).default}
 
 
-def invalid_reason(wl: Conv2D, config: Config, target: Target | None = None) -> str | None:
-    """None when ``config`` is valid for ``wl`` on ``target``, else why not."""
-    target = target or host_target()
+def _template_space(wl: Conv2D, config: Config, target: Target) -> tuple[Template, Space] | str:
+    """The config's template and its space for ``wl``, or why there is none."""
     templates = templates_for(target)
     name = config.get("algorithm")
     if name not in templates:
         return f"unknown algorithm {name!r} (one of {', '.join(templates)})"
     if not templates[name].applies(wl):
         return f"algorithm {name!r} does not apply to {wl.short()}"
-    return templates[name].space(wl, target).invalid_reason(config)
+    return templates[name], templates[name].space(wl, target)
+
+
+def invalid_reason(wl: Conv2D, config: Config, target: Target | None = None) -> str | None:
+    """None when ``config`` is valid for ``wl`` on ``target``, else why not."""
+    found = _template_space(wl, config, target or host_target())
+    return found if isinstance(found, str) else found[1].invalid_reason(config)
 
 
 def schedule_from_config(wl: Conv2D, config: Config, target: Target | None = None) -> Schedule:
-    """The schedule a config describes; ScheduleError if the config is invalid."""
+    """The schedule a config describes; ScheduleError if the config is invalid.
+    A config logged before a knob existed gets the value its absence means."""
     target = target or host_target()
-    reason = invalid_reason(wl, config, target)
+    found = _template_space(wl, config, target)
+    reason = found if isinstance(found, str) else found[1].invalid_reason(config)
     if reason:
         raise ScheduleError(f"config: {reason}")
-    template = templates_for(target)[config["algorithm"]]
-    return template.schedule(wl, template.space(wl, target).complete(config), target)
+    template, space = found  # type: ignore[misc]
+    return template.schedule(wl, space.complete(config), target)
+
+
+def complete_config(wl: Conv2D, config: Config, target: Target | None = None) -> Config:
+    """``config`` with each knob it predates at the value its absence means
+    (configs that differ only so build the same schedule); as given if invalid."""
+    found = _template_space(wl, config, target or host_target())
+    return config if isinstance(found, str) else found[1].complete(config)
