@@ -41,6 +41,15 @@ def test_prefetching_kernels_fetch_the_next_block_and_stay_correct(wl, config):
     assert_correct(sch)
 
 
+def test_a_stage_of_one_chunk_has_nothing_to_prefetch_and_still_builds():
+    # Found by the property test: every loop of extent 1, the parallel one inlined.
+    wl = conv2d(1, 1, 1, 1, 1, 1, stride=(3, 2), padding=(0, 2, 3, 3), bias=True, activation="relu", residual=True)
+    sch = schedule_from_config(wl, {"algorithm": "gemm", "cb": 1, "kb": 1, "tb": 6, "reduction_order": "c_rs",
+                                    "unroll_s": False, "prefetch": True})
+    assert not _prefetched(source(sch))
+    assert_correct(sch)
+
+
 def test_chunks_sharing_a_block_split_its_lines():
     # 8 channels x 16 outputs per c_o step = 128 floats = 8 lines, shared by the 2 tile blocks: 4 each, ahead 2 chunks.
     src = source(schedule_from_config(LAYER4, {**WINOGRAD, "prefetch": True}))

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from convtune.ir.expr import Cmp, Const, Expr, Var, free_vars, substitute
-from convtune.ir.loopnest import For, IfThen, Kernel, Prefetch, Stmt, accesses, map_stmt, seq, walk
+from convtune.ir.loopnest import For, IfThen, Kernel, LoopKind, Prefetch, Stmt, accesses, map_stmt, seq, walk
 from convtune.ir.simplify import linear, simplify
 from convtune.schedules.state import ScheduleError, ScheduleState, SoftwarePrefetch
 
@@ -43,7 +43,9 @@ def _find(st: Stmt, var: str) -> bool:
 
 
 def _stage(st: Stmt, p: SoftwarePrefetch) -> Stmt:
-    if not isinstance(st, For) or st.var == p.at:
+    if not isinstance(st, For) or st.kind != LoopKind.PARALLEL:
+        return st  # one chunk (its loop inlined) or none in parallel: no next chunk to fetch for
+    if st.var == p.at:
         raise ScheduleError(f"prefetch: loop '{p.at}' must be inside its stage's parallel loop")
     chunk, chunks = Var(st.var), st.extent
     guard = Cmp("<", chunk + p.ahead, Const(chunks))
