@@ -76,19 +76,33 @@ def global_average_pool(x, out, planes, size):  # type: ignore[no-untyped-def]
 @njit(parallel=True, fastmath=_REDUCE, **_FLAGS)
 def gemm(a, bt, c, out, M, N, K):  # type: ignore[no-untyped-def]
     """``out = a @ bt.T + c`` for ``a`` MxK, ``bt`` NxK (the weight
-    transposed once at plan time, so every dot product reads two contiguous
-    rows) and ``c`` MxN, parallel over the N outputs. The rows are sliced
-    first: indexing the flat arrays with ``n * K + k`` kept numba's
-    negative-index wraparound in the loop, which stopped LLVM vectorising it
-    (191 us against 33 us for mobilenet_v2's 1280x1000 head)."""
-    for n in prange(N):
-        w = bt[n * K:(n + 1) * K]
+    transposed once at plan time, so every dot product reads contiguous
+    rows) and ``c`` MxN, parallel over blocks of 4 outputs. A model's head
+    streams its weights from memory (5 MB for mobilenet_v2's 1280x1000):
+    four rows read at once keep four streams in flight: 91 -> 80 us cold on
+    that head and 157 -> 134 us on resnet50's 2048x1000 than one row at a
+    time (one run; 115 -> 108 and 170 -> 142 in a second). The last block clamps its rows to N - 1 (recomputing the last
+    output, written by the same thread) instead of a scalar tail loop. The
+    rows are sliced first: indexing the flat arrays with ``n * K + k`` kept
+    numba's negative-index wraparound in the loop, which stopped LLVM
+    vectorising it (191 us against 33 us, warm)."""
+    for block in prange((N + 3) // 4):
+        n0 = 4 * block
+        n1, n2, n3 = min(n0 + 1, N - 1), min(n0 + 2, N - 1), min(n0 + 3, N - 1)
+        w0, w1, w2, w3 = bt[n0 * K:(n0 + 1) * K], bt[n1 * K:(n1 + 1) * K], bt[n2 * K:(n2 + 1) * K], bt[n3 * K:(n3 + 1) * K]
         for m in range(M):
             x = a[m * K:(m + 1) * K]
-            acc = np.float32(0.0)
+            s0 = s1 = s2 = s3 = np.float32(0.0)
             for k in range(K):
-                acc += x[k] * w[k]
-            out[m * N + n] = acc + c[m * N + n]
+                s0 += x[k] * w0[k]
+                s1 += x[k] * w1[k]
+                s2 += x[k] * w2[k]
+                s3 += x[k] * w3[k]
+            row = m * N
+            out[row + n0] = s0 + c[row + n0]
+            out[row + n1] = s1 + c[row + n1]
+            out[row + n2] = s2 + c[row + n2]
+            out[row + n3] = s3 + c[row + n3]
 
 
 @njit(parallel=True, **_FLAGS)

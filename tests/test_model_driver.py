@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from onnx import helper
 from onnx_models import assert_close, make_model, ort_run, weights
 
+from convtune.codegen import op_kernels
 from convtune.codegen.kernel import BoundConv
 from convtune.codegen.model_plan import run_plan
 from convtune.codegen.op_calls import OpCall, op_call
@@ -155,6 +156,18 @@ def test_gemm(rng: np.random.Generator, trans_b: bool, c_shape: tuple | None, al
         names.append("c")
     attrs = dict(alpha=alpha, beta=beta, transA=False, transB=trans_b)
     _check(Node("m", "Gemm", tuple(names), ("y",), attrs), ins, (3, 7), {"b", "c"})
+
+
+@pytest.mark.parametrize("m, n", [(1, 1), (1, 2), (2, 5), (1, 8), (3, 1001)])
+def test_gemm_kernel_blocks_of_four_outputs_cover_every_n(rng: np.random.Generator, m: int, n: int) -> None:
+    """The head's kernel works on 4 outputs at a time and clamps the last
+    block's rows to N - 1: every N, multiple of 4 or not, is exact, and no
+    output is left unwritten (the output starts as NaN)."""
+    k = 37
+    a, bt, c = (rng.standard_normal(shape, dtype=np.float32) for shape in ((m, k), (n, k), (m, n)))
+    out = np.full(m * n, np.nan, np.float32)
+    op_kernels.gemm(a.reshape(-1), bt.reshape(-1), c.reshape(-1), out, m, n, k)
+    assert relative_error(out.reshape(m, n), a.astype(np.float64) @ bt.T.astype(np.float64) + c) < 1e-5
 
 
 def test_matmul_and_refusals(rng: np.random.Generator) -> None:
