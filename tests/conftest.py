@@ -44,9 +44,20 @@ settings.load_profile("convtune")
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """Give the run one fresh Hypothesis seed (unless ``--hypothesis-seed``
-    names one), so a failing run is replayed by passing it back."""
-    if config.getoption("hypothesis_seed") is None:
+    names one), so a failing run is replayed by passing it back. Under
+    pytest-xdist a worker takes the controller's seed (``workerinput``),
+    so the seed printed at the end replays every worker's draws."""
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        config.option.hypothesis_seed = worker["hypothesis_seed"]
+    elif config.getoption("hypothesis_seed") is None:
         config.option.hypothesis_seed = str(fresh_seed())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # type: ignore[no-untyped-def]
+    """pytest-xdist's hook, on the controller for each worker it starts."""
+    node.workerinput["hypothesis_seed"] = node.config.getoption("hypothesis_seed")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

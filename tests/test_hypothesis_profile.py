@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
 
 PROPERTY_FILE = '''
@@ -40,14 +42,17 @@ def run_pytest(tmp_path: Path, name: str, *args: str) -> tuple[set[int], str]:
     return {int(line) for line in draws.read_text().split()}, out.stdout + out.stderr
 
 
-def test_ci_runs_draw_new_examples_and_failures_say_how_to_replay(tmp_path):
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one process", "two xdist workers"])
+def test_ci_runs_draw_new_examples_and_failures_say_how_to_replay(tmp_path, workers):
+    """With pytest-xdist (the suite's default) the seed printed by the
+    controller must be the one its workers drew from."""
     (tmp_path / "test_props.py").write_text(PROPERTY_FILE)
-    first, output = run_pytest(tmp_path, "first")
-    second, _ = run_pytest(tmp_path, "second")
+    first, output = run_pytest(tmp_path, "first", *workers)
+    second, _ = run_pytest(tmp_path, "second", *workers)
     assert "1 failed, 1 passed" in output, output
     assert first != second, "two CI runs drew the same examples: the profile is derandomized"
     assert "@reproduce_failure" in output, output  # print_blob
     seed = re.search(r"rerun with --hypothesis-seed=(\d+)", output)
     assert seed, output
-    replayed, _ = run_pytest(tmp_path, "replayed", f"--hypothesis-seed={seed[1]}")
+    replayed, _ = run_pytest(tmp_path, "replayed", *workers, f"--hypothesis-seed={seed[1]}")
     assert replayed == first
