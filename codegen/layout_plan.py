@@ -6,7 +6,10 @@ read in place (``codegen.lower.input_layout_wanted``; the most padded one
 when they differ): the writer writes
 that layout, the readers read it in place, and the NCHW packing and
 unpacking between them disappear. Everything else stays NCHW. A layout a
-schedule refuses (``ScheduleError``) leaves that tensor NCHW.
+schedule refuses (``ScheduleError``) leaves that tensor NCHW. A 1x1 gemm
+with ``cb=1`` reads NCHW1c in place, the layout a row-vector writer
+(``depthwise_w``) stores contiguously: mobilenet_v2's projection convs after
+its depthwise layers then skip their packing.
 """
 from __future__ import annotations
 
@@ -46,7 +49,9 @@ def _writes_channel_vectors(state: ScheduleState) -> bool:
     output row (``depthwise_w``, ``toeplitz``) would be scattered over a
     channel block's lanes instead: mobilenet_v2's depthwise layers ran
     1.5-2.5x slower writing NCHW16c for the 1x1 after them than writing
-    NCHW and letting the 1x1 pack it."""
+    NCHW and letting the 1x1 pack it. A layout of block 1 (NCHW, with rows
+    below for a pointwise gemm's last pixel tile) is written with
+    contiguous row vectors, so any writer takes it."""
     vectorized = state.annotated(LoopKind.VECTORIZED)
     return bool(vectorized) and state.roots_of(vectorized[0]) == {"k"}
 
@@ -59,14 +64,15 @@ def choose_layouts(graph: ModelGraph, schedules: dict[str, Schedule]) -> dict[st
     for name in schedules:
         tensor = graph.node(name).outputs[0]
         readers = graph.consumers(tensor)
-        if (tensor in graph.outputs or not readers or any(r.name not in schedules for r in readers)
-                or not _writes_channel_vectors(schedules[name].state)):
+        if tensor in graph.outputs or not readers or any(r.name not in schedules for r in readers):
             continue
         uses = [(r.name, role) for r in readers for role in _roles(r, tensor)]
         wants = [wanted[n] for n, role in uses if role == "data" and wanted[n] is not None]
         if not wants:
             continue
         layout = wants[0] if all(w == wants[0] for w in wants) else max(wants, key=_border)
+        if layout.block > 1 and not _writes_channel_vectors(schedules[name].state):
+            continue
         states = {n: schedules[n].state for n in {name, *(n for n, _ in uses)}}
         try:
             states[name] = _with_layout(states[name], "out", layout)

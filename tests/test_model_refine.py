@@ -6,6 +6,8 @@ The model's timing is injected (a judge) so the tests check the mechanics,
 not this machine's speed: which candidates are tried, that a candidate is
 taken only when it wins twice, what is logged and that the refined log runs
 the model correctly."""
+import itertools
+
 import numpy as np
 import pytest
 from model_graphs import tiny_onnx_model
@@ -15,7 +17,7 @@ from convtune.schedules.target import host_target
 from convtune.schedules.templates import TEMPLATES, default_config
 from convtune.tuner import records
 from convtune.tuner.dispatch import ApplyHistoryBest, tuning_workload
-from convtune.tuner.model_refine import candidates, refine_model
+from convtune.tuner.model_refine import candidates, in_place_variants, refine_model
 from convtune.tuner.records import MODEL_CACHE, Record
 from convtune.tuner.session import Session
 
@@ -61,7 +63,8 @@ def test_a_candidate_that_wins_twice_in_the_model_is_chosen_logged_and_run(model
     feeds = _feeds(session, rng)
     choices = refine_model(session.graph, [log], log, feeds, judge=judge)
     assert {c.workload.key for c in choices} == set(tasks) and len(tasks) == 2
-    assert tried == ["direct_w"] * 4  # one alternative per task, judged twice
+    # one alternative per task, judged twice; the 1x1 task's in-place gemm variant, judged once (it lost)
+    assert sorted(tried) == ["direct_w"] * 4 + ["gemm"]
     assert all(c.chosen["algorithm"] == "direct_w" and c.seconds > 0 for c in choices)
     refined = [r for r in records.read(log) if r.cache == MODEL_CACHE]
     assert len(refined) == 2 and all(r.extra["model"] == session.graph.name for r in refined)
@@ -72,7 +75,7 @@ def test_a_candidate_that_wins_twice_in_the_model_is_chosen_logged_and_run(model
     got = Session(model, logs=[log]).run(None, feeds)
     assert relative_error(got[0], want[0]) < 1e-4
     # resumed: both tasks refined for this model, nothing is judged again
-    assert refine_model(session.graph, [log], log, feeds, judge=judge) == [] and len(tried) == 4
+    assert refine_model(session.graph, [log], log, feeds, judge=judge) == [] and len(tried) == 5
 
 
 def test_a_task_tuned_after_its_refinement_is_judged_again_against_the_refined_choice(model, tmp_path, rng):
@@ -104,11 +107,12 @@ def test_a_candidate_must_win_both_comparisons(model, tmp_path, rng):
     log = tmp_path / "tiny.jsonl"
     session = Session(model, logs=None)
     _log(log, session, target)
-    verdicts = iter([1.5, 1.0] * 2)  # faster once, then not: noise, not a win
+    verdicts = itertools.cycle([1.5, 1.0])  # each candidate faster once, then not: noise, not a win
     choices = refine_model(session.graph, [log], log, _feeds(session, rng),
                            judge=lambda current, trial, config: next(verdicts))
-    assert [c.chosen["algorithm"] != "direct_w" for c in choices] == [True, True]
-    assert [c.speedups for c in choices] == [[1.0], [1.0]]
+    assert [c.chosen == c.candidates[0] for c in choices] == [True, True]
+    assert sorted(len(c.speedups) for c in choices) == [1, 2]  # the 1x1 task has its in-place variant too
+    assert all(s == 1.0 for c in choices for s in c.speedups)
     for c in choices:  # the incumbent's choice is logged too: a rerun resumes
         assert ApplyHistoryBest([log], target).config_for(c.workload)[0] == c.chosen
 
@@ -141,3 +145,19 @@ def test_a_model_record_outranks_isolated_ones_and_the_latest_refinement_wins():
     assert sorted([cold, old, new], key=lambda r: r.rank) == [new, old, cold]
     (best,) = records.best_records([cold, old, new]).values()
     assert best is new
+
+
+def test_a_pointwise_task_gets_the_gemm_variant_that_reads_nchw_in_place(model):
+    """Only a 1x1, stride-1, unpadded conv has it: its best gemm config (or
+    gemm's default) with cb=1, valid; none where gemm already reads cb=1."""
+    target = host_target()
+    tasks = _tasks(Session(model, logs=None)).values()
+    pointwise = next(wl for wl in tasks if wl.R == 1)
+    three = next(wl for wl in tasks if wl.R == 3)
+    assert in_place_variants(three, [], target) == []
+    [variant] = in_place_variants(pointwise, [], target)
+    assert variant == {"algorithm": "gemm", **TEMPLATES["gemm"].space(pointwise, target).default, "cb": 1}
+    logged = {**variant, "cb": 8, "tb": 4}
+    configs = [logged, default_config(pointwise, target)]  # best first: the best gemm is the logged one
+    assert in_place_variants(pointwise, configs, target) == [{**logged, "cb": 1}]
+    assert in_place_variants(pointwise, [variant], target) == []

@@ -134,13 +134,17 @@ def test_a_tensor_read_by_a_1x1_and_a_3x3_conv_takes_the_padded_layout(rng: np.r
     assert_close(session.run(None, {"x": x}), ort_run(model, {"x": x}))
 
 
-@pytest.mark.parametrize("algorithm, blocked", [("depthwise_w", False), ("depthwise_c", True)])
-def test_a_writer_vectorized_along_rows_leaves_its_output_nchw(algorithm: str, blocked: bool,
+@pytest.mark.parametrize("algorithm, cb, blocked", [("depthwise_w", None, False), ("depthwise_c", None, True),
+                                                   ("depthwise_w", 1, True)])
+def test_a_writer_vectorized_along_rows_leaves_its_output_nchw(algorithm: str, cb: int | None, blocked: bool,
                                                                rng: np.random.Generator) -> None:
     """mobilenet_v2's depthwise -> 1x1: a depthwise_w writer (its vector runs
     along the output row) would scatter a blocked output over channel lanes,
     so the tensor stays NCHW and the 1x1 packs it; a depthwise_c writer (its
-    vector runs along channels) writes the 1x1's layout. Both match onnxruntime."""
+    vector runs along channels) writes the 1x1's layout. A 1x1 gemm with
+    ``cb=1`` reads NCHW1c (NCHW, with rows below for its last pixel tile) in
+    place, which a row writer stores with contiguous vectors: no packing
+    stage either. All match onnxruntime."""
     inits = {"wd": weights(rng, 16, 1, 3, 3), "wp": weights(rng, 24, 16, 1, 1)}
     nodes = [helper.make_node("Conv", ["x", "wd"], ["d"], pads=[1, 1, 1, 1], group=16),
              helper.make_node("Relu", ["d"], ["r"]), helper.make_node("Conv", ["r", "wp"], ["y"])]
@@ -150,11 +154,18 @@ def test_a_writer_vectorized_along_rows_leaves_its_output_nchw(algorithm: str, b
     def schedule_for(wl):  # type: ignore[no-untyped-def]
         spaces = search_space(wl, host_target())
         name = algorithm if algorithm in spaces else "gemm"
-        return schedule_from_config(wl, {"algorithm": name, **spaces[name].default})
+        config = {"algorithm": name, **spaces[name].default}
+        if name == "gemm" and cb is not None:
+            config["cb"] = cb
+        return schedule_from_config(wl, config)
 
     plan = build_plan(graph, schedule_for)
     dw = next(s.node for s in plan.steps if s.node.op == "FusedConv" and s.node.attrs["workload"].groups > 1)
     assert (dw.outputs[0] in plan.layouts) == blocked
+    pointwise = next(s for s in plan.steps if s.node.op == "FusedConv" and s.node.attrs["workload"].groups == 1)
+    assert (pointwise.packs == ()) == blocked
+    if cb == 1:
+        assert plan.layouts[dw.outputs[0]].block == 1
     x = rng.standard_normal((1, 16, 13, 11), dtype=np.float32)
     plan.inputs["x"][...] = x
     run_plan(plan)
