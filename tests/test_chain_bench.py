@@ -15,7 +15,6 @@ from convtune.codegen.kernel import ScratchArena
 from convtune.codegen.verify import TOLERANCE, random_inputs
 from convtune.ir.reference import conv2d_reference, relative_error
 from convtune.ir.workload import conv2d
-from convtune.schedules.layout import to_blocked
 from convtune.schedules.templates import schedule_from_config
 from convtune.tuner.chain import prepare_chain
 from convtune.tuner.cli import main

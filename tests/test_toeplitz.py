@@ -28,7 +28,7 @@ def test_the_banded_products_are_the_convolution(wl, lanes, rng):
     x = rng.standard_normal(wl.data_shape)
     w = rng.standard_normal(wl.weight_shape)
     t = tc.toeplitz_weights(w.astype(np.float32)).astype(np.float64)
-    (pt, pl, pb, pr), (sh, sw), dh = wl.padding, wl.stride, wl.dilation[0]
+    (pt, pl, pb, _), (sh, sw), dh = wl.padding, wl.stride, wl.dilation[0]
     cols = tc.tiles * lanes * sw + tc.band
     x_pad = np.zeros((wl.N, wl.C, wl.H + pt + pb, cols))
     x_pad[:, :, pt:pt + wl.H, pl:pl + wl.W] = x
