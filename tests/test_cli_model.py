@@ -101,6 +101,7 @@ def test_report_writes_the_pngs(tuned, tmp_path, capsys) -> None:
     (["bench", "{bad}", "--model"], "convtune bench: {bad}: not a readable ONNX model"),
     (["tune", "{tiny}", "--conv", "N=1,C=8,H=8,W=8,K=8,R=3"], "convtune tune: give a MODEL or --conv/--suite"),
     (["report", "{empty}"], "convtune report: {empty}: no record of this machine"),
+    (["tune", "--refine-only"], "convtune tune: --refine and --refine-only need a MODEL"),
 ])
 def test_model_command_errors_are_one_line_with_status_2(args, message, tiny, tmp_path, capsys) -> None:
     paths = {"bad": tmp_path / "bad.onnx", "tiny": tiny, "empty": tmp_path / "empty.jsonl"}
@@ -149,3 +150,25 @@ def test_tune_refine_judges_each_tasks_algorithms_in_the_model_and_a_rerun_resum
     assert main(refine) == 0  # the tuning measures nothing again either
     assert "refined 0 tasks" in capsys.readouterr().out
     assert len([r for r in records.read(copy) if r.cache == records.MODEL_CACHE]) == 2
+
+
+def test_refine_only_judges_the_logged_tasks_without_tuning_more(tuned, tmp_path, capsys) -> None:
+    """``--refine-only`` with a budget above what the log has: no candidate
+    is measured alone (the tuning records stay as they were), each task with
+    two algorithms is refined."""
+    log, args = tuned
+    copy = tmp_path / "refine-only.jsonl"
+    copy.write_text(log.read_text())
+    target = host_target()
+    for r in {r.workload_key: r for r in records.read(log)}.values():
+        wl = r.workload_obj
+        records.append(copy, records.Record(wl.to_dict(), target.to_dict(),
+                                            {"algorithm": "direct_w", **TEMPLATES["direct_w"].space(wl, target).default},
+                                            [1.0], extra={"cache": "cold"}))
+    before = [r for r in records.read(copy)]
+    argv = [*args[:3], "50", "--log", str(copy), *args[6:], "--refine-only"]
+    assert main(argv) == 0
+    assert "refined 2 tasks" in capsys.readouterr().out
+    after = list(records.read(copy))
+    assert [r for r in after if r.cache != records.MODEL_CACHE] == before
+    assert len([r for r in after if r.cache == records.MODEL_CACHE]) == 2

@@ -169,6 +169,8 @@ def _storage_problem(e: Exception, args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
+    if (args.refine or args.refine_only) and not args.model:
+        raise ValueError("--refine and --refine-only need a MODEL (they judge configs by the model's time)")
     if args.model:
         from convtune.tuner.cli_model import tune_model_command
 
@@ -386,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--refine", action="store_true", help="with a MODEL: then choose each task's config among "
                       "its best of every algorithm by the whole model's time (layouts depend on the neighbours' "
                       "configs), and log the choices (extra.cache 'model'; resumable)")
+    tune.add_argument("--refine-only", action="store_true", help="with a MODEL: refine the tasks the log already "
+                      "has (as --refine) without tuning them further")
     tune.add_argument("--plugin", action="append", default=[], help="module to import first, e.g. one that "
                       "registers extra templates (repeatable)")
     tune.set_defaults(run=_tune)

@@ -83,6 +83,10 @@ def _tune_model(args: argparse.Namespace, options, console, target) -> int:  # t
 
     if args.conv:
         raise ValueError("give a MODEL or --conv/--suite, not both")
+    if (args.refine or args.refine_only) and target.kind != "cpu":
+        raise ValueError("--refine: the cpu target only (a cuda model plan has no blocked layouts to choose)")
+    if args.refine_only:
+        return _refine(args, console)
     tasks = extract_tasks(optimize(import_model(resolve_model(args.model))))
     console.print(f"{args.model}: {len(tasks)} conv tasks ({sum(t.count for t in tasks)} convs), "
                   f"{args.trials} trials a task on average on {target.kind}, log {args.log}", highlight=False)
@@ -114,8 +118,6 @@ def _tune_model(args: argparse.Namespace, options, console, target) -> int:  # t
             return 130
     console.print(task_table(result, target.kind == "cpu"))
     if args.refine:
-        if target.kind != "cpu":
-            raise ValueError("--refine: the cpu target only (a cuda model plan has no blocked layouts to choose)")
         return _refine(args, console)
     if result.lowerings:
         from convtune.ir.workload_transpose import ConvTranspose2D
