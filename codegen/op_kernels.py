@@ -81,15 +81,17 @@ def gemm(a, bt, c, out, M, N, K):  # type: ignore[no-untyped-def]
     streams its weights from memory (5 MB for mobilenet_v2's 1280x1000):
     four rows read at once keep four streams in flight: 91 -> 80 us cold on
     that head and 157 -> 134 us on resnet50's 2048x1000 than one row at a
-    time (one run; 115 -> 108 and 170 -> 142 in a second). The last block clamps its rows to N - 1 (recomputing the last
-    output, written by the same thread) instead of a scalar tail loop. The
+    time (one run; 115 -> 108 and 170 -> 142 in a second). The last block
+    clamps its rows to N - 1 (recomputing the last output, written by the
+    same thread) instead of a scalar tail loop. The
     rows are sliced first: indexing the flat arrays with ``n * K + k`` kept
     numba's negative-index wraparound in the loop, which stopped LLVM
     vectorising it (191 us against 33 us, warm)."""
     for block in prange((N + 3) // 4):
         n0 = 4 * block
         n1, n2, n3 = min(n0 + 1, N - 1), min(n0 + 2, N - 1), min(n0 + 3, N - 1)
-        w0, w1, w2, w3 = bt[n0 * K:(n0 + 1) * K], bt[n1 * K:(n1 + 1) * K], bt[n2 * K:(n2 + 1) * K], bt[n3 * K:(n3 + 1) * K]
+        w0, w1 = bt[n0 * K:(n0 + 1) * K], bt[n1 * K:(n1 + 1) * K]
+        w2, w3 = bt[n2 * K:(n2 + 1) * K], bt[n3 * K:(n3 + 1) * K]
         for m in range(M):
             x = a[m * K:(m + 1) * K]
             s0 = s1 = s2 = s3 = np.float32(0.0)

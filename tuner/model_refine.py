@@ -33,15 +33,14 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from convtune.codegen.lower import input_layout_wanted
 from convtune.codegen.model_plan import Plan, build_plan, run_plan, time_steps
 from convtune.ir.graph import ModelGraph
 from convtune.ir.workload import Conv2D
 from convtune.schedules.schedule import Schedule
 from convtune.schedules.space import Config
 from convtune.schedules.target import CpuTarget, host_target
-from convtune.schedules.templates import (
-    TEMPLATES, complete_config, invalid_reason, schedule_from_config, search_space,
-)
+from convtune.schedules.templates import TEMPLATES, complete_config, invalid_reason, schedule_from_config
 from convtune.tuner import records
 from convtune.tuner.dispatch import ApplyHistoryBest, tuning_workload
 from convtune.tuner.records import MODEL_CACHE, Record
@@ -78,19 +77,25 @@ def candidates(logs: Iterable[Record], target: CpuTarget) -> dict[str, list[Conf
 
 
 def in_place_variants(wl: Conv2D, configs: list[Config], target: CpuTarget) -> list[Config]:
-    """For a 1x1, stride-1, unpadded conv: its best gemm config (or gemm's
-    default) with ``cb=1``, which reads the NCHW tensor a row-vector writer
-    (``depthwise_w``) leaves in place (``codegen.layout_plan``), where every
-    other channel-vector config packs it. Alone it packs like the others, so
-    tuning never prefers it; only the model can judge it. Measured on
-    mobilenet_v2, six projection tasks after depthwise layers switched to
-    it: the whole model 1.00-1.11x faster (four comparisons, one run)."""
-    if (wl.R, wl.S) != (1, 1) or wl.stride != (1, 1) or any(wl.padding) or "gemm" not in search_space(wl, target):
+    """Its best gemm config (or gemm's default) with ``cb=1`` where that
+    reads its input in place as NCHW1c (``codegen.lower.input_layout_wanted``:
+    a 1x1, stride-1, unpadded conv), the layout a row-vector writer
+    (``depthwise_w``) stores contiguously (``codegen.layout_plan``), where
+    every other channel-vector config packs it. Alone it packs like the
+    others, so tuning never prefers it; only the model can judge it.
+    Measured on mobilenet_v2, six projection tasks after depthwise layers
+    switched to it: the whole model 1.00-1.11x faster (four comparisons,
+    one run)."""
+    gemm = TEMPLATES["gemm"]
+    if not gemm.applies(wl):
         return []
-    gemm = next((c for c in configs if c["algorithm"] == "gemm"), None)
-    base = gemm or {"algorithm": "gemm", **TEMPLATES["gemm"].space(wl, target).default}
+    base = next((c for c in configs if c["algorithm"] == "gemm"), None) or {
+        "algorithm": "gemm", **gemm.space(wl, target).default}
     variant = {**base, "cb": 1}
-    return [variant] if base["cb"] != 1 and invalid_reason(wl, variant, target) is None else []
+    if base["cb"] == 1 or invalid_reason(wl, variant, target) is not None:
+        return []
+    wanted = input_layout_wanted(schedule_from_config(wl, variant, target).state)
+    return [variant] if wanted is not None and wanted.block == 1 else []
 
 
 class _Plans:
