@@ -43,17 +43,22 @@ def _border(layout: BlockedLayout) -> tuple[int, int]:
     return layout.top, layout.left
 
 
-def _writes_channel_vectors(state: ScheduleState) -> bool:
-    """Whether the schedule's vector runs along output channels, so a
-    blocked output takes one contiguous store per vector. A vector along the
-    output row (``depthwise_w``, ``toeplitz``) would be scattered over a
-    channel block's lanes instead: mobilenet_v2's depthwise layers ran
-    1.5-2.5x slower writing NCHW16c for the 1x1 after them than writing
+def _writes(state: ScheduleState, layout: BlockedLayout) -> bool:
+    """Whether the schedule stores ``layout`` with contiguous vectors.
+
+    A vector along output channels takes any block: one store per vector.
+    A vector along the output row (``depthwise_w``, ``toeplitz``) would be
+    scattered over a channel block's lanes: mobilenet_v2's depthwise layers
+    ran 1.5-2.5x slower writing NCHW16c for the 1x1 after them than writing
     NCHW and letting the 1x1 pack it. A layout of block 1 (NCHW, with rows
-    below for a pointwise gemm's last pixel tile) is written with
-    contiguous row vectors, so any writer takes it."""
+    below for a pointwise gemm's last pixel tile) is written with contiguous
+    row vectors, so those writers take it, and a vector along the flattened
+    pixels (``pointwise_w``) too, as long as no border columns break its rows."""
     vectorized = state.annotated(LoopKind.VECTORIZED)
-    return bool(vectorized) and state.roots_of(vectorized[0]) == {"k"}
+    roots = state.roots_of(vectorized[0]) if vectorized else frozenset()
+    if roots == {"k"}:
+        return True
+    return layout.block == 1 and ("p" not in roots or (layout.left == 0 and layout.cols == layout.tensor[3]))
 
 
 def choose_layouts(graph: ModelGraph, schedules: dict[str, Schedule]) -> dict[str, BlockedLayout]:
@@ -71,7 +76,7 @@ def choose_layouts(graph: ModelGraph, schedules: dict[str, Schedule]) -> dict[st
         if not wants:
             continue
         layout = wants[0] if all(w == wants[0] for w in wants) else max(wants, key=_border)
-        if layout.block > 1 and not _writes_channel_vectors(schedules[name].state):
+        if not _writes(schedules[name].state, layout):
             continue
         states = {n: schedules[n].state for n in {name, *(n for n, _ in uses)}}
         try:

@@ -229,6 +229,28 @@ def _decide(op: str, a: Bounds, b: Bounds) -> Optional[bool]:
     return None
 
 
+def _undivided(op: str, a: Expr, b: Expr) -> Cmp | None:
+    """``x // c + k  op  d`` as a comparison of ``x`` itself (``c > 0``, floor
+    division, so ``x // c < d`` is ``x < c*d`` for every integer ``x``).
+
+    The tail guard of a fused pixel axis (a 1x1 conv's p*Q + q) compares the
+    row ``f // Q`` with ``P``; undivided it is affine in the vector lane, so
+    the vectorizer masks one load instead of guarding each lane's."""
+    lin = linear(a)
+    if not isinstance(b, Const) or len(lin.terms) != 1:
+        return None
+    (atom, coef), = lin.terms.items()
+    if coef != 1 or not (isinstance(atom, BinOp) and atom.op == "//" and isinstance(atom.b, Const)
+                         and int(atom.b.value) > 0):
+        return None
+    c, d = int(atom.b.value), int(b.value) - lin.const
+    bound = {"<": ("<", c * d), "<=": ("<", c * (d + 1)), ">=": (">=", c * d), ">": (">=", c * (d + 1))}.get(op)
+    if bound is None:
+        return None
+    x = linear(atom.a)  # its constant joins the bound: f + 8 < 168 reads f < 160
+    return Cmp(bound[0], Linear(x.terms).to_expr(), Const(bound[1] - x.const))
+
+
 def simplify(e: Expr, ranges: Ranges | None = None) -> Expr:
     """Rewrite ``e`` into canonical form; ``ranges`` bound the free variables."""
     r = ranges or {}
@@ -244,6 +266,9 @@ def simplify(e: Expr, ranges: Ranges | None = None) -> Expr:
             verdict = _decide(e.op, bounds(a, r), bounds(b, r))
             if verdict is not None:
                 return TRUE if verdict else FALSE
+            undivided = _undivided(e.op, a, b)
+            if undivided is not None:
+                return simplify(undivided, r)
         return Cmp(e.op, a, b)
     if isinstance(e, And):
         a, b = simplify(e.a, r), simplify(e.b, r)

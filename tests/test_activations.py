@@ -50,6 +50,7 @@ LAYERS = {
     "toeplitz": conv2d(1, 3, 7, 19, 5, 3, padding=1, bias=True, residual=True),
     "indirect": conv2d(1, 8, 7, 9, 16, 3, stride=(2, 1), padding=1, bias=True, residual=True),
     "direct_w": conv2d(1, 8, 7, 19, 16, 1, bias=True, residual=True),
+    "pointwise_w": conv2d(1, 8, 7, 9, 16, 1, bias=True, residual=True),
 }
 
 

@@ -172,6 +172,36 @@ def test_a_writer_vectorized_along_rows_leaves_its_output_nchw(algorithm: str, c
     assert_close([plan.values["y"]], ort_run(model, {"x": x}))
 
 
+@pytest.mark.parametrize("reader, kernel, blocked", [("gemm", 1, True), ("direct", 3, False)])
+def test_a_writer_vectorized_along_flat_pixels_takes_only_unbordered_nchw1c(reader: str, kernel: int, blocked: bool,
+                                                                            rng: np.random.Generator) -> None:
+    """pointwise_w's vector runs along a 1x1's flattened pixels: NCHW1c with
+    rows below (a ``cb=1`` gemm's layout) keeps them contiguous, so it is
+    written in place of the gemm's packing; a 3x3 reader's padded NCHW1c
+    would break every row, so that tensor stays NCHW. Both match onnxruntime."""
+    inits = {"w1": weights(rng, 8, 16, 1, 1), "w2": weights(rng, 12, 8, kernel, kernel)}
+    pads = [kernel // 2] * 4
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], pads=pads)]
+    model = make_model(nodes, {"x": (1, 16, 13, 11)}, {"y": (1, 12, 13, 11)}, inits)
+    graph = optimize(import_model(model))
+
+    def schedule_for(wl):  # type: ignore[no-untyped-def]
+        name = "pointwise_w" if wl.C == 16 else reader
+        config = {"algorithm": name, **search_space(wl, host_target())[name].default}
+        if name == reader:
+            config["cb"] = 1
+        return schedule_from_config(wl, config)
+
+    plan = build_plan(graph, schedule_for)
+    first, second = (s for s in plan.steps if s.node.op == "FusedConv")
+    assert (first.node.outputs[0] in plan.layouts) == blocked and (second.packs == ()) == blocked
+    x = rng.standard_normal((1, 16, 13, 11), dtype=np.float32)
+    plan.inputs["x"][...] = x
+    run_plan(plan)
+    assert_close([plan.values["y"]], ort_run(model, {"x": x}))
+
+
 def test_outputs_are_copies_and_selectable(session: Session, rng: np.random.Generator) -> None:
     x = _x(rng)
     y, prob = session.run(None, {"x": x})

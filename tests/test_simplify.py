@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convtune.ir.expr import BinOp, Const, Var
+from convtune.ir.expr import BinOp, Cmp, Const, Var
 from convtune.ir.simplify import FALSE, TRUE, bounds, simplify, simplify_cond
 
 co, ci, x, y = Var("co"), Var("ci"), Var("x"), Var("y")
@@ -44,6 +44,14 @@ def test_conditions_decided_by_ranges():
     assert simplify_cond(co * 8 + ci > 70, R) == FALSE
 
 
+def test_a_row_guard_of_fused_pixels_is_undivided():
+    """``(f + 36) // 14 < 14`` (a 1x1's pixel f = p*14 + q in its last tile)
+    is ``f < 160``: affine in the lane, one masked load."""
+    f = Var("f")
+    assert simplify_cond((f + 36) // 14 < 14, {"f": (0, 200)}) == (f < 160)
+    assert simplify_cond(f // 14 >= 3, {"f": (0, 200)}) == (f >= 42)
+
+
 def test_bounds():
     assert bounds(simplify(co * 8 + ci - 3, R), R) == (-3, 60)
     assert bounds(x % 7, R) == (0, 6)
@@ -57,6 +65,9 @@ def _eval(e, env):
     a, b = _eval(e.a, env), _eval(e.b, env)
     return {"+": a + b, "-": a - b, "*": a * b, "//": a // b if b else 0, "%": a % b if b else 0,
             "min": min(a, b), "max": max(a, b)}[e.op]
+
+
+_COMPARE = {"<": int.__lt__, "<=": int.__le__, ">": int.__gt__, ">=": int.__ge__, "==": int.__eq__, "!=": int.__ne__}
 
 
 leaf = st.one_of(st.sampled_from([co, ci, x, y]), st.integers(-5, 20).map(Const))
@@ -83,3 +94,17 @@ def test_bounds_contain_value(e, env):
     b = bounds(simplify(e, R), R)
     if b is not None:
         assert b[0] <= _eval(e, env) <= b[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(exprs, st.integers(1, 17), st.integers(-30, 30), st.sampled_from(sorted(_COMPARE)),
+       st.fixed_dictionaries({n: st.integers(lo, hi) for n, (lo, hi) in R.items()}))
+def test_comparisons_of_a_quotient_keep_their_truth(e, c, d, op, env):
+    """Floor division by c > 0: ``e // c op d`` rewritten as a comparison of e itself."""
+    got = simplify(Cmp(op, BinOp("//", e, Const(c)) + Const(3), Const(d)), R)
+    want = _COMPARE[op](_eval(e, env) // c + 3, d)
+    assert (bool(got.value) if isinstance(got, Const) else _truth(got, env)) == want
+
+
+def _truth(cond, env):
+    return _COMPARE[cond.op](_eval(cond.a, env), _eval(cond.b, env))

@@ -23,6 +23,7 @@ WORKLOADS = {
     "indirect": conv2d(1, 12, 5, 5, 32, 3, stride=(2, 1), padding=(1, 2, 0, 1), residual=True),
     "toeplitz": conv2d(2, 3, 7, 33, 12, 3, padding="same", bias=True, activation="silu"),
     "direct_w": conv2d(2, 12, 9, 21, 12, 3, stride=(1, 2), padding=(1, 0, 2, 1), bias=True, activation="relu"),
+    "pointwise_w": conv2d(2, 12, 5, 7, 20, 1, bias=True, activation="relu"),  # 35 pixels: a ragged last vector
 }
 
 # Paths a template takes only for some workloads, swept knob by knob as well:
@@ -31,6 +32,7 @@ PATH_WORKLOADS = {
     "gemm_1x1": ("gemm", conv2d(1, 24, 7, 5, 40, 1, stride=2, bias=True, activation="relu")),  # no im2col, subsampled
     "direct_w_1x1": ("direct_w", conv2d(1, 5, 6, 40, 24, 1, bias=True, residual=True)),  # rows of 2.5 vectors
     "direct_w_dilated": ("direct_w", conv2d(1, 6, 11, 11, 21, 3, padding=2, dilation=2, groups=3)),
+    "pointwise_w_grouped": ("pointwise_w", conv2d(1, 12, 3, 5, 8, 1, groups=4, residual=True)),
 }
 
 
@@ -148,3 +150,23 @@ def test_direct_w_keeps_its_tile_in_registers():
     assert any(c["kb"] > 1 for c in configs)
     for c in configs:
         assert "np.empty" not in source(schedule_from_config(wl, {"algorithm": "direct_w", **c})), c
+
+
+@pytest.mark.parametrize("wl", [conv2d(1, 24, 14, 14, 40, 1, bias=True), conv2d(2, 16, 7, 7, 24, 1, residual=True)])
+def test_pointwise_w_reads_the_flattened_pixels_in_place(wl):
+    """196 and 49 pixels end in a ragged vector: its guard must stay one
+    masked load per vector (undivided, ``ir.simplify``), not a load per lane."""
+    space = TEMPLATES["pointwise_w"].space(wl, host_target())
+    sch = schedule_from_config(wl, {"algorithm": "pointwise_w", **space.default})
+    body = source(sch).split("def stage0", 1)[1]
+    assert "vldmask(data," in body and "data_packed" not in body and "vfromtuple(" not in body
+    assert_correct(sch)
+
+
+def test_pointwise_w_applies_to_unpadded_stride_1_pointwise_convs_only():
+    applies = TEMPLATES["pointwise_w"].applies
+    assert applies(conv2d(1, 8, 7, 7, 16, 1)) and applies(conv2d(1, 8, 7, 7, 16, 1, groups=2))
+    assert not applies(conv2d(1, 8, 7, 7, 16, 1, stride=2))
+    assert not applies(conv2d(1, 8, 7, 7, 16, 1, padding=1))
+    assert not applies(conv2d(1, 8, 7, 7, 16, 3, padding=1))
+    assert not applies(conv2d(1, 8, 7, 7, 8, 1, groups=8))  # depthwise: depthwise_w's
