@@ -31,7 +31,10 @@ from convtune.schedules.target import host_target
 def random_workload(rnd: random.Random) -> Conv2D:
     """A random valid conv2d: plain, grouped or depthwise (channel multiplier
     1 or 2), kernels 1..7 per side, strides and dilations 1..3, asymmetric
-    padding, any epilogue, batch 1..3. Mostly small, so checking is quick."""
+    padding, any epilogue, batch 1..3. Mostly small, so checking is quick.
+    One in four is a pointwise conv (1x1, stride 1, unpadded), the most
+    common layer of real models, which uniform draws would almost never
+    make (and with it the templates and paths only 1x1s take)."""
     while True:
         kind = rnd.choice(("plain", "plain", "grouped", "depthwise"))
         groups = 1 if kind == "plain" else rnd.randint(2, 6) if kind == "depthwise" else rnd.randint(2, 4)
@@ -39,11 +42,14 @@ def random_workload(rnd: random.Random) -> Conv2D:
         kg = rnd.choice((1, 2)) if kind == "depthwise" else rnd.choice((1, 3, 17, 21, rnd.randint(1, 48)))
         if kind == "depthwise":
             groups = rnd.choice((groups, rnd.randint(7, 40)))
+        pointwise = rnd.random() < 0.25
+        kernel = (1, 1) if pointwise else (rnd.randint(1, 7), rnd.randint(1, 7))
+        stride = (1, 1) if pointwise else (rnd.randint(1, 3), rnd.randint(1, 3))
+        padding = (0, 0, 0, 0) if pointwise else tuple(rnd.randint(0, 3) for _ in range(4))
         try:
             return conv2d(
                 rnd.randint(1, 3), cg * groups, rnd.randint(1, 31), rnd.randint(1, 31), kg * groups,
-                rnd.randint(1, 7), rnd.randint(1, 7), stride=(rnd.randint(1, 3), rnd.randint(1, 3)),
-                padding=tuple(rnd.randint(0, 3) for _ in range(4)), dilation=(rnd.randint(1, 3), rnd.randint(1, 3)),
+                *kernel, stride=stride, padding=padding, dilation=(rnd.randint(1, 3), rnd.randint(1, 3)),
                 groups=groups, bias=rnd.random() < 0.5, residual=rnd.random() < 0.3,
                 activation=rnd.choice((None, *ACTIVATIONS)))
         except WorkloadError:  # the kernel is larger than the padded input: draw again
