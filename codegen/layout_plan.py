@@ -6,7 +6,9 @@ read in place (``codegen.lower.input_layout_wanted``; the most padded one
 when they differ): the writer writes
 that layout, the readers read it in place, and the NCHW packing and
 unpacking between them disappear. Everything else stays NCHW. A layout a
-schedule refuses (``ScheduleError``) leaves that tensor NCHW. A 1x1 gemm
+schedule refuses (``ScheduleError``), or one its writer or any reader would
+access with scattered or gathered vectors (``_contiguous``), leaves that
+tensor NCHW. A 1x1 gemm
 with ``cb=1`` reads NCHW1c in place, the layout a row-vector writer
 (``depthwise_w``) stores contiguously: mobilenet_v2's projection convs after
 its depthwise layers then skip their packing.
@@ -43,17 +45,19 @@ def _border(layout: BlockedLayout) -> tuple[int, int]:
     return layout.top, layout.left
 
 
-def _writes(state: ScheduleState, layout: BlockedLayout) -> bool:
-    """Whether the schedule stores ``layout`` with contiguous vectors.
+def _contiguous(state: ScheduleState, layout: BlockedLayout) -> bool:
+    """Whether the schedule reads or writes ``layout`` with contiguous vectors.
 
-    A vector along output channels takes any block: one store per vector.
-    A vector along the output row (``depthwise_w``, ``toeplitz``) would be
-    scattered over a channel block's lanes: mobilenet_v2's depthwise layers
-    ran 1.5-2.5x slower writing NCHW16c for the 1x1 after them than writing
-    NCHW and letting the 1x1 pack it. A layout of block 1 (NCHW, with rows
-    below for a pointwise gemm's last pixel tile) is written with contiguous
-    row vectors, so those writers take it, and a vector along the flattened
-    pixels (``pointwise_w``) too, as long as no border columns break its rows."""
+    A vector along output channels takes any block: one store per vector
+    (and its input is read by broadcasts, or packed). A vector along the
+    output row (``depthwise_w``, ``direct_w``, ``toeplitz``) would be
+    scattered over a channel block's lanes, or gathered from them:
+    mobilenet_v2's depthwise layers ran 1.5-2.5x slower writing NCHW16c for
+    the 1x1 after them than writing NCHW and letting the 1x1 pack it. A
+    layout of block 1 (NCHW, with rows below for a pointwise gemm's last
+    pixel tile) keeps row vectors contiguous, so those take it, and a vector
+    along the flattened pixels (``pointwise_w``) too, as long as no border
+    columns break its rows."""
     vectorized = state.annotated(LoopKind.VECTORIZED)
     roots = state.roots_of(vectorized[0]) if vectorized else frozenset()
     if roots == {"k"}:
@@ -76,7 +80,9 @@ def choose_layouts(graph: ModelGraph, schedules: dict[str, Schedule]) -> dict[st
         if not wants:
             continue
         layout = wants[0] if all(w == wants[0] for w in wants) else max(wants, key=_border)
-        if not _writes(schedules[name].state, layout):
+        # Every reader too: one that reads NCHW in place along its rows, given
+        # the layout another reader wants, would gather each vector lane by lane.
+        if not all(_contiguous(schedules[n].state, layout) for n in {name, *(n for n, _ in uses)}):
             continue
         states = {n: schedules[n].state for n in {name, *(n for n, _ in uses)}}
         try:

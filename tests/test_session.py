@@ -202,6 +202,32 @@ def test_a_writer_vectorized_along_flat_pixels_takes_only_unbordered_nchw1c(read
     assert_close([plan.values["y"]], ort_run(model, {"x": x}))
 
 
+def test_a_reader_along_rows_keeps_a_shared_tensor_nchw(rng: np.random.Generator) -> None:
+    """A fire module whose 1x1 expand is pointwise_w (it reads NCHW in place
+    along the flattened pixels): the 3x3 expand's padded NCHW16c would make
+    it gather every vector lane by lane, so the squeeze output stays NCHW
+    and the 3x3 packs it. The outputs match onnxruntime."""
+    inits = {"ws": weights(rng, 16, 8, 1, 1), "w1": weights(rng, 16, 16, 1, 1), "w3": weights(rng, 16, 16, 3, 3)}
+    nodes = [helper.make_node("Conv", ["x", "ws"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("Conv", ["r", "w1"], ["e1"]),
+             helper.make_node("Conv", ["r", "w3"], ["e3"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["e1", "e3"], ["y"], axis=1)]
+    model = make_model(nodes, {"x": (1, 8, 13, 13)}, {"y": (1, 32, 13, 13)}, inits)
+    graph = optimize(import_model(model))
+
+    def schedule_for(wl):  # type: ignore[no-untyped-def]
+        name = "pointwise_w" if (wl.C, wl.R) == (16, 1) else "direct" if wl.R == 3 else "gemm"
+        return schedule_from_config(wl, {"algorithm": name, **search_space(wl, host_target())[name].default})
+
+    plan = build_plan(graph, schedule_for)
+    steps = {s.node.inputs[1]: s for s in plan.steps if s.node.op == "FusedConv"}
+    assert steps["w1"].node.inputs[0] not in plan.layouts and steps["w3"].packs != ()
+    x = rng.standard_normal((1, 8, 13, 13), dtype=np.float32)
+    plan.inputs["x"][...] = x
+    run_plan(plan)
+    assert_close([plan.values["y"]], ort_run(model, {"x": x}))
+
+
 def test_outputs_are_copies_and_selectable(session: Session, rng: np.random.Generator) -> None:
     x = _x(rng)
     y, prob = session.run(None, {"x": x})
