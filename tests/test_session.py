@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+import onnx
 from onnx import helper
 from onnx_models import assert_close, make_model, ort_run, weights
 
@@ -112,17 +113,23 @@ def test_activations_stay_blocked_between_convs(model, session: Session, rng: np
         assert not border.any()
 
 
-def test_a_tensor_read_by_a_1x1_and_a_3x3_conv_takes_the_padded_layout(rng: np.random.Generator) -> None:
-    """A fire module (squeezenet): the squeeze output feeds a 1x1 and a 3x3
-    expand. The 3x3 reads the tensor in place (no packing stage); the 1x1,
-    which would read an unpadded layout in place, packs from the padded one;
-    and the outputs match onnxruntime."""
+def _fire_module(rng: np.random.Generator) -> onnx.ModelProto:
+    """squeezenet's fire module: a 1x1 squeeze (weights "ws") whose output feeds
+    a 1x1 ("w1") and a 3x3 ("w3") expand, concatenated."""
     inits = {"ws": weights(rng, 16, 8, 1, 1), "w1": weights(rng, 16, 16, 1, 1), "w3": weights(rng, 16, 16, 3, 3)}
     nodes = [helper.make_node("Conv", ["x", "ws"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
              helper.make_node("Conv", ["r", "w1"], ["e1"]),
              helper.make_node("Conv", ["r", "w3"], ["e3"], pads=[1, 1, 1, 1]),
              helper.make_node("Concat", ["e1", "e3"], ["y"], axis=1)]
-    model = make_model(nodes, {"x": (1, 8, 13, 13)}, {"y": (1, 32, 13, 13)}, inits)
+    return make_model(nodes, {"x": (1, 8, 13, 13)}, {"y": (1, 32, 13, 13)}, inits)
+
+
+def test_a_tensor_read_by_a_1x1_and_a_3x3_conv_takes_the_padded_layout(rng: np.random.Generator) -> None:
+    """A fire module (squeezenet): the squeeze output feeds a 1x1 and a 3x3
+    expand. The 3x3 reads the tensor in place (no packing stage); the 1x1,
+    which would read an unpadded layout in place, packs from the padded one;
+    and the outputs match onnxruntime."""
+    model = _fire_module(rng)
     with pytest.warns(FallbackWarning):
         session = Session(model)
     steps = {s.node.inputs[1]: s for s in session.plan.steps if s.node.op == "FusedConv"}
@@ -207,12 +214,7 @@ def test_a_reader_along_rows_keeps_a_shared_tensor_nchw(rng: np.random.Generator
     along the flattened pixels): the 3x3 expand's padded NCHW16c would make
     it gather every vector lane by lane, so the squeeze output stays NCHW
     and the 3x3 packs it. The outputs match onnxruntime."""
-    inits = {"ws": weights(rng, 16, 8, 1, 1), "w1": weights(rng, 16, 16, 1, 1), "w3": weights(rng, 16, 16, 3, 3)}
-    nodes = [helper.make_node("Conv", ["x", "ws"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
-             helper.make_node("Conv", ["r", "w1"], ["e1"]),
-             helper.make_node("Conv", ["r", "w3"], ["e3"], pads=[1, 1, 1, 1]),
-             helper.make_node("Concat", ["e1", "e3"], ["y"], axis=1)]
-    model = make_model(nodes, {"x": (1, 8, 13, 13)}, {"y": (1, 32, 13, 13)}, inits)
+    model = _fire_module(rng)
     graph = optimize(import_model(model))
 
     def schedule_for(wl):  # type: ignore[no-untyped-def]
