@@ -8,10 +8,9 @@ that layout, the readers read it in place, and the NCHW packing and
 unpacking between them disappear. Everything else stays NCHW. A layout a
 schedule refuses (``ScheduleError``), or one its writer or any reader would
 access with scattered or gathered vectors (``_contiguous``), leaves that
-tensor NCHW. A 1x1 gemm
-with ``cb=1`` reads NCHW1c in place, the layout a row-vector writer
-(``depthwise_w``) stores contiguously: mobilenet_v2's projection convs after
-its depthwise layers then skip their packing.
+tensor NCHW. A 1x1 gemm with ``cb=1`` reads NCHW1c in place, the layout a
+row-vector writer (``depthwise_w``) stores contiguously: mobilenet_v2's
+projection convs after its depthwise layers then skip their packing.
 """
 from __future__ import annotations
 
@@ -82,9 +81,9 @@ def choose_layouts(graph: ModelGraph, schedules: dict[str, Schedule]) -> dict[st
         layout = wants[0] if all(w == wants[0] for w in wants) else max(wants, key=_border)
         # Every reader too: one that reads NCHW in place along its rows, given
         # the layout another reader wants, would gather each vector lane by lane.
-        if not all(_contiguous(schedules[n].state, layout) for n in {name, *(n for n, _ in uses)}):
-            continue
         states = {n: schedules[n].state for n in {name, *(n for n, _ in uses)}}
+        if not all(_contiguous(state, layout) for state in states.values()):
+            continue
         try:
             states[name] = _with_layout(states[name], "out", layout)
             for n, role in uses:

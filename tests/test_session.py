@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pytest
 import onnx
+import pytest
 from onnx import helper
 from onnx_models import assert_close, make_model, ort_run, weights
 

@@ -39,7 +39,7 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template(indirect.NAME, indirect.applies, indirect.space, indirect.schedule),
     Template(toeplitz.NAME, toeplitz.applies, toeplitz.space, toeplitz.schedule),
     Template(rows.DIRECT_W, rows.direct_w_applies, rows.direct_w_space, rows.row_schedule),
-    Template(rows.POINTWISE_W, rows.pointwise_w_applies, rows.pointwise_w_space, rows.pointwise_w_schedule),
+    Template(rows.POINTWISE_W, rows.pointwise_w_applies, rows.pointwise_w_space, rows.row_schedule),
 )}
 BUILTIN = tuple(TEMPLATES)
 """Names of the templates shipped with convtune (plugins may register more)."""

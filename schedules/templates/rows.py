@@ -104,16 +104,20 @@ def row_schedule(wl: Conv2D, c: Config, target: CpuTarget | None = None) -> Sche
     """Tiles of (``kb`` channels,) ``ohb`` rows x ``nv`` vectors, the
     reduction over input channels and taps outside the tile, channels
     (and row blocks) in parallel: ``depthwise_w``'s and ``direct_w``'s
-    schedule (``target`` is the template protocol's; the tile is in ``c``)."""
+    schedule (``target`` is the template protocol's; the tile is in ``c``).
+    A config without ``ohb`` (``pointwise_w``) tiles one row, the fused
+    p*Q + q pixel axis, and its pixel blocks are the parallel row blocks."""
     sch = Schedule(wl)
     sch.pack_weights(1, 1)  # the input is read in place: masked loads at the borders
-    po, pi = sch.split("p", c["ohb"])
-    qo, qt = sch.split("q", c["vw"] * c["nv"])
+    flat = "ohb" not in c
+    po, pi = (None, None) if flat else sch.split("p", c["ohb"])
+    qo, qt = sch.split(sch.fuse("p", "q") if flat else "q", c["vw"] * c["nv"])
     qm, qi = sch.split(qt, c["vw"])
     outer_k, k_tile = sch.split("k", c["kb"]) if "kb" in c else ("k", None)
     channels = (k_tile,) if k_tile else ()
-    sch.reorder("n", outer_k, po, qo, "c", "r", "s", *channels, pi, qm, qi)
-    return finish_tile(sch, c, sch.fuse("n", outer_k), po, qo, (*channels, pi, qm), qi)
+    rows = () if flat else (pi,)
+    sch.reorder("n", outer_k, *([] if flat else [po]), qo, "c", "r", "s", *channels, *rows, qm, qi)
+    return finish_tile(sch, c, sch.fuse("n", outer_k), qo if flat else po, qo, (*channels, *rows, qm), qi)
 
 
 def finish_tile(sch: Schedule, c: Config, outer: str, rows: str, attach: str, unrolled: tuple[str, ...],
@@ -140,15 +144,21 @@ def direct_w_applies(wl: Conv2D) -> bool:
     return not one_channel_per_group(wl)
 
 
-def direct_w_space(wl: Conv2D, target: CpuTarget) -> Space:
-    vw = vector_blocks(wl.Q, target, most=2)[0]
+def _channel_tile(wl: Conv2D, target: CpuTarget, row: int) -> Config:
+    """``vw``, ``nv``, ``kb`` and ``parallel`` of a default tile along a row of
+    ``row`` outputs: up to 3 vectors x 8 channels (the measured sweet spot on
+    AVX-512; it won on 17 of mobilenet_v2's 19 1x1 shapes under
+    ``pointwise_w``), as many as fit the registers."""
+    vw = vector_blocks(row, target, most=2)[0]
     vecs = -(-vw // target.vector_lanes)
-    # Up to 3 vectors x 8 channels (the measured sweet spot on AVX-512), as many as fit the registers.
-    nv, kb = next((nv, kb) for nv in range(max(1, min(3, wl.Q // vw)), 0, -1)
+    nv, kb = next((nv, kb) for nv in range(max(1, min(3, row // vw)), 0, -1)
                   for kb in sorted(CHANNEL_UNROLLS, reverse=True)
                   if kb <= 8 and wl.K % kb == 0 and fits_registers(target, kb * nv * vecs, nv * vecs))
-    default = {"vw": vw, "nv": nv, "kb": kb, "ohb": 1, "unroll_rs": False,
-               "parallel": "nk" if wl.N * (wl.K // kb) >= 4 * target.cores else "nkp"}
+    return {"vw": vw, "nv": nv, "kb": kb, "parallel": "nk" if wl.N * (wl.K // kb) >= 4 * target.cores else "nkp"}
+
+
+def direct_w_space(wl: Conv2D, target: CpuTarget) -> Space:
+    default = {**_channel_tile(wl, target, wl.Q), "ohb": 1, "unroll_rs": False}
     return row_space(DIRECT_W, wl, target, default)
 
 
@@ -161,23 +171,4 @@ def pointwise_w_applies(wl: Conv2D) -> bool:
 
 def pointwise_w_space(wl: Conv2D, target: CpuTarget) -> Space:
     pixels = wl.P * wl.Q
-    vw = vector_blocks(pixels, target, most=2)[0]
-    vecs = -(-vw // target.vector_lanes)
-    # 8 channels x 2-3 vectors won on 17 of mobilenet_v2's 19 1x1 shapes.
-    nv, kb = next((nv, kb) for nv in range(max(1, min(3, pixels // vw)), 0, -1)
-                  for kb in sorted(CHANNEL_UNROLLS, reverse=True)
-                  if kb <= 8 and wl.K % kb == 0 and fits_registers(target, kb * nv * vecs, nv * vecs))
-    default = {"vw": vw, "nv": nv, "kb": kb, "parallel": "nk" if wl.N * (wl.K // kb) >= 4 * target.cores else "nkp"}
-    return row_space(POINTWISE_W, wl, target, default, row=pixels)
-
-
-def pointwise_w_schedule(wl: Conv2D, c: Config, target: CpuTarget | None = None) -> Schedule:
-    """``row_schedule`` over the fused pixel axis: tiles of ``kb`` channels x
-    ``nv`` vectors of ``vw`` pixels, input channels reduced outside the tile."""
-    sch = Schedule(wl)
-    sch.pack_weights(1, 1)  # the input is read in place: masked loads for the last pixels
-    qo, qt = sch.split(sch.fuse("p", "q"), c["vw"] * c["nv"])
-    qm, qi = sch.split(qt, c["vw"])
-    outer_k, k_tile = sch.split("k", c["kb"])
-    sch.reorder("n", outer_k, qo, "c", "r", "s", k_tile, qm, qi)
-    return finish_tile(sch, c, sch.fuse("n", outer_k), qo, qo, (k_tile, qm), qi)
+    return row_space(POINTWISE_W, wl, target, _channel_tile(wl, target, pixels), row=pixels)
