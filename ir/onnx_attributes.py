@@ -60,8 +60,8 @@ class OnnxNode:
 
     def attr(self, name: str, default: Any = None) -> Any:
         self._read.add(name)
-        if name not in self._attrs:
-            return default
+        if name not in self._attrs:  # ONNX's FLOAT attributes are 32-bit: so is a default left out
+            return float(np.float32(default)) if isinstance(default, float) else default
         value = helper.get_attribute_value(self._attrs[name])
         if isinstance(value, bytes):
             return value.decode()
@@ -281,8 +281,9 @@ def gather(node: OnnxNode) -> Normalised:
 def reduce_mean(node: OnnxNode) -> Normalised:
     rank = len(node.shape(0))
     axes = _axes_from(node, 1, rank)
+    noop = node.attr("noop_with_empty_axes", 0)  # read even beside axes: exporters write it there
     if not axes:
-        axes = [] if node.attr("noop_with_empty_axes", 0) else list(range(rank))
+        axes = [] if noop else list(range(rank))
     return node.inputs[:1], {"axes": sorted(set(axes)), "keepdims": bool(node.attr("keepdims", 1))}
 
 

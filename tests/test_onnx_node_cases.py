@@ -141,3 +141,43 @@ def test_node_case(name: str) -> None:
         print(f"onnxruntime cannot run {name}: {str(e).splitlines()[0]}")
         return
     assert_close(got, reference, name)
+
+
+def _with_explicit_defaults(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """``model`` with every attribute its nodes leave out written with the
+    schema's default value, as some exporters write them (torch.onnx's
+    dynamo exporter sets ReduceMean's noop_with_empty_axes=0); and how many
+    were added."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    opset = next(o.version for o in out.opset_import if o.domain in ("", "ai.onnx"))
+    added = 0
+    for node in out.graph.node:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+        present = {a.name for a in node.attribute}
+        for name, attr in schema.attributes.items():
+            if name not in present and attr.default_value.type != onnx.AttributeProto.UNDEFINED:
+                default = onnx.AttributeProto()
+                default.CopyFrom(attr.default_value)
+                default.name = name
+                node.attribute.append(default)
+                added += 1
+    return out, added
+
+
+def _normalised(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    return [(n.op, repr(n.attrs)) for n in import_model(model).nodes()]
+
+
+@lru_cache(maxsize=1)
+def _cases_with_defaults_left_out() -> list[str]:
+    """The importable cases that leave out at least one attribute with a default."""
+    return sorted(name for name, case in _cases().items()
+                  if _expected_error(name) is None and _with_explicit_defaults(case.model)[1])
+
+
+@pytest.mark.parametrize("name", _cases_with_defaults_left_out())
+def test_attributes_written_at_their_defaults_mean_what_their_absence_means(name: str) -> None:
+    model, _, _ = _prepared(_cases()[name])
+    explicit, _ = _with_explicit_defaults(model)
+    assert _normalised(explicit) == _normalised(model)
