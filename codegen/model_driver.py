@@ -8,8 +8,11 @@ stage addresses and buffers, each operator a call of its ``op_kernels``
 function, all through ``call_native`` on function addresses taken in this
 process (the stage driver's and the kernels' own caches hold their code; the
 segment's cache holds none of it: linked into it, a cached segment
-segfaulted later processes, numba issue 8578). Every array is an element of
-one tuple argument, every operator's shape a literal.
+segfaulted later processes, numba issue 8578). Every array a segment uses is
+an element of that segment's own tuple argument, every operator's shape a
+literal. (One tuple of all the model's arrays for every segment made each
+segment's compile grow with the model: 14 segments of a small exported
+network took 55 s to compile, 4 s each, against under 1 s each now.)
 Steps that are plain Python closures (operators without a
 kernel) split the plan into segments and run between them.
 
@@ -65,6 +68,24 @@ def _tuple(items: list[str]) -> str:
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
+class _Segment:
+    """One compiled function's calls, with the arrays and native addresses
+    they name: its own tuple, so that its compile (typing and unboxing every
+    element) grows with the segment, not with the model."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.arrays = _Arrays()
+        self.natives: list[int] = []
+        self.body: list[str] = []
+
+    def source(self) -> str:
+        return f"\n\n@njit(cache=True, nogil=True)\ndef {self.name}(bufs, natives):\n" + "\n".join(self.body)
+
+    def args(self) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        return tuple(self.arrays.arrays), np.array(self.natives, np.int64)
+
+
 class Driver:
     """The compiled plan: ``driver()`` runs every step in order."""
 
@@ -72,25 +93,25 @@ class Driver:
         steps = [call for s in steps for call in (s.calls if isinstance(s, OpSequence) else (s,))]
         convs = [s for s in steps if isinstance(s, BoundConv)]
         stage_driver = run_stages(any(c.compiled.checked for c in convs))
-        arrays, natives, lines = _Arrays(), [], []
-        order: list[str | Callable[[], None]] = []
-        body: list[str] = []
+        order: list[_Segment | Callable[[], None]] = []
+        segment = _Segment("segment_0")
 
         def call(dispatcher: Any, args: list[np.ndarray | int], text: list[str]) -> None:
             """A line calling ``dispatcher`` compiled for ``args`` through its address (named in a comment)."""
             sig = tuple(types.int64 if isinstance(a, int) else numba.typeof(a) for a in args)
             dispatcher.compile(sig)
-            natives.append(function_address(dispatcher, sig))
-            body.append(f"    call_native(natives[{len(natives) - 1}], {_tuple(text)})  # {dispatcher.__name__}")
+            segment.natives.append(function_address(dispatcher, sig))
+            segment.body.append(f"    call_native(natives[{len(segment.natives) - 1}], {_tuple(text)})"
+                                f"  # {dispatcher.__name__}")
 
         def close_segment() -> None:
-            if body:
-                name = f"segment_{len(lines)}"
-                lines.append(f"\n\n@njit(cache=True, nogil=True)\ndef {name}(bufs, natives):\n" + "\n".join(body))
-                order.append(name)
-                body.clear()
+            nonlocal segment
+            if segment.body:
+                order.append(segment)
+                segment = _Segment(f"segment_{len(order)}")
 
         for step in steps:
+            arrays = segment.arrays
             if isinstance(step, BoundConv):
                 c = step.compiled
                 buffers = tuple(step.buffers)
@@ -104,18 +125,18 @@ class Driver:
                 close_segment()
                 order.append(step)
         close_segment()
-        self.source = _HEADER.format(version=LOWERING_VERSION[:12]) + "\n".join(lines) + "\n"
+        segments = [item for item in order if isinstance(item, _Segment)]
+        self.source = _HEADER.format(version=LOWERING_VERSION[:12]) + "".join(s.source() for s in segments) + "\n"
         module = load_module(self.source, "model")
-        args = (tuple(arrays.arrays), np.array(natives, np.int64))
-        signature = tuple(numba.typeof(a) for a in args)
         self._calls: list[Callable[[], None]] = []
         for item in order:
-            if isinstance(item, str):
-                segment = getattr(module, item)
-                segment.compile(signature)
-                item = functools.partial(segment, *args)
+            if isinstance(item, _Segment):
+                args = item.args()
+                compiled = getattr(module, item.name)
+                compiled.compile(tuple(numba.typeof(a) for a in args))
+                item = functools.partial(compiled, *args)
             self._calls.append(item)
-        self.segments = sum(1 for item in order if isinstance(item, str))
+        self.segments = len(segments)
 
     def __call__(self) -> None:
         for call in self._calls:
