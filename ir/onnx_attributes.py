@@ -427,6 +427,17 @@ def constant(node: OnnxNode) -> Normalised:
                      "only numeric tensor constants are supported")
 
 
+def constant_of_shape(node: OnnxNode) -> Normalised:
+    """Folded on import, like the Shape arithmetic that feeds it (torch's
+    legacy export of ``F.pad`` builds its pads so)."""
+    node.const_input(0, "input")
+    value = node.attr("value")
+    value = np.zeros(1, np.float32) if value is None else np.asarray(value)
+    if value.size != 1:
+        raise node.error("attribute 'value'", f"must hold one element, not {value.size}")
+    return node.inputs, {"value": value.reshape(())}
+
+
 def dropout(node: OnnxNode) -> Normalised:
     node.attr("ratio")
     node.attr("seed")
@@ -459,5 +470,5 @@ NORMALISERS: dict[str, Callable[[OnnxNode], Normalised]] = {
     "GlobalAveragePool": no_attributes, "GlobalMaxPool": no_attributes, "ReduceMean": reduce_mean,
     "Flatten": flatten, "Reshape": reshape, "Squeeze": squeeze, "Unsqueeze": unsqueeze, "Transpose": transpose,
     "Gemm": gemm, "MatMul": no_attributes, "Softmax": softmax, "Pad": pad, "Resize": resize,
-    "Constant": constant, "Identity": no_attributes, "Dropout": dropout, "Shape": shape_, "Cast": cast,
+    "Constant": constant, "ConstantOfShape": constant_of_shape, "Identity": no_attributes, "Dropout": dropout, "Shape": shape_, "Cast": cast,
 }

@@ -168,6 +168,11 @@ def constant(attrs: dict[str, Any]) -> np.ndarray:
     return attrs["value"]
 
 
+@evaluator("ConstantOfShape")
+def constant_of_shape(attrs: dict[str, Any], shape: np.ndarray) -> np.ndarray:
+    return np.full(tuple(int(d) for d in shape), attrs["value"])
+
+
 # -- reductions and linear algebra --------------------------------------------
 @evaluator("ReduceMean")
 def reduce_mean(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:

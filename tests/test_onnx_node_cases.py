@@ -29,7 +29,7 @@ from convtune.tuner.session import Session
 CONSTANT_INPUTS = {
     "Clip": (1, 2), "Pad": (1, 2, 3), "Reshape": (1,), "Resize": (1, 2, 3), "Slice": (1, 2, 3, 4),
     "Split": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "ReduceMean": (1,), "Dropout": (1, 2),
-    "ConvTranspose": (1, 2),
+    "ConvTranspose": (1, 2), "ConstantOfShape": (0,),
 }
 """Input slots that must be constant (attributes in the model graph); and
 ConvTranspose's weight and bias, as exporters write them, so its 2-D cases
