@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from convtune.ir.evaluate import evaluate
-from convtune.ir.graph import ModelGraph, Node
+from convtune.ir.graph import ModelGraph, Node, TensorInfo
 from convtune.ir.op_semantics_spatial import conv_transpose_workload, conv_workload
 from convtune.ir.workload import ACTIVATION_PARAMS, Activation, WorkloadError
 
@@ -168,6 +168,29 @@ def fuse_conv_epilogues(graph: ModelGraph) -> ModelGraph:
     return graph
 
 
+def spatial_means_as_global_pools(graph: ModelGraph) -> ModelGraph:
+    """ReduceMean over every spatial axis becomes GlobalAveragePool, which
+    runs as a compiled kernel: torch's dynamo exporter writes
+    ``adaptive_avg_pool2d(x, 1)`` so, and ``x.mean((2, 3))`` is common in
+    model code. Without keepdims the pool is followed by a Reshape (a view)."""
+    for node in list(graph.nodes()):
+        rank = len(graph.tensors[node.inputs[0]].shape)
+        if node.op != "ReduceMean" or rank < 3 or node.attrs["axes"] != list(range(2, rank)):
+            continue
+        if node.attrs["keepdims"]:
+            graph.replace_nodes([node.name], Node(node.name, "GlobalAveragePool", node.inputs, node.outputs, {}))
+            continue
+        pooled = f"{node.outputs[0]}/pooled"
+        while pooled in graph.tensors:
+            pooled += "_"
+        info = graph.tensors[node.inputs[0]]
+        graph.add_node(Node(f"{node.name}/pool", "GlobalAveragePool", node.inputs, (pooled,), {}),
+                       {pooled: TensorInfo(info.shape[:2] + (1,) * (rank - 2), info.dtype)})
+        shape = graph.tensors[node.outputs[0]].shape
+        graph.replace_nodes([node.name], Node(node.name, "Reshape", (pooled,), node.outputs, {"shape": shape}))
+    return graph
+
+
 def eliminate_dead_code(graph: ModelGraph) -> ModelGraph:
     """Drop nodes and constants nothing reads (folding leaves constants behind)."""
     for node in reversed(list(graph.nodes())):
@@ -179,12 +202,13 @@ def eliminate_dead_code(graph: ModelGraph) -> ModelGraph:
     return graph
 
 
-PASSES = (fold_constants, remove_identities, fold_batch_norm, fuse_conv_epilogues, eliminate_dead_code)
+PASSES = (fold_constants, remove_identities, spatial_means_as_global_pools, fold_batch_norm, fuse_conv_epilogues,
+          eliminate_dead_code)
 
 
 def optimize(graph: ModelGraph) -> ModelGraph:
     """A rewritten copy of ``graph`` (``ModelGraph.copy``: the weights are
-    shared): folded, BN-folded, epilogues fused."""
+    shared): folded, spatial means as pools, BN-folded, epilogues fused."""
     graph = graph.copy()
     for run in PASSES:
         graph = run(graph)

@@ -14,6 +14,7 @@ from convtune.ir.evaluate import interpret
 from convtune.ir.graph import ModelGraph, Node
 from convtune.ir.model_passes import (
     eliminate_dead_code, fold_batch_norm, fold_constants, fuse_conv_epilogues, optimize, remove_identities,
+    spatial_means_as_global_pools,
 )
 from convtune.ir.onnx_frontend import import_model
 from convtune.ir.workload import ACTIVATION_PARAMS, Conv2D
@@ -22,11 +23,11 @@ X = (1, 4, 6, 6)
 
 
 def _conv_model(rng: np.random.Generator, after: list, extra_inits: dict | None = None,
-                outputs: tuple[str, ...] = ("y",), k: int = 4, bias: bool = True):
+                outputs: tuple[str, ...] = ("y",), k: int = 4, bias: bool = True, opset: int = 17):
     """x -> Conv(3x3, pad 1) -> c, then the nodes ``after``."""
     inits = {"w": weights(rng, k, X[1], 3, 3), **({"b": weights(rng, k)} if bias else {}), **(extra_inits or {})}
     conv = helper.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["c"], pads=[1, 1, 1, 1])
-    return make_model([conv, *after], {"x": X, "r": (1, k, 6, 6)}, {o: None for o in outputs}, inits)
+    return make_model([conv, *after], {"x": X, "r": (1, k, 6, 6)}, {o: None for o in outputs}, inits, opset)
 
 
 def _feeds(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -161,6 +162,24 @@ def test_eliminate_dead_code_drops_unread_nodes_and_constants(rng: np.random.Gen
                         {"unused": weights(rng, 3)})
     graph = eliminate_dead_code(import_model(model))
     assert _ops(graph) == ["Conv", "Relu"] and "unused" not in graph.constants and "dead" not in graph.tensors
+
+
+@pytest.mark.parametrize("axes, keepdims, pooled", [([2, 3], 1, True), ([-1, -2], 0, True), ([1, 2, 3], 1, False),
+                                                     ([2], 1, False)])
+def test_a_mean_over_every_spatial_axis_becomes_a_global_pool(axes: list[int], keepdims: int, pooled: bool,
+                                                              rng: np.random.Generator) -> None:
+    """As torch's dynamo exporter writes adaptive_avg_pool2d(x, 1) (opset 18: axes an input)."""
+    nodes = [helper.make_node("ReduceMean", ["c", "axes"], ["m"], keepdims=keepdims),
+             helper.make_node("Relu", ["m"], ["y"])]
+    model = _conv_model(rng, nodes, {"axes": np.array(axes, np.int64)}, opset=18)
+    before = import_model(model)
+    after = spatial_means_as_global_pools(import_model(model))
+    want = ["Conv", "GlobalAveragePool", "Reshape", "Relu"] if not keepdims else ["Conv", "GlobalAveragePool", "Relu"]
+    assert _ops(after) == (want if pooled else ["Conv", "ReduceMean", "Relu"])
+    assert after.tensors["m"] == before.tensors["m"]
+    feeds = _feeds(rng)
+    _same_outputs(before, after, feeds)
+    assert_close([interpret(after, feeds)["y"]], ort_run(model, feeds))
 
 
 def test_optimize_leaves_its_input_alone(rng: np.random.Generator) -> None:
