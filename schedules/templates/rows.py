@@ -67,7 +67,8 @@ def row_space(name: str, wl: Conv2D, target: CpuTarget, default: Config, row: in
     most = max(1, min(4, row // widths[0]))  # more vectors than fit the row are never valid
     default = {"vw": widths[0], "nv": 1, **default}
     even_row = any(row % (w * n) == 0 for w in widths for n in range(1, most + 1))
-    kbs = tuple(k for k in CHANNEL_UNROLLS if k <= wl.K and (wl.K % k == 0 or even_row)) if "kb" in default else ()
+    kbs = tuple(k for k in CHANNEL_UNROLLS if k <= wl.K and (wl.K % k == 0 or even_row)
+                and fits_registers(target, k, 1)) if "kb" in default else ()  # fits with one row and one vector
 
     def channels(c: Config) -> int:
         return c.get("kb", 1)

@@ -60,7 +60,8 @@ def space(wl: Conv2D, target: CpuTarget) -> Space:
     knobs = (
         Knob("lanes", widths, "output columns per vector: the Toeplitz matrices' width"),
         Knob("nv", tuple(range(1, min(4, max(tiles.values())) + 1)), "column tiles (vectors) per register tile"),
-        Knob("kb", tuple(range(1, min(wl.K, 16) + 1)), "output channels per register tile"),
+        Knob("kb", tuple(k for k in range(1, min(wl.K, 16) + 1) if fits_registers(target, k, k)),  # one row, one vector
+             "output channels per register tile"),
         Knob("ohb", tuple(h for h in (1, 2, 3, 4) if h <= wl.P), "output rows per register tile (share each matrix vector)"),
         Knob("unroll_j", (False, True), "unroll the band (input columns of a tile)"),
         Knob("unroll_r", (False, True), "unroll the kernel rows"),
