@@ -7,6 +7,7 @@ and its border must stay exactly zero (the next conv's padding)."""
 import numpy as np
 import pytest
 from conftest import fresh_seed
+from targets import avx512_schedule
 
 from convtune.codegen import build
 from convtune.codegen.lower import input_layout_wanted
@@ -16,7 +17,7 @@ from convtune.ir.workload import conv2d
 from convtune.schedules import ScheduleError
 from convtune.schedules.layout import from_blocked, to_blocked
 from convtune.schedules.state import BlockedLayout
-from convtune.schedules.templates import schedule_from_config
+
 
 CONFIGS = {
     "direct": {"algorithm": "direct", "cb": 8, "kb": 16, "owb": 4, "ohb": 1, "reduction_order": "c_rs",
@@ -59,7 +60,7 @@ def draw(rng, shape):
 @pytest.mark.parametrize("algorithm", sorted(CONFIGS))
 def test_blocked_input_output_and_residual_match_the_reference(algorithm):
     wl = conv2d(1, 16, 8, 7, 16, 3, padding=1, bias=True, residual=True, activation="relu")
-    sch = schedule_from_config(wl, CONFIGS[algorithm])
+    sch = avx512_schedule(wl, CONFIGS[algorithm])
     wanted = input_layout_wanted(sch.state)
     data_layout = wanted or BlockedLayout(wl.data_shape, 8, 1, 1, 11, 12)  # gemm (im2col) repacks in the kernel
     out_layout = BlockedLayout(wl.out_shape, 16, 1, 2, wl.P + 3, wl.Q + 5)
@@ -88,7 +89,7 @@ def test_a_pointwise_gemm_reads_blocked_input_in_place(n, c, h, w, k, cb, kb, tb
     it wants that layout (rows below the tensor covering its last pixel
     tile), reads it with no packing stage and matches the reference."""
     wl = conv2d(n, c, h, w, k, 1, groups=groups, bias=True, activation="relu")
-    sch = schedule_from_config(wl, {**CONFIGS["gemm"], "cb": cb, "kb": kb, "tb": tb})
+    sch = avx512_schedule(wl, {**CONFIGS["gemm"], "cb": cb, "kb": kb, "tb": tb})
     layout = input_layout_wanted(sch.state)
     assert layout is not None and (layout.block, layout.top, layout.left, layout.cols) == (cb, 0, 0, w)
     assert layout.rows * w >= -(-h * w // tb) * tb
@@ -105,14 +106,14 @@ def test_a_pointwise_gemm_reads_blocked_input_in_place(n, c, h, w, k, cb, kb, tb
 def test_strided_or_padded_pointwise_and_larger_gemms_still_pack():
     for wl in (conv2d(1, 16, 8, 8, 16, 1, stride=2), conv2d(1, 16, 8, 8, 16, 1, padding=1),
                conv2d(1, 16, 8, 8, 16, 3, padding=1)):
-        assert input_layout_wanted(schedule_from_config(wl, CONFIGS["gemm"]).state) is None, wl
+        assert input_layout_wanted(avx512_schedule(wl, CONFIGS["gemm"]).state) is None, wl
 
 
 def test_a_register_tile_wider_than_the_output_block_is_stored_in_vector_chunks():
     """kb = 32 channels into NCHW8c: four contiguous 8-lane stores per pixel,
     not 32 scalar ones (``codegen.passes.chunk_stores``)."""
     wl = conv2d(1, 8, 6, 6, 32, 3, padding=1, bias=True, activation="relu")
-    sch = schedule_from_config(wl, {**CONFIGS["direct"], "kb": 32, "owb": 3})
+    sch = avx512_schedule(wl, {**CONFIGS["direct"], "kb": 32, "owb": 3})
     layout = BlockedLayout(wl.out_shape, 8, 1, 1, 8, 9)
     sch.io_layout(out=layout)
     kernel = build(sch)
@@ -133,7 +134,7 @@ def test_a_ragged_tile_into_a_smaller_block_is_stored_in_masked_vector_chunks(k)
     and the channels past K inside the last block stay zero (a sigmoid would
     write 0.5 there)."""
     wl = conv2d(1, 24, 5, 7, k, 1, bias=True, activation="sigmoid")
-    sch = schedule_from_config(wl, {**CONFIGS["gemm"], "kb": 32, "tb": 7})
+    sch = avx512_schedule(wl, {**CONFIGS["gemm"], "kb": 32, "tb": 7})
     layout = BlockedLayout(wl.out_shape, 16, 1, 1, 8, 9)
     sch.io_layout(out=layout)
     kernel = build(sch)
@@ -153,9 +154,9 @@ def test_two_convs_chain_in_blocked_layout_with_no_packing_between():
     (a ResNet block): no NCHW tensor between them."""
     a_wl = conv2d(1, 8, 8, 8, 16, 3, padding=1, bias=True, activation="relu")
     b_wl = conv2d(1, 16, 8, 8, 16, 3, padding=1, bias=True, residual=True, activation="relu")
-    b_sch = schedule_from_config(b_wl, CONFIGS["winograd"])
+    b_sch = avx512_schedule(b_wl, CONFIGS["winograd"])
     link = input_layout_wanted(b_sch.state)
-    a_sch = schedule_from_config(a_wl, {**CONFIGS["direct"], "cb": 8})
+    a_sch = avx512_schedule(a_wl, {**CONFIGS["direct"], "cb": 8})
     a_sch.io_layout(out=link)
     final = BlockedLayout(b_wl.out_shape, 16)
     b_sch.io_layout(data=link, residual=link, out=final)
@@ -182,7 +183,7 @@ def test_numpy_pack_and_unpack_round_trip():
 
 def test_bad_layouts_are_refused_in_one_line():
     wl = conv2d(1, 16, 8, 8, 16, 3, padding=1)
-    sch = schedule_from_config(wl, CONFIGS["direct"])
+    sch = avx512_schedule(wl, CONFIGS["direct"])
     with pytest.raises(ScheduleError, match=r"io_layout: data layout is for a \(1, 16, 9, 8\) tensor"):
         sch.io_layout(data=BlockedLayout((1, 16, 9, 8), 8))
     with pytest.raises(ScheduleError, match="io_layout: this workload has no residual input"):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_correct
+from targets import AVX512, avx512_schedule
 from test_templates import covering_configs
 from convtune.codegen import build, source
 from convtune.codegen.lower import input_layout_wanted
@@ -30,8 +31,9 @@ ODD = conv2d(2, 5, 7, 5, 17, 3, stride=2, padding=(2, 1, 0, 3), dilation=2, bias
 
 
 def indirect(wl, **knobs):
-    space = TEMPLATES["indirect"].space(wl, host_target())
-    return schedule_from_config(wl, {"algorithm": "indirect", **space.default, **knobs})
+    """The template's AVX-512 default with ``knobs`` changed (the knobs below are sized for it)."""
+    space = TEMPLATES["indirect"].space(wl, AVX512)
+    return avx512_schedule(wl, {"algorithm": "indirect", **space.default, **knobs})
 
 
 def assert_correct_on_blocked_input(kernel, layout, rng):

@@ -6,11 +6,12 @@ import re
 import pytest
 
 from conftest import assert_correct
+from targets import avx512_invalid_reason, avx512_schedule
 from convtune.codegen import source
 from convtune.ir import conv2d
 from convtune.schedules.schedule import Schedule
 from convtune.schedules.state import ScheduleError
-from convtune.schedules.templates import invalid_reason, schedule_from_config
+
 
 LAYER4 = conv2d(1, 64, 7, 7, 64, 3, padding=1, bias=True, activation="relu", residual=True)
 WINOGRAD = {"algorithm": "winograd", "m": 2, "cb": 8, "kb": 16, "tb": 8}
@@ -34,17 +35,17 @@ def _prefetched(src: str) -> list[str]:
      {"algorithm": "indirect", "cb": 12, "kb": 16, "tb": 6, "reduction_order": "rs_c", "unroll_s": True}),
 ])
 def test_prefetching_kernels_fetch_the_next_block_and_stay_correct(wl, config):
-    sch = schedule_from_config(wl, {**config, "prefetch": True})
+    sch = avx512_schedule(wl, {**config, "prefetch": True})
     src = source(sch)
     assert _prefetched(src), src
-    assert not _prefetched(source(schedule_from_config(wl, {**config, "prefetch": False})))
+    assert not _prefetched(source(avx512_schedule(wl, {**config, "prefetch": False})))
     assert_correct(sch)
 
 
 def test_a_stage_of_one_chunk_has_nothing_to_prefetch_and_still_builds():
     # Found by the property test: every loop of extent 1, the parallel one inlined.
     wl = conv2d(1, 1, 1, 1, 1, 1, stride=(3, 2), padding=(0, 2, 3, 3), bias=True, activation="relu", residual=True)
-    sch = schedule_from_config(wl, {"algorithm": "gemm", "cb": 1, "kb": 1, "tb": 6, "reduction_order": "c_rs",
+    sch = avx512_schedule(wl, {"algorithm": "gemm", "cb": 1, "kb": 1, "tb": 6, "reduction_order": "c_rs",
                                     "unroll_s": False, "prefetch": True})
     assert not _prefetched(source(sch))
     assert_correct(sch)
@@ -52,26 +53,26 @@ def test_a_stage_of_one_chunk_has_nothing_to_prefetch_and_still_builds():
 
 def test_chunks_sharing_a_block_split_its_lines():
     # 8 channels x 16 outputs per c_o step = 128 floats = 8 lines, shared by the 2 tile blocks: 4 each, ahead 2 chunks.
-    src = source(schedule_from_config(LAYER4, {**WINOGRAD, "prefetch": True}))
+    src = source(avx512_schedule(LAYER4, {**WINOGRAD, "prefetch": True}))
     assert len(_prefetched(src)) == 4
     assert "+ 2 < " in src  # the last chunks, with no block after them, fetch nothing
 
 
 def test_a_config_logged_before_the_knob_means_no_prefetch():
     old = dict(WINOGRAD)  # as tuning logs from before the knob hold it
-    assert invalid_reason(LAYER4, old) is None
-    assert source(schedule_from_config(LAYER4, old)) == source(schedule_from_config(LAYER4, {**old, "prefetch": False}))
+    assert avx512_invalid_reason(LAYER4, old) is None
+    assert source(avx512_schedule(LAYER4, old)) == source(avx512_schedule(LAYER4, {**old, "prefetch": False}))
 
 
 def test_direct_prefetches_only_where_each_chunk_reads_its_block_once():
     wl = conv2d(1, 16, 9, 9, 32, 3, padding=1)
     base = {"algorithm": "direct", "cb": 8, "kb": 16, "ohb": 1, "owb": 9, "reduction_order": "c_rs",
             "unroll_s": False, "parallel": "nkp", "prefetch": True}
-    assert invalid_reason(wl, base) is None
+    assert avx512_invalid_reason(wl, base) is None
     for change in ({"parallel": "nk"}, {"reduction_order": "rs_c"}, {"owb": 3}):
-        assert "prefetch needs" in invalid_reason(wl, {**base, **change})
+        assert "prefetch needs" in avx512_invalid_reason(wl, {**base, **change})
     grouped = conv2d(1, 16, 9, 9, 32, 3, padding=1, groups=2)
-    assert "prefetch=True is not one of" in invalid_reason(grouped, {**base, "cb": 8})
+    assert "prefetch=True is not one of" in avx512_invalid_reason(grouped, {**base, "cb": 8})
 
 
 @pytest.mark.parametrize("args,message", [
