@@ -5,6 +5,7 @@ forever); failures print the seed to reproduce them."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 # Without a GPU (CI) the CUDA tests run on numba's CUDA simulator. numba reads
@@ -46,7 +47,13 @@ def pytest_configure(config: pytest.Config) -> None:
     """Give the run one fresh Hypothesis seed (unless ``--hypothesis-seed``
     names one), so a failing run is replayed by passing it back. Under
     pytest-xdist a worker takes the controller's seed (``workerinput``),
-    so the seed printed at the end replays every worker's draws."""
+    so the seed printed at the end replays every worker's draws. Ctrl-C
+    is made deliverable."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # A shell without job control starts background jobs with Ctrl-C
+        # ignored, and Python keeps that: the Ctrl-C tests (and the tuner
+        # processes they start, which inherit it) would get no signal.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     worker = getattr(config, "workerinput", None)
     if worker is not None:
         config.option.hypothesis_seed = worker["hypothesis_seed"]
