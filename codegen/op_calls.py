@@ -66,6 +66,22 @@ def _global_average_pool(x: np.ndarray, out: np.ndarray) -> OpCall:
     return OpCall("global_average_pool", (_flat(x), _flat(out)), (planes, x.size // planes))
 
 
+def _plane_broadcast(node: Node, ins: list[np.ndarray], out: np.ndarray) -> OpCall | None:
+    """Mul or Add of a tensor (N, C, ...) and one value per channel plane,
+    shaped (N, C, 1, ...) or (1, C, 1, ...) or right-aligned without the
+    leading ones, either operand first (both operators commute)."""
+    if len(ins) != 2 or out.ndim < 3:
+        return None
+    for x, s in (ins, ins[::-1]):
+        shape = (1,) * (x.ndim - s.ndim) + s.shape
+        if x.shape == out.shape and len(shape) == x.ndim and shape[0] in (1, x.shape[0]) \
+                and shape[1] == x.shape[1] and all(d == 1 for d in shape[2:]):
+            planes = x.shape[0] * x.shape[1]
+            return OpCall("plane_broadcast", (_flat(x), _flat(s), _flat(out)),
+                          (planes, x.size // planes, s.size, int(node.op == "Mul")))
+    return None
+
+
 def _gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None, out: np.ndarray, trans_b: bool,
           alpha: float, beta: float) -> OpCall:
     """``out = alpha a b + beta c`` with the constant ``b`` (and ``c``) laid
@@ -109,6 +125,8 @@ def op_call(node: Node, ins: list[np.ndarray], outs: list[np.ndarray],
         return _interleave(node, ins, out)
     if node.op == "GlobalAveragePool" and ins[0].ndim >= 3:
         return _global_average_pool(ins[0], out)
+    if node.op in ("Mul", "Add"):
+        return _plane_broadcast(node, ins, out)
     const = all(t in constants for t in named[1:])
     if node.op == "Gemm" and const and not node.attrs["transA"]:
         c = ins[2] if len(ins) > 2 else None

@@ -73,6 +73,22 @@ def global_average_pool(x, out, planes, size):  # type: ignore[no-untyped-def]
         out[c] = total / size
 
 
+@njit(parallel=True, **_FLAGS)
+def plane_broadcast(x, s, out, planes, size, s_planes, multiply):  # type: ignore[no-untyped-def]
+    """``x * s`` (``multiply``) or ``x + s`` where ``s`` holds one value per
+    plane of ``size`` pixels, plane ``p`` taking ``s[p % s_planes]``: a
+    squeeze-excitation gate (N, C, 1, 1) or a per-channel (1, C, 1, 1)."""
+    for p in prange(planes):
+        v = s[p % s_planes]
+        base = p * size
+        if multiply:
+            for i in range(size):
+                out[base + i] = x[base + i] * v
+        else:
+            for i in range(size):
+                out[base + i] = x[base + i] + v
+
+
 @njit(parallel=True, fastmath=_REDUCE, **_FLAGS)
 def gemm(a, bt, c, out, M, N, K):  # type: ignore[no-untyped-def]
     """``out = a @ bt.T + c`` for ``a`` MxK, ``bt`` NxK (the weight

@@ -145,6 +145,23 @@ def test_global_average_pool(rng: np.random.Generator) -> None:
     _check(Node("g", "GlobalAveragePool", ("x",), ("y",)), [x], (2, 5, 1, 1), set())
 
 
+@pytest.mark.parametrize("op", ["Mul", "Add"])
+@pytest.mark.parametrize("s_shape, s_first", [((2, 5, 1, 1), False), ((1, 5, 1, 1), False), ((5, 1, 1), True),
+                                              ((2, 5, 1, 1), True)])
+def test_plane_broadcast(rng: np.random.Generator, op: str, s_shape: tuple, s_first: bool) -> None:
+    """A squeeze-excitation gate (N, C, 1, 1) or a per-channel constant, as
+    either operand: one compiled call, not a numpy step between segments."""
+    x, s = rng.standard_normal((2, 5, 7, 3), dtype=np.float32), rng.standard_normal(s_shape, dtype=np.float32)
+    ins, names = ([s, x], ("s", "x")) if s_first else ([x, s], ("x", "s"))
+    _check(Node("m", op, names, ("y",)), ins, x.shape, set())
+
+
+@pytest.mark.parametrize("op, s_shape", [("Mul", (2, 1, 1, 1)), ("Mul", (1, 5, 7, 1)), ("Sub", (1, 5, 1, 1))])
+def test_other_broadcasts_stay_numpy_steps(rng: np.random.Generator, op: str, s_shape: tuple) -> None:
+    x, s = rng.standard_normal((2, 5, 7, 3), dtype=np.float32), rng.standard_normal(s_shape, dtype=np.float32)
+    assert op_call(Node("m", op, ("x", "s"), ("y",)), [x, s], [np.empty_like(x)], {}) is None
+
+
 @pytest.mark.parametrize("trans_b, c_shape, alpha, beta", [(True, (7,), 1.0, 1.0), (False, (3, 7), 0.5, 2.0),
                                                            (True, (1, 7), 1.0, 0.0), (False, None, 1.0, 1.0)])
 def test_gemm(rng: np.random.Generator, trans_b: bool, c_shape: tuple | None, alpha: float, beta: float) -> None:
