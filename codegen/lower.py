@@ -334,8 +334,9 @@ def _lower_conv(state: ScheduleState) -> Kernel:
 
     # Packed weights are zero past every edge. Packed data is too; unpacked data
     # is read behind the padding test, which covers rows and columns but not
-    # a batch or channel index past the end.
-    reads_safe = state.weight_packing is not None and (
+    # a batch or channel index past the end. Neither helps an overhang that
+    # lands inside the tensor (a nested split of a reduction axis).
+    reads_safe = state.weight_packing is not None and not state.reduction_overhang_aliases() and (
         state.data_packing is not None or not d.overruns({"n", "k", "c"}))
     out_idx = (ax["n"], ax["k"], ax["p"], ax["q"])
     if split_k_axis(state) is None:

@@ -224,6 +224,29 @@ class ScheduleState:
                                 Cmp("<", exprs[rel.parent], Const(parent.extent))))
         return out
 
+    def reduction_overhang_aliases(self) -> bool:
+        """Whether a reduction split that does not divide its parent runs onto
+        indices inside the tensor: splitting an inner axis (``c_i`` of extent
+        5 by 2 reaches ``c_i = 5``, which is ``c = 5`` of the next ``c_o``
+        block, counted twice), where the zeros past a packed tensor's end do
+        not make the overhang harmless and only a guard does."""
+        return any(isinstance(rel, Split) and self.axis(rel.parent).extent % rel.factor
+                   and self.axis(rel.parent).kind == REDUCE and not self._overruns_its_root(rel.parent)
+                   for rel in self.relations)
+
+    def _overruns_its_root(self, name: str) -> bool:
+        """Whether values of axis ``name`` past its extent are past its root
+        axis's extent too: a root, a split's outer part, a fused axis's
+        outer part, and nothing else."""
+        for rel in self.relations:
+            if isinstance(rel, Split) and name == rel.inner:
+                return False
+            if isinstance(rel, Split) and name == rel.outer:
+                return self._overruns_its_root(rel.parent)
+            if isinstance(rel, Fuse) and name == rel.fused:
+                return self._overruns_its_root(rel.outer)
+        return True
+
     def spatial_leaves(self) -> list[IterVar]:
         return [a for a in self.leaf_axes() if a.kind == SPATIAL]
 

@@ -134,6 +134,12 @@ def bounds_checked_kernels(monkeypatch):
 # Found by this test: vectorizing the rows of a strided layer with left padding
 # gathers from before the input (the padding guard only selects afterwards).
 @example(conv2d(1, 1, 3, 3, 3, 1, stride=2, padding=(0, 2, 0, 0)), [("vectorize", 1, 0)], 0)
+# And: c split by 5 (a tail), then c_i by 2 (another), data and weights packed:
+# c_i = 5 is c = 5 of the next block, which the packed zeros did not mask.
+@example(conv2d(2, 6, 10, 9, 3, 1, 3), [("split", 389, 988), ("reorder", 535, 217), ("split", 237, 861),
+                                      ("split", 0, 0), ("split", 0, 0), ("cache_write", 0, 0), ("split", 0, 0),
+                                      ("pack_data", 0, 0), ("split", 0, 0), ("split", 0, 0), ("split", 0, 0),
+                                      ("pack_weights", 0, 0)], 0)
 def test_random_legal_schedule_matches_reference(wl, actions, seed):
     sch = Schedule(wl)
     note(f"applied: {apply_all(sch, actions)}")
