@@ -48,6 +48,17 @@ out): reassociation and contraction are what let LLVM fuse and reorder."""
 _VOPS = {"+": "vadd", "-": "vsub", "*": "vmul", "min": "vmin", "max": "vmax"}
 
 
+
+TUPLE_DISPLAY_ITEMS = 30
+"""CPython builds a tuple display of more items than this through a list
+(``LIST_TO_TUPLE``), an op-code numba cannot compile: a longer tuple of
+lanes is rendered as a sum of displays."""
+
+
+def _tuple(items: list[str]) -> str:
+    return " + ".join(f"({', '.join(items[i:i + TUPLE_DISPLAY_ITEMS])},)"
+                      for i in range(0, len(items), TUPLE_DISPLAY_ITEMS))
+
 class RenderError(ValueError):
     pass
 
@@ -114,7 +125,7 @@ class _Renderer:
         if isinstance(e, Broadcast):
             return f"vsplat({self.expr(e.value)}, {e.lanes})"
         if isinstance(e, Lanes):
-            return f"vfromtuple(({', '.join(self.expr(x) for x in e.elems)},))"
+            return f"vfromtuple({_tuple([self.expr(x) for x in e.elems])})"
         if isinstance(e, Interleave):
             return f"vinterleave({self.vectors(e)})"
         if isinstance(e, Extract):
@@ -158,7 +169,7 @@ class _Renderer:
                 return f"vldmask({e.buffer}, {at}, {idx.stride}, 0, {span}, {idx.lanes})"
             return f"vgather({e.buffer}, {at}, {idx.stride}, {idx.lanes})"
         if isinstance(idx, Lanes):
-            return f"vfromtuple(({', '.join(f'ld({e.buffer}, {self.at(e.buffer, i)})' for i in idx.elems)},))"
+            return f"vfromtuple({_tuple([f'ld({e.buffer}, {self.at(e.buffer, i)})' for i in idx.elems])})"
         return f"ld({e.buffer}, {self.at(e.buffer, idx)})"
 
     def stmt(self, s: Stmt, depth: int) -> list[str]:

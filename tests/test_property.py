@@ -140,6 +140,11 @@ def bounds_checked_kernels(monkeypatch):
                                       ("split", 0, 0), ("split", 0, 0), ("cache_write", 0, 0), ("split", 0, 0),
                                       ("pack_data", 0, 0), ("split", 0, 0), ("split", 0, 0), ("split", 0, 0),
                                       ("pack_weights", 0, 0)], 0)
+# And: a vectorized fused axis of 55 lanes, gathered into a tuple longer than
+# CPython builds without LIST_TO_TUPLE, which numba cannot compile.
+@example(conv2d(1, 5, 7, 7, 5, 1, padding=2), [("split", 382, 174), ("reorder", 870, 155), ("fuse", 330, 805),
+                                             ("vectorize", 77, 139), ("split", 677, 319), ("split", 93, 776),
+                                             ("split", 90, 922), ("split", 826, 0), ("pack_weights", 716, 65)], 0)
 def test_random_legal_schedule_matches_reference(wl, actions, seed):
     sch = Schedule(wl)
     note(f"applied: {apply_all(sch, actions)}")
