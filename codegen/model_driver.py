@@ -39,6 +39,7 @@ from convtune.codegen.kernel_cache import function_address, load_module
 from convtune.codegen.launch import run_stages
 from convtune.codegen.lowering_cache import LOWERING_VERSION
 from convtune.codegen.op_calls import OpCall, OpSequence
+from convtune.codegen.render_numba import tuple_display
 
 BoundStep = Union[BoundConv, OpCall, OpSequence]
 
@@ -62,10 +63,6 @@ class _Arrays:
             self.index[key] = len(self.arrays)
             self.arrays.append(a)
         return f"bufs[{self.index[key]}]"
-
-
-def _tuple(items: list[str]) -> str:
-    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
 class _Segment:
@@ -101,7 +98,7 @@ class Driver:
             sig = tuple(types.int64 if isinstance(a, int) else numba.typeof(a) for a in args)
             dispatcher.compile(sig)
             segment.natives.append(function_address(dispatcher, sig))
-            segment.body.append(f"    call_native(natives[{len(segment.natives) - 1}], {_tuple(text)})"
+            segment.body.append(f"    call_native(natives[{len(segment.natives) - 1}], {tuple_display(text)})"
                                 f"  # {dispatcher.__name__}")
 
         def close_segment() -> None:
@@ -116,7 +113,7 @@ class Driver:
                 c = step.compiled
                 buffers = tuple(step.buffers)
                 call(stage_driver, [c.addresses, c.extents, buffers],  # type: ignore[list-item]
-                     [arrays(c.addresses), arrays(c.extents), _tuple([arrays(x) for x in buffers])])
+                     [arrays(c.addresses), arrays(c.extents), tuple_display([arrays(x) for x in buffers])])
             elif isinstance(step, OpCall):
                 scalars = [int(v) for v in step.scalars]
                 call(getattr(op_kernels, step.name), [*step.arrays, *scalars],

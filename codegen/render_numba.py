@@ -48,16 +48,16 @@ out): reassociation and contraction are what let LLVM fuse and reorder."""
 _VOPS = {"+": "vadd", "-": "vsub", "*": "vmul", "min": "vmin", "max": "vmax"}
 
 
-
 TUPLE_DISPLAY_ITEMS = 30
 """CPython builds a tuple display of more items than this through a list
-(``LIST_TO_TUPLE``), an op-code numba cannot compile: a longer tuple of
-lanes is rendered as a sum of displays."""
+(``LIST_TO_TUPLE``), an op-code numba cannot compile."""
 
 
-def _tuple(items: list[str]) -> str:
+def tuple_display(items: list[str]) -> str:
+    """Python source of the tuple of ``items``: a sum of displays when it is long."""
     return " + ".join(f"({', '.join(items[i:i + TUPLE_DISPLAY_ITEMS])},)"
                       for i in range(0, len(items), TUPLE_DISPLAY_ITEMS))
+
 
 class RenderError(ValueError):
     pass
@@ -125,7 +125,7 @@ class _Renderer:
         if isinstance(e, Broadcast):
             return f"vsplat({self.expr(e.value)}, {e.lanes})"
         if isinstance(e, Lanes):
-            return f"vfromtuple({_tuple([self.expr(x) for x in e.elems])})"
+            return f"vfromtuple({tuple_display([self.expr(x) for x in e.elems])})"
         if isinstance(e, Interleave):
             return f"vinterleave({self.vectors(e)})"
         if isinstance(e, Extract):
@@ -169,7 +169,7 @@ class _Renderer:
                 return f"vldmask({e.buffer}, {at}, {idx.stride}, 0, {span}, {idx.lanes})"
             return f"vgather({e.buffer}, {at}, {idx.stride}, {idx.lanes})"
         if isinstance(idx, Lanes):
-            return f"vfromtuple({_tuple([f'ld({e.buffer}, {self.at(e.buffer, i)})' for i in idx.elems])})"
+            return f"vfromtuple({tuple_display([f'ld({e.buffer}, {self.at(e.buffer, i)})' for i in idx.elems])})"
         return f"ld({e.buffer}, {self.at(e.buffer, idx)})"
 
     def stmt(self, s: Stmt, depth: int) -> list[str]:

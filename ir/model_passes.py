@@ -180,11 +180,8 @@ def spatial_means_as_global_pools(graph: ModelGraph) -> ModelGraph:
         if node.attrs["keepdims"]:
             graph.replace_nodes([node.name], Node(node.name, "GlobalAveragePool", node.inputs, node.outputs, {}))
             continue
-        pooled = f"{node.outputs[0]}/pooled"
-        while pooled in graph.tensors:
-            pooled += "_"
-        info = graph.tensors[node.inputs[0]]
-        graph.add_node(Node(f"{node.name}/pool", "GlobalAveragePool", node.inputs, (pooled,), {}),
+        pooled, info = f"{node.name}.pooled", graph.tensors[node.inputs[0]]
+        graph.add_node(Node(pooled, "GlobalAveragePool", node.inputs, (pooled,), {}),
                        {pooled: TensorInfo(info.shape[:2] + (1,) * (rank - 2), info.dtype)})
         shape = graph.tensors[node.outputs[0]].shape
         graph.replace_nodes([node.name], Node(node.name, "Reshape", (pooled,), node.outputs, {"shape": shape}))

@@ -428,14 +428,15 @@ def constant(node: OnnxNode) -> Normalised:
 
 
 def constant_of_shape(node: OnnxNode) -> Normalised:
-    """Folded on import, like the Shape arithmetic that feeds it (torch's
-    legacy export of ``F.pad`` builds its pads so)."""
-    node.const_input(0, "input")
+    """A constant, like ``Constant``'s, once its shape (the Shape arithmetic
+    that feeds it, folded on import) is known: torch's TorchScript export of
+    ``F.pad`` builds its pads so."""
+    shape = node.const_input(0, "input")
     value = node.attr("value")
     value = np.zeros(1, np.float32) if value is None else np.asarray(value)
     if value.size != 1:
         raise node.error("attribute 'value'", f"must hold one element, not {value.size}")
-    return node.inputs, {"value": value.reshape(())}
+    return [], {"value": np.full(tuple(int(d) for d in shape), value.reshape(()))}
 
 
 def dropout(node: OnnxNode) -> Normalised:
@@ -470,5 +471,6 @@ NORMALISERS: dict[str, Callable[[OnnxNode], Normalised]] = {
     "GlobalAveragePool": no_attributes, "GlobalMaxPool": no_attributes, "ReduceMean": reduce_mean,
     "Flatten": flatten, "Reshape": reshape, "Squeeze": squeeze, "Unsqueeze": unsqueeze, "Transpose": transpose,
     "Gemm": gemm, "MatMul": no_attributes, "Softmax": softmax, "Pad": pad, "Resize": resize,
-    "Constant": constant, "ConstantOfShape": constant_of_shape, "Identity": no_attributes, "Dropout": dropout, "Shape": shape_, "Cast": cast,
+    "Constant": constant, "ConstantOfShape": constant_of_shape, "Identity": no_attributes, "Dropout": dropout,
+    "Shape": shape_, "Cast": cast,
 }

@@ -163,14 +163,9 @@ def gather(attrs: dict[str, Any], x: np.ndarray, indices: np.ndarray) -> np.ndar
     return np.take(x, indices.astype(np.int64), axis=attrs["axis"])
 
 
-@evaluator("Constant")
+@evaluator("Constant", "ConstantOfShape")  # both normalised to their value
 def constant(attrs: dict[str, Any]) -> np.ndarray:
     return attrs["value"]
-
-
-@evaluator("ConstantOfShape")
-def constant_of_shape(attrs: dict[str, Any], shape: np.ndarray) -> np.ndarray:
-    return np.full(tuple(int(d) for d in shape), attrs["value"])
 
 
 # -- reductions and linear algebra --------------------------------------------
