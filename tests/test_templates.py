@@ -188,6 +188,20 @@ def test_pointwise_w_reads_the_flattened_pixels_in_place(wl):
     assert_correct(sch)
 
 
+@pytest.mark.parametrize("order", ["kp", "pk"])
+@pytest.mark.parametrize("wl", [conv2d(2, 24, 9, 11, 40, 1, bias=True), conv2d(1, 12, 5, 5, 18, 1, groups=3)])
+def test_pointwise_w_computes_the_same_in_either_block_order(wl, order):
+    """pk nests the channel blocks inside each pixel block (its input read
+    from memory once); kp the pixel blocks inside each channel block. 99
+    pixels and 40 channels by kb 4 or 8 make both tails ragged."""
+    default = TEMPLATES["pointwise_w"].space(wl, host_target()).default
+    for parallel in ("nk", "nkp"):
+        sch = schedule_from_config(wl, {"algorithm": "pointwise_w", **default, "order": order, "parallel": parallel})
+        loops = str(sch).split("loops:")[1]
+        assert_correct(sch)
+        assert loops.index("k_o") > loops.index("p_q_o") if order == "pk" else loops.index("k_o") < loops.index("p_q_o")
+
+
 def test_pointwise_w_applies_to_unpadded_stride_1_pointwise_convs_only():
     applies = TEMPLATES["pointwise_w"].applies
     assert applies(conv2d(1, 8, 7, 7, 16, 1)) and applies(conv2d(1, 8, 7, 7, 16, 1, groups=2))
