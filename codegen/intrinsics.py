@@ -130,10 +130,12 @@ def _clamp(builder, v, lo: int, hi: int):  # type: ignore[no-untyped-def]
 def vldmask(typingctx, arr, base, stride, lo, hi, lanes):  # type: ignore[no-untyped-def]
     """Lane i = ``arr[base + i*stride]`` if ``lo <= i*stride < hi``, else 0.
 
-    One masked load (``vmaskmovps``) of the ``lanes*stride`` elements that
-    span the lanes, then a shuffle that keeps every ``stride``-th: border
-    lanes of a padded convolution never touch memory outside the input, and a
-    strided row costs one load instead of ``lanes``.
+    One load of the ``lanes*stride`` elements that span the lanes, then a
+    shuffle that keeps every ``stride``-th: a strided row costs one load
+    instead of ``lanes``. Border lanes of a padded convolution are masked:
+    a masked load (``vmaskmovps``) never touches memory past the mask,
+    which matters only where the span runs off the array; elsewhere, on a
+    machine without AVX-512, a plain load and a select (``_unless_inside``).
     """
     n, step = _lanes(lanes), _lanes(stride)
     width = n * step
@@ -158,13 +160,62 @@ def vldmask(typingctx, arr, base, stride, lo, hi, lanes):  # type: ignore[no-unt
                                ir.VectorType(ir.IntType(1), width))
         fty = ir.VectorType(ir.FloatType(), width)
         ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), fty.as_pointer())
-        fnty = ir.FunctionType(fty, [fty.as_pointer(), _I32, mask.type, fty])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{width}f32.p0")
-        wide = builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(fty, None)])
-        if step == 1:
-            return wide
-        return builder.shuffle_vector(wide, wide, ir.Constant(ir.VectorType(_I32, n), [i * step for i in range(n)]))
+
+        def masked():  # type: ignore[no-untyped-def]
+            fnty = ir.FunctionType(fty, [fty.as_pointer(), _I32, mask.type, fty])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{width}f32.p0")
+            return _every(builder, builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(fty, None)]), step, n)
+
+        def plain():  # type: ignore[no-untyped-def]
+            lane_mask = _every(builder, mask, step, n)
+            zero = ir.Constant(ir.VectorType(ir.FloatType(), n), None)
+            return builder.select(lane_mask, _every(builder, builder.load(ptr, align=4), step, n), zero)
+
+        return _unless_inside(context, builder, sig, args, width, plain, masked)
     return F32Vec(n)(arr, base, stride, lo, hi, lanes), codegen
+
+
+def _every(builder, wide, step: int, n: int):  # type: ignore[no-untyped-def]
+    """Lanes 0, step, 2*step, ... of ``wide`` (``wide`` itself for step 1)."""
+    if step == 1:
+        return wide
+    return builder.shuffle_vector(wide, wide, ir.Constant(ir.VectorType(_I32, n), [i * step for i in range(n)]))
+
+
+def _unless_inside(context, builder, sig, args, count: int, plain, masked):  # type: ignore[no-untyped-def]
+    """``plain()`` where elements ``base .. base + count`` of the array (the
+    intrinsic's first two arguments) all exist, else ``masked()``, on a
+    machine without AVX-512; just ``masked()`` with it. Why: AVX-512 masks
+    are free (a k register on an ordinary load or store), but AVX2's
+    ``vmaskmovps`` is slow where it is microcoded (measured on a Zen 1:
+    about 10 cycles a load against 1 for a plain one), and only a mask
+    that runs off the array needs it: a branch, which the tiles predict."""
+    if _masks_are_free():
+        return masked()
+    i64 = ir.IntType(64)
+    start = context.cast(builder, args[1], sig.args[1], types.int64)
+    size = context.make_array(sig.args[0])(context, builder, args[0]).nitems
+    inside = builder.and_(builder.icmp_signed(">=", start, ir.Constant(i64, 0)),
+                          builder.icmp_signed("<=", builder.add(start, ir.Constant(i64, count)), size))
+    with builder.if_else(inside, likely=True) as (then, otherwise):
+        with then:
+            fast = plain()
+            fast_block = builder.block
+        with otherwise:
+            slow = masked()
+            slow_block = builder.block
+    if fast is None:
+        return None
+    phi = builder.phi(fast.type)
+    phi.add_incoming(fast, fast_block)
+    phi.add_incoming(slow, slow_block)
+    return phi
+
+
+def _masks_are_free() -> bool:
+    from convtune.schedules.target import host_target
+
+    return "avx512f" in host_target().isa
 
 
 @intrinsic
@@ -388,15 +439,34 @@ def vstmask(typingctx, arr, base, stride, lo, hi, vec):  # type: ignore[no-untyp
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
         n, vty = sig.args[5].lanes, args[5].type
-        mask = _range_mask(context, builder, sig, args, list(range(n)))
-        if step == 1:
+
+        def masked() -> None:
+            mask = _range_mask(context, builder, sig, args, list(range(n)))
+            if step == 1:
+                ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), vty.as_pointer())
+                name, where = f"llvm.masked.store.v{n}f32.p0", ptr
+            else:
+                name, where = f"llvm.masked.scatter.v{n}f32.v{n}p0", _pointers(context, builder, sig, args, step, n)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [vty, where.type, _I32, mask.type]), name)
+            builder.call(fn, [args[5], where, ir.Constant(_I32, 4), mask])
+
+        def plain() -> None:
             ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), vty.as_pointer())
-            name, where = f"llvm.masked.store.v{n}f32.p0", ptr
+            builder.store(args[5], ptr, align=4)
+
+        if step == 1 and not _masks_are_free():
+            lo, hi = (context.cast(builder, args[k], sig.args[k], types.int64) for k in (3, 4))
+            i64 = ir.IntType(64)
+            full = builder.and_(builder.icmp_signed("<=", lo, ir.Constant(i64, 0)),
+                                builder.icmp_signed(">=", hi, ir.Constant(i64, n)))
+            with builder.if_else(full, likely=True) as (then, otherwise):
+                with then:
+                    plain()
+                with otherwise:
+                    masked()
         else:
-            name, where = f"llvm.masked.scatter.v{n}f32.v{n}p0", _pointers(context, builder, sig, args, step, n)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [vty, where.type, _I32, mask.type]), name)
-        builder.call(fn, [args[5], where, ir.Constant(_I32, 4), mask])
+            masked()
         return context.get_dummy_value()
     return types.void(arr, base, stride, lo, hi, vec), codegen
 

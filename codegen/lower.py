@@ -102,8 +102,12 @@ def reduction_stages(d: Domain, prod: Expr, target: Buffer, target_idx: tuple[Ex
     and past the tensors' ends reads zero (or multiplies a zero), so overhang
     iterations need no guard except where they write ``target`` (and not even
     there when ``target`` covers the whole domain, as scratch buffers do).
+    No zeros make safe an overhang that lands inside the tensor (a nested
+    split of a reduction axis), whatever the caller's layout: that one is
+    always guarded.
     """
     state = d.state
+    reads_safe = reads_safe and not state.reduction_overhang_aliases()
     order = list(state.leaves)
     kinds = {a.name: state.annotation(a.name) for a in state.leaf_axes()}
     covers = all(d.cover(i, f"{target.name} index") <= n for i, n in zip(target_idx, target.shape))
@@ -334,9 +338,8 @@ def _lower_conv(state: ScheduleState) -> Kernel:
 
     # Packed weights are zero past every edge. Packed data is too; unpacked data
     # is read behind the padding test, which covers rows and columns but not
-    # a batch or channel index past the end. Neither helps an overhang that
-    # lands inside the tensor (a nested split of a reduction axis).
-    reads_safe = state.weight_packing is not None and not state.reduction_overhang_aliases() and (
+    # a batch or channel index past the end.
+    reads_safe = state.weight_packing is not None and (
         state.data_packing is not None or not d.overruns({"n", "k", "c"}))
     out_idx = (ax["n"], ax["k"], ax["p"], ax["q"])
     if split_k_axis(state) is None:

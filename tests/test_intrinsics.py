@@ -30,6 +30,23 @@ def test_masked_load_keeps_exactly_the_lanes_inside_lo_hi(stride, lanes):
             np.testing.assert_array_equal(out, expected, err_msg=f"lo={lo} hi={hi}")
 
 
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_masked_load_at_the_end_of_the_array_reads_only_its_lanes(stride, lanes):
+    """A span that runs off the array with its last lanes masked (a padded
+    conv's last tile of its last row): without AVX-512 a load inside the
+    array is a plain one and a select, one that runs off it must stay
+    masked; either way the same lanes."""
+    load = masked_loader(stride, lanes)
+    out = np.empty(lanes, np.float32)
+    for size in range(1, lanes * stride + 2):
+        a = np.arange(1, size + 1, dtype=np.float32)
+        for lo in (0, 1):
+            load(a, out, 0, lo, size)
+            expected = [a[i * stride] if lo <= i * stride < size else 0.0 for i in range(lanes)]
+            np.testing.assert_array_equal(out, expected, err_msg=f"size={size} lo={lo}")
+
+
 def test_fma_load_store_broadcast():
     @njit
     def axpy(x, y, out, alpha):  # type: ignore[no-untyped-def]

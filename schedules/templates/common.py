@@ -4,8 +4,14 @@ from __future__ import annotations
 from typing import Callable
 
 from convtune.ir.workload import Conv2D
-from convtune.schedules.space import Config, Constraint
+from convtune.schedules.space import Config, Constraint, Knob
 from convtune.schedules.target import CpuTarget
+
+
+ORDER = Knob("order", ("kp", "pk"), "channel blocks outside the pixel blocks (kp: the input is read once per "
+             "channel block) or inside them (pk: the weights are read once per pixel block)", absent="kp")
+"""Which operand a tile's neighbours in the parallel loop share; records
+without it were tuned with kp."""
 
 
 def one_channel_per_group(wl: Conv2D) -> bool:

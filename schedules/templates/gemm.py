@@ -16,7 +16,7 @@ from convtune.schedules.schedule import Schedule
 from convtune.schedules.space import Config, Constraint, Knob, Space
 from convtune.schedules.target import CpuTarget
 from convtune.schedules.templates.common import (
-    best_tile, channel_blocks, code_size_constraint, fitting_default, kernel_calls, lane_gathered,
+    ORDER, best_tile, channel_blocks, code_size_constraint, fitting_default, kernel_calls, lane_gathered,
     one_channel_per_group, register_constraint, tile_sizes, vector_blocks,
 )
 
@@ -46,7 +46,7 @@ def pixel_tile_space(name: str, wl: Conv2D, target: CpuTarget, cbs: tuple[int, .
     pixels = wl.P * wl.Q
     default = {"cb": preferred["cb"], "kb": kb,
                "tb": best_tile(pixels, max(1, (target.vector_registers - vecs - 1) // vecs)),
-               "reduction_order": preferred["reduction_order"], "unroll_s": False, "prefetch": False}
+               "reduction_order": preferred["reduction_order"], "unroll_s": False, "prefetch": False, "order": "kp"}
     knobs = (
         Knob("cb", cbs, "input-channel block (innermost reduction)"),
         Knob("kb", kbs, "output-channel block: the vector axis of the register tile"),
@@ -55,6 +55,7 @@ def pixel_tile_space(name: str, wl: Conv2D, target: CpuTarget, cbs: tuple[int, .
         Knob("unroll_s", (False, True), "unroll the kernel-width loop"),
         Knob("prefetch", (False, True) if wl.groups == 1 else (False,), "prefetch the next channel block's weights while the pixel tiles sharing "
              "this one compute", absent=False),
+        ORDER,
     )
     def calls(c: Config) -> int:
         vecs = -(-c["kb"] // v)
@@ -66,7 +67,9 @@ def pixel_tile_space(name: str, wl: Conv2D, target: CpuTarget, cbs: tuple[int, .
                             "c_rs, a 1x1 kernel or one channel block",
                             lambda c: not c["prefetch"] or c["reduction_order"] == "c_rs" or wl.R == wl.S == 1
                             or c["cb"] >= wl.Cg)
-    constraints = (register_constraint(target, "tb", "kb"), code_size_constraint(calls), contiguous)
+    # The weight prefetch is sized for consecutive chunks that share a weight block.
+    shared = Constraint("prefetch needs order kp", lambda c: not c["prefetch"] or c["order"] == "kp")
+    constraints = (register_constraint(target, "tb", "kb"), code_size_constraint(calls), contiguous, shared)
     return Space(name, knobs, constraints, fitting_default(default, constraints, "unroll_s", "tb"))
 
 
@@ -82,13 +85,14 @@ def pixel_tile(sch: Schedule, pixels: str, c: Config) -> None:
     """The GEMM micro-kernel over output pixels (``gemm``, ``indirect``):
     ``tb`` pixels x ``kb`` output channels accumulated in registers over the
     reduction in ``reduction_order``, tiles of (batch, channel block, pixel
-    block) in parallel."""
+    block) in parallel, the pixel blocks outermost with ``order`` pk."""
     ko, ki = sch.split("k", c["kb"])
     to, ti = sch.split(pixels, c["tb"])
     co, ci = sch.split("c", c["cb"])
     reduction = [co, "r", "s", ci] if c["reduction_order"] == "c_rs" else ["r", "s", co, ci]
-    sch.reorder("n", ko, to, *reduction, ti, ki)
-    outer = sch.fuse(sch.fuse("n", ko), to)
+    tiles = (to, ko) if c.get("order") == "pk" else (ko, to)
+    sch.reorder("n", *tiles, *reduction, ti, ki)
+    outer = sch.fuse(sch.fuse("n", tiles[0]), tiles[1])
     sch.parallel(outer)
     sch.cache_write(outer)
     if c["prefetch"]:

@@ -31,7 +31,7 @@ from convtune.schedules.schedule import Schedule
 from convtune.schedules.space import Config, Constraint, Knob, Space
 from convtune.schedules.target import CpuTarget
 from convtune.schedules.templates.common import (
-    code_size_constraint, fits_registers, fitting_default, kernel_calls, one_channel_per_group, vector_blocks,
+    ORDER, code_size_constraint, fits_registers, fitting_default, kernel_calls, one_channel_per_group, vector_blocks,
 )
 
 DIRECT_W = "direct_w"
@@ -49,8 +49,6 @@ ragged-tile guards on 417 calls took 7.9 s against 2.0 s without them)."""
 
 
 PARALLEL = Knob("parallel", ("nkp", "nk"), "parallel over (batch, channels, row block) or (batch, channels)")
-ORDER = Knob("order", ("kp", "pk"), "channel blocks outside the pixel blocks (kp: the input is read once per "
-             "channel block) or inside them (pk: the weights are read once per pixel block)", absent="kp")
 
 
 def tail_knobs(wl: Conv2D) -> tuple[Knob, ...]:
