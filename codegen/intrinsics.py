@@ -434,7 +434,9 @@ def vstmask(typingctx, arr, base, stride, lo, hi, vec):  # type: ignore[no-untyp
     (note: lanes, where ``vldmask`` counts elements): one masked store
     (``vmaskmovps``, or a k-masked ``vmovups``), or when strided one masked
     scatter (``vscatterdps`` on AVX-512; LLVM splits it into scalar stores
-    where there is none)."""
+    where there is none). Without AVX-512 a full mask stores plainly (see
+    ``_unless_inside``); a partial one may not: another thread may own the
+    lanes it skips."""
     step = _lanes(stride)
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]

@@ -103,3 +103,21 @@ def test_pace_is_robust_to_the_pause_of_a_resumed_run():
     pace = records.pace(reversed(recs))  # order of the log does not matter
     assert pace.seconds_per_trial == 2.0  # the hour between the runs is not a trial
     assert pace.compile_seconds == 1.1 and pace.measure_seconds == 0.3
+
+
+def test_pace_of_a_task_that_took_turns_with_others_counts_only_its_own_trials():
+    """A model's tasks are tuned in rounds: this task got one trial a round
+    (at 0, 50, 100, 150 s), the other tasks' trials came in between, the
+    last 2 s before each of its own. Its gaps to its own previous record
+    are a round's length (50 s); the log's, 2 s."""
+    def at(t: float) -> Record:
+        r = rec([1.0])
+        r.timestamp = t
+        return r
+
+    mine = [at(t) for t in (0.0, 50.0, 100.0, 150.0)]
+    others = [at(t) for start in (0, 50, 100) for t in range(start + 4, start + 50, 2)]
+    for r in others:
+        r.workload = conv2d(1, 8, 7, 7, 8, 3, padding=1).to_dict()
+    assert records.pace(mine).seconds_per_trial == 50.0
+    assert records.pace(mine, mine + others).seconds_per_trial == 2.0

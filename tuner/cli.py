@@ -264,7 +264,7 @@ def _show(args: argparse.Namespace) -> int:
         if tkey != here and not args.all_targets:
             continue
         same = [r for r in recs if r.workload_key == wkey and r.target_key == tkey]
-        p = records.pace(same)
+        p = records.pace(same, recs)
         table.add_row(rec.workload_obj.short(), "this machine" if tkey == here else rec.target.get("cpu", rec.target.get("name")),
                       f"{rec.gflops:.1f}", str(len(same)), str(sum(1 for r in same if not r.ok)),
                       f"{p.seconds_per_trial:.1f}", f"{p.compile_seconds:.2f}", f"{p.measure_seconds:.2f}",

@@ -246,16 +246,23 @@ class Pace:
     """How fast a workload was tuned, from its records."""
 
     seconds_per_trial: float
-    """Median wall time between consecutive records: search, compile and
-    measurement together, robust to the pauses of a resumed run."""
+    """Median wall time from the record before each of the workload's:
+    search, compile and measurement together, robust to the pauses of a
+    resumed run."""
     compile_seconds: float
     """Median build time of a candidate (lowering and Numba/LLVM)."""
     measure_seconds: float
     """Median time to check and time a built candidate."""
 
 
-def pace(records: Iterable[Record]) -> Pace:
+def pace(records: Iterable[Record], log: Iterable[Record] = ()) -> Pace:
+    """``records``' pace; ``log``: the whole log they come from, whose
+    records of other workloads come between theirs when a model's tasks
+    take turns (the gap before a trial is then from the other task's last
+    record, not from this task's previous round)."""
     recs = sorted(records, key=lambda r: r.timestamp)
-    gaps = [b.timestamp - a.timestamp for a, b in zip(recs, recs[1:])]
+    timeline = sorted(log, key=lambda r: r.timestamp) or recs
+    before = {id(b): b.timestamp - a.timestamp for a, b in zip(timeline, timeline[1:])}
+    gaps = [before[id(r)] for r in recs if id(r) in before]
     return Pace(median(gaps) if gaps else float("nan"), median([r.compile_seconds for r in recs]),
                 median([r.extra.get("measure_seconds", 0.0) for r in recs]))
