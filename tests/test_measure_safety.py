@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import faulty_template
 from convtune.ir import conv2d
 from convtune.schedules.target import host_target
+from convtune.schedules.templates import TEMPLATES
 from convtune.tuner import records
 from convtune.tuner.dispatch import ApplyHistoryBest
 from convtune.tuner.measure import MeasureOptions
@@ -21,7 +21,20 @@ from convtune.tuner.search import tune
 WL = conv2d(1, 4, 6, 6, 8, 3, padding=1)
 
 
-def test_misbehaving_candidates_are_recorded_and_tuning_continues(tmp_path):
+@pytest.fixture
+def faulty_template():  # type: ignore[no-untyped-def]
+    """The plugin, registered in this process for one test only: imported at
+    collection, it stayed in every xdist worker's registry, and a model tuned
+    in-process by a later test (tests/test_cli_model.py) drew its candidates,
+    which that tuner's worker, not given the plugin, could not build."""
+    import faulty_template
+
+    TEMPLATES[faulty_template.NAME] = faulty_template.TEMPLATE
+    yield faulty_template
+    del TEMPLATES[faulty_template.NAME]
+
+
+def test_misbehaving_candidates_are_recorded_and_tuning_continues(tmp_path, faulty_template):
     log = tmp_path / "log.jsonl"
     space = {faulty_template.NAME: faulty_template.space(WL, host_target())}
     result = tune(WL, log=log, strategy="grid", n_trials=5, spaces=space, seed=0,
