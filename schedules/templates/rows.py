@@ -119,7 +119,10 @@ def row_schedule(wl: Conv2D, c: Config, target: CpuTarget | None = None) -> Sche
     (and row blocks) in parallel: ``depthwise_w``'s and ``direct_w``'s
     schedule (``target`` is the template protocol's; the tile is in ``c``).
     A config without ``ohb`` (``pointwise_w``) tiles one row, the fused
-    p*Q + q pixel axis, and its pixel blocks are the parallel row blocks."""
+    p*Q + q pixel axis, and its pixel blocks are the parallel row blocks;
+    with ``order`` pk they are outside the channel blocks, and ``parallel``
+    nk spreads (batch, pixel block) over the cores, each chunk looping over
+    the channel blocks."""
     sch = Schedule(wl)
     sch.pack_weights(1, 1)  # the input is read in place: masked loads at the borders
     flat = "ohb" not in c
@@ -192,4 +195,8 @@ def pointwise_w_space(wl: Conv2D, target: CpuTarget) -> Space:
     up to 3.7x (56x56 96->24, whose 1.2 MB input kp reads 6 times), and
     the 19 summed to 44 ms against kp's 68."""
     pixels = wl.P * wl.Q
-    return row_space(POINTWISE_W, wl, target, {**_channel_tile(wl, target, pixels), "order": "pk"}, row=pixels)
+    tile = _channel_tile(wl, target, pixels)
+    # In pk order, nk parallelises (batch, pixel block): a 7x7 map's 3 blocks would leave a core idle.
+    blocks = wl.N * -(-pixels // (tile["vw"] * tile["nv"]))
+    default = {**tile, "order": "pk", "parallel": "nk" if blocks >= 4 * target.cores else "nkp"}
+    return row_space(POINTWISE_W, wl, target, default, row=pixels)
