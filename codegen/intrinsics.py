@@ -204,8 +204,6 @@ def _unless_inside(context, builder, sig, args, count: int, plain, masked):  # t
         with otherwise:
             slow = masked()
             slow_block = builder.block
-    if fast is None:
-        return None
     phi = builder.phi(fast.type)
     phi.add_incoming(fast, fast_block)
     phi.add_incoming(slow, slow_block)
@@ -434,18 +432,18 @@ def vstmask(typingctx, arr, base, stride, lo, hi, vec):  # type: ignore[no-untyp
     (note: lanes, where ``vldmask`` counts elements): one masked store
     (``vmaskmovps``, or a k-masked ``vmovups``), or when strided one masked
     scatter (``vscatterdps`` on AVX-512; LLVM splits it into scalar stores
-    where there is none). Without AVX-512 a full mask stores plainly (see
+    where there is none). Without AVX-512 a full mask stores plainly (why:
     ``_unless_inside``); a partial one may not: another thread may own the
     lanes it skips."""
     step = _lanes(stride)
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
         n, vty = sig.args[5].lanes, args[5].type
+        ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), vty.as_pointer())
 
         def masked() -> None:
             mask = _range_mask(context, builder, sig, args, list(range(n)))
             if step == 1:
-                ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), vty.as_pointer())
                 name, where = f"llvm.masked.store.v{n}f32.p0", ptr
             else:
                 name, where = f"llvm.masked.scatter.v{n}f32.v{n}p0", _pointers(context, builder, sig, args, step, n)
@@ -454,7 +452,6 @@ def vstmask(typingctx, arr, base, stride, lo, hi, vec):  # type: ignore[no-untyp
             builder.call(fn, [args[5], where, ir.Constant(_I32, 4), mask])
 
         def plain() -> None:
-            ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), vty.as_pointer())
             builder.store(args[5], ptr, align=4)
 
         if step == 1 and not _masks_are_free():
