@@ -5,9 +5,9 @@ import os
 
 
 from convtune.codegen.kernel import CompiledKernel
-from convtune.codegen.kernel_cache import CODEGEN_VERSION, compile_source
+from convtune.codegen.kernel_cache import CODEGEN_VERSION, compile_source, machine_code_cached
 from convtune.codegen.lower import lower
-from convtune.codegen.lowering_cache import lowered
+from convtune.codegen.lowering_cache import cached_lowering, lowered
 from convtune.codegen.passes.bounds_check import check_bounds
 from convtune.codegen.passes.chunk_stores import chunk_stores
 from convtune.codegen.passes.flatten import flatten_kernel
@@ -96,6 +96,14 @@ def build(schedule: Schedule | ScheduleState, target: str = "cpu") -> CompiledKe
     nest, src = lowered(state, check, make)
     compiled = compile_source(src)
     return CompiledKernel(state, nest, src, compiled)
+
+
+def is_built(schedule: Schedule | ScheduleState) -> bool:
+    """Whether ``build`` of this CPU schedule would only load from the disk
+    caches (lowered nest and machine code), compiling nothing."""
+    state = _state(schedule)
+    value = cached_lowering(state, _bounds_checked())
+    return value is not None and machine_code_cached(value[1])
 
 
 def _check_target(target: str) -> None:

@@ -44,7 +44,10 @@ class PreparedConvTranspose:
     def __init__(self, wl: ConvTranspose2D, lowering: str, weight: object, bias: object,
                  schedule_for: ScheduleFor) -> None:
         self.workload, self.lowering = wl, lowering
-        self.plan = build_plan(transposed_conv_graph(wl, weight, bias), schedule_for, lowering_for=lambda _: lowering)
+        # Its few sub-convs compile here: this is often a candidate measured in a
+        # tuner's worker, which must not leave compile processes behind if killed.
+        self.plan = build_plan(transposed_conv_graph(wl, weight, bias), schedule_for, lowering_for=lambda _: lowering,
+                               compile_jobs=1)
         self._input, self.output = self.plan.inputs["x"], self.plan.values["y"]
 
     def __call__(self, data: object) -> np.ndarray:

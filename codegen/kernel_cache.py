@@ -59,10 +59,14 @@ def function_address(dispatcher: Any, sig: tuple) -> int:
     return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
 
 
+def _digest(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:24]
+
+
 def load_module(source: str, prefix: str) -> Any:
     """Import generated source from ``<cache dir>/<prefix>_<hash>.py``
     (written atomically, once)."""
-    digest = hashlib.sha256(source.encode()).hexdigest()[:24]
+    digest = _digest(source)
     name = f"convtune_{prefix}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
@@ -83,9 +87,16 @@ def load_module(source: str, prefix: str) -> Any:
     return module
 
 
+def machine_code_cached(source: str) -> bool:
+    """Whether this process or an earlier one compiled ``source`` (numba's
+    index files lie beside the module in the cache directory)."""
+    digest = _digest(source)
+    return digest in _loaded or any((cache_dir() / "__pycache__").glob(f"k_{digest}.*.nbi"))
+
+
 def compile_source(source: str) -> CompiledModule:
     """Import a generated module and compile its stages for flat float32 arrays."""
-    digest = hashlib.sha256(source.encode()).hexdigest()[:24]
+    digest = _digest(source)
     if digest in _loaded:
         return _loaded[digest]
     module = load_module(source, "k")

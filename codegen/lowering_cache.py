@@ -27,16 +27,27 @@ LOWERING_VERSION = hashlib.sha256(b"".join(
     p.read_bytes() for d in ("ir", "schedules", "codegen") for p in sorted((_PACKAGE / d).rglob("*.py")))).hexdigest()
 
 
+def _path(state: ScheduleState, check_bounds: bool, target: str) -> Path:
+    key = hashlib.sha256(f"{LOWERING_VERSION} {target} {check_bounds} ".encode() + pickle.dumps(state)).hexdigest()[:32]
+    return cache_dir() / f"lowered_{key}.pkl"
+
+
+def cached_lowering(state: ScheduleState, check_bounds: bool, target: str = "cpu") -> tuple[LoopNest, str] | None:
+    """What ``lowered`` stored for this schedule in an earlier call, if anything."""
+    try:
+        return pickle.loads(_path(state, check_bounds, target).read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError):
+        return None
+
+
 def lowered(state: ScheduleState, check_bounds: bool, make: Callable[[], tuple[LoopNest, str]],
             target: str = "cpu") -> tuple[LoopNest, str]:
     """``make()`` (the loop nest and its source for ``target``), or what it
     returned in an earlier process."""
-    key = hashlib.sha256(f"{LOWERING_VERSION} {target} {check_bounds} ".encode() + pickle.dumps(state)).hexdigest()[:32]
-    path = cache_dir() / f"lowered_{key}.pkl"
-    try:
-        return pickle.loads(path.read_bytes())
-    except (OSError, pickle.UnpicklingError, EOFError):
-        pass
+    value = cached_lowering(state, check_bounds, target)
+    if value is not None:
+        return value
+    path = _path(state, check_bounds, target)
     value = make()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

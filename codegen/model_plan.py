@@ -28,6 +28,7 @@ from convtune.codegen.launch import run_stages
 from convtune.codegen.layout_plan import choose_layouts
 from convtune.codegen.liveness import bind_storage
 from convtune.codegen.model_driver import Driver
+from convtune.codegen.prebuild import prebuild
 from convtune.codegen.op_calls import OpCall, OpSequence, op_call
 from convtune.codegen.ops import VIEW_OPS, Step, op_step
 from convtune.ir.conv_transpose_graph import LoweringFor, lower_conv_transposes
@@ -105,19 +106,22 @@ def _conv_step(node: Node, ins: list[np.ndarray], out: np.ndarray, conv: Prepare
 
 
 def build_plan(graph: ModelGraph, schedule_for: ScheduleFor, blocked: bool = True, compiled: bool = True,
-               lowering_for: LoweringFor = default_lowering) -> Plan:
+               lowering_for: LoweringFor = default_lowering, compile_jobs: int | None = None) -> Plan:
     """Bind every node of ``graph`` to its buffers; ``schedule_for`` gives
     the schedule of each FusedConv workload (tuned, or a fallback), a fresh
     one per call; ``blocked`` lets activations stay blocked between convs;
     ``compiled`` builds the plan's compiled driver (``codegen.model_driver``);
     ``lowering_for`` names the lowering of each transposed conv, whose
-    sub-convs are then FusedConvs like any other (``ir.conv_transpose_graph``)."""
+    sub-convs are then FusedConvs like any other (``ir.conv_transpose_graph``);
+    ``compile_jobs``: worker processes for the kernels not in the disk
+    cache (``codegen.prebuild``; default: one a core, 1: none)."""
     graph = lower_conv_transposes(graph, lowering_for)
     order = list(graph.nodes())
     schedules = {n.name: schedule_for(n.attrs["workload"]) for n in order if n.op == "FusedConv"}
     layouts = choose_layouts(graph, schedules) if blocked else {}
     st, blocks, views = bind_storage(graph, order, layouts, _allocate)
     values: dict[str, np.ndarray] = {**graph.constants, **views}
+    prebuild((sch.state for sch in schedules.values()), compile_jobs)
     arena = ScratchArena()
     convs = {n.name: _prepare(n, values, schedules[n.name], arena) for n in order if n.op == "FusedConv"}
     steps = []

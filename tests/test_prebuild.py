@@ -1,0 +1,61 @@
+"""A model's cold kernels built in parallel worker processes, then loaded here."""
+import numpy as np
+import pytest
+from conftest import fresh_seed, packed_schedule
+
+from convtune.codegen import build
+from convtune.codegen.build import is_built
+from convtune.codegen.prebuild import compile_jobs, prebuild
+from convtune.codegen.verify import check_kernel
+from convtune.ir import conv2d
+from convtune.schedules import Schedule
+
+# Shapes no other test builds, so this process has not compiled them already.
+WORKLOADS = [conv2d(1, 7, 9, 13, 11, 3, padding=1, bias=True), conv2d(2, 5, 6, 10, 9, 1, activation="relu")]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVTUNE_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_workers_build_each_cold_kernel_once_and_this_process_only_loads_it(cache) -> None:
+    states = [packed_schedule(wl, kb=4).state for wl in WORKLOADS]
+    assert not any(is_built(s) for s in states)
+    assert prebuild([*states, states[0]], jobs=2) == 2  # a repeated schedule is one kernel
+    assert all(is_built(s) for s in states)
+    seed = fresh_seed()
+    for s in states:
+        kernel = build(s)
+        assert kernel.compiled.disk_cache_hit, "this process compiled what a worker should have"
+        err = check_kernel(kernel, np.random.default_rng(seed))
+        assert err < 1e-4, f"relative error {err:.3g} (inputs: seed={seed})"
+    assert prebuild(states, jobs=2) == 0  # nothing cold is left: no worker starts
+    assert not list(cache.glob("prebuild_*")), "the workers' claims were left in the cache"
+
+
+def test_a_kernel_that_cannot_build_is_left_to_the_caller_to_report(cache) -> None:
+    gpu = Schedule(WORKLOADS[1])
+    gpu.bind("n", "blockIdx.x")  # a GPU schedule: a CPU build refuses it
+    good = packed_schedule(WORKLOADS[0], kb=4).state
+    assert prebuild([gpu.state, good], jobs=2) == 2
+    assert is_built(good) and not is_built(gpu.state)
+    with pytest.raises(ValueError, match="build it with target='cuda'"):
+        build(gpu.state)
+
+
+def test_one_cold_kernel_or_one_job_starts_no_worker(cache) -> None:
+    states = [packed_schedule(wl, kb=4).state for wl in WORKLOADS]
+    assert prebuild(states[:1], jobs=2) == 0 and prebuild(states, jobs=1) == 0
+    assert not any(is_built(s) for s in states)
+
+
+def test_jobs_come_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("CONVTUNE_COMPILE_JOBS", "3")
+    assert compile_jobs() == 3
+    monkeypatch.setenv("CONVTUNE_COMPILE_JOBS", "many")
+    with pytest.raises(ValueError, match="CONVTUNE_COMPILE_JOBS='many': give a number"):
+        compile_jobs()
+    monkeypatch.delenv("CONVTUNE_COMPILE_JOBS")
+    assert compile_jobs() >= 1
