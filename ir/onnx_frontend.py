@@ -70,12 +70,19 @@ def _opset(proto: onnx.ModelProto) -> int:
 
 
 def _check_operators(proto: onnx.ModelProto) -> None:
-    """All unsupported operators at once, so one run tells the whole story."""
-    bad = [f"{n.name or '#' + str(i)!r} ({(n.domain + '.') if n.domain not in ('', 'ai.onnx') else ''}{n.op_type})"
-           for i, n in enumerate(proto.graph.node)
-           if n.op_type not in NORMALISERS or n.domain not in ("", "ai.onnx")]
+    """All unsupported operators at once, so one run tells the whole story:
+    each operator once, with how many nodes use it and the first few names
+    (a transformer block repeated 40 times is one line, not 40)."""
+    bad: dict[str, list[str]] = {}
+    for i, n in enumerate(proto.graph.node):
+        if n.op_type not in NORMALISERS or n.domain not in ("", "ai.onnx"):
+            op = f"{(n.domain + '.') if n.domain not in ('', 'ai.onnx') else ''}{n.op_type}"
+            bad.setdefault(op, []).append(repr(n.name or f"#{i}"))
     if bad:
-        raise GraphError(f"unsupported operator{'s' if len(bad) > 1 else ''}: node {', node '.join(bad)} "
+        shown = 3
+        parts = [f"{op} ({len(names)} node{'s' if len(names) > 1 else ''}: {', '.join(names[:shown])}"
+                 f"{', ...' if len(names) > shown else ''})" for op, names in bad.items()]
+        raise GraphError(f"unsupported operator{'s' if len(bad) > 1 else ''}: {', '.join(parts)} "
                          f"(supported: {', '.join(SUPPORTED_OPS)})")
 
 

@@ -145,11 +145,14 @@ def _with_nodes(*nodes: onnx.NodeProto, inits: dict | None = None, opset: int = 
 
 
 @pytest.mark.parametrize("model, message", [
-    (_with_nodes(helper.make_node("Erf", ["x"], ["a"], name="erf1"), helper.make_node("Relu", ["a"], ["b"]),
-                 helper.make_node("LRN", ["b"], ["y"], size=3, name="lrn1")),
-     r"unsupported operators: node 'erf1' \(Erf\), node 'lrn1' \(LRN\)"),
+    (_with_nodes(helper.make_node("LRN", ["x"], ["a"], size=3, name="lrn1"), helper.make_node("Relu", ["a"], ["b"]),
+                 helper.make_node("Hardmax", ["b"], ["y"], name="hm")),
+     r"unsupported operators: LRN \(1 node: 'lrn1'\), Hardmax \(1 node: 'hm'\)"),
+    (_with_nodes(*[helper.make_node("LRN", [a], [b], size=3, name=f"lrn{i}")
+                   for i, (a, b) in enumerate(zip(["x", "t1", "t2", "t3", "t4"], ["t1", "t2", "t3", "t4", "y"]))]),
+     r"unsupported operator: LRN \(5 nodes: 'lrn0', 'lrn1', 'lrn2', \.\.\.\) \(supported: "),
     (_with_nodes(helper.make_node("Relu", ["x"], ["y"], domain="custom", name="mine")),
-     r"node 'mine' \(custom.Relu\)"),
+     r"custom.Relu \(1 node: 'mine'\)"),
     (_with_nodes(helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="cubic", name="up"),
                  inits={"sc": np.array([1, 1, 2, 2], np.float32)}, out=(1, 2, 8, 8)),
      r"node 'up' \(Resize\): attribute 'mode': 'cubic' is not supported"),
