@@ -93,6 +93,17 @@ def _gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None, out: np.ndarray, t
     return OpCall("gemm", (_flat(a), bt.reshape(-1), cc.reshape(-1), _flat(out)), (M, N, a.shape[1]))
 
 
+def _layer_norm(node: Node, ins: list[np.ndarray], out: np.ndarray) -> OpCall:
+    """Y only (a node that also outputs Mean or InvStdDev has no call); the
+    constant scale and bias laid out once as one row each."""
+    shape = out.shape[node.attrs["axis"]:]
+    row = [np.ascontiguousarray(np.broadcast_to(v, shape), np.float32).reshape(-1)
+           for v in (ins[1], ins[2] if len(ins) > 2 else np.zeros(1, np.float32))]
+    size = row[0].size
+    eps = np.array([node.attrs["epsilon"]], np.float32)  # an array: calls take integer scalars only
+    return OpCall("layer_norm", (_flat(ins[0]), *row, eps, _flat(out)), (out.size // size, size))
+
+
 def _place_input(node: Node, x: np.ndarray, out: np.ndarray) -> OpCall:
     (N, C, H, W), (Hi, Wi) = x.shape, out.shape[2:]
     return OpCall("place_input", (_flat(x), _flat(out)),
@@ -131,6 +142,12 @@ def op_call(node: Node, ins: list[np.ndarray], outs: list[np.ndarray],
     if node.op == "Gemm" and const and not node.attrs["transA"]:
         c = ins[2] if len(ins) > 2 else None
         return _gemm(ins[0], ins[1], c, out, bool(node.attrs["transB"]), node.attrs["alpha"], node.attrs["beta"])
-    if node.op == "MatMul" and const and ins[0].ndim == 2 and ins[1].ndim == 2:
-        return _gemm(ins[0], ins[1], None, out, False, 1.0, 1.0)
+    if node.op == "MatMul" and const and ins[0].ndim >= 2 and ins[1].ndim == 2:  # a Linear on N-D input
+        rows = ins[0].reshape(-1, ins[0].shape[-1])
+        return _gemm(rows, ins[1], None, out.reshape(rows.shape[0], -1), False, 1.0, 1.0)
+    if node.op in ("Erf", "Gelu"):
+        tanh = (int(node.attrs["tanh"]),) if node.op == "Gelu" else ()
+        return OpCall(node.op.lower(), (_flat(ins[0]), _flat(out)), (out.size, *tanh))
+    if node.op == "LayerNormalization" and const:
+        return _layer_norm(node, ins, out)
     return None

@@ -1,4 +1,4 @@
-"""Numba kernels for the operators around the convs (pools, the Gemm head).
+"""Numba kernels for the operators around the convs (pools, the Gemm head, normalisations).
 
 Why compiled, not numpy: numpy pays microseconds of dispatch per call, and
 its BLAS runs on OpenBLAS's own threads, which fight Numba's spinning OpenMP
@@ -9,6 +9,8 @@ compiled driver (``codegen.model_driver``), on flat float32 arrays with the
 shapes as scalar arguments, so one compiled version serves every model.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -163,3 +165,44 @@ def fill_phase(fill, out, planes, K, P, Q, ph, pw, sh, sw):  # type: ignore[no-u
             row = out[(c * P + p) * Q:(c * P + p + 1) * Q]
             for q in range(pw, Q, sw):
                 row[q] = value
+
+
+@njit(parallel=True, **_FLAGS)
+def erf(x, out, n):  # type: ignore[no-untyped-def]
+    """``out = erf(x)`` over ``n`` elements (math.erf, in float64)."""
+    for i in prange(n):
+        out[i] = math.erf(np.float64(x[i]))
+
+
+@njit(parallel=True, **_FLAGS)
+def gelu(x, out, n, tanh):  # type: ignore[no-untyped-def]
+    """``out = x Phi(x)`` over ``n`` elements, Phi the normal CDF (``tanh``:
+    its tanh approximation), in float64."""
+    for i in prange(n):
+        v = np.float64(x[i])
+        if tanh:
+            inner = math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v * v * v))
+        else:
+            inner = math.erf(v / math.sqrt(2))
+        out[i] = 0.5 * v * (1 + inner)
+
+
+@njit(parallel=True, **_FLAGS)
+def layer_norm(x, scale, b, eps, out, rows, size):  # type: ignore[no-untyped-def]
+    """Each of ``rows`` contiguous rows of ``size`` normalised to zero mean
+    and unit variance (float64 sums, two passes; ``eps[0]`` added to the
+    variance), times ``scale`` plus ``b`` (both ``size`` long)."""
+    for r in prange(rows):
+        row = x[r * size:(r + 1) * size]
+        total = 0.0
+        for i in range(size):
+            total += row[i]
+        mean = total / size
+        squares = 0.0
+        for i in range(size):
+            d = row[i] - mean
+            squares += d * d
+        inv = 1 / math.sqrt(squares / size + eps[0])
+        dst = out[r * size:(r + 1) * size]
+        for i in range(size):
+            dst[i] = (row[i] - mean) * inv * scale[i] + b[i]

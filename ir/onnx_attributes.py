@@ -354,6 +354,22 @@ def softmax(node: OnnxNode) -> Normalised:
     return node.inputs, {"axes": [_positive_axis(node, int(node.attr("axis", -1)), rank)]}
 
 
+def layer_norm(node: OnnxNode) -> Normalised:
+    """Normalised over the axes from ``axis`` on. ``stash_type`` names the
+    precision of the mean and variance; convtune computes them in float64
+    whatever it asks (more exact than float32, never less)."""
+    node.attr("stash_type")
+    axis = _positive_axis(node, int(node.attr("axis", -1)), len(node.shape(0)))
+    return node.inputs, {"axis": axis, "epsilon": float(node.attr("epsilon", 1e-5))}
+
+
+def gelu(node: OnnxNode) -> Normalised:
+    approximate = node.attr("approximate", "none")
+    if approximate not in ("none", "tanh"):
+        raise node.error("attribute 'approximate'", f"{approximate!r} is not supported (none, tanh)")
+    return node.inputs, {"tanh": approximate == "tanh"}
+
+
 def pad(node: OnnxNode) -> Normalised:
     rank = len(node.shape(0))
     mode = node.attr("mode", "constant")
@@ -471,6 +487,7 @@ NORMALISERS: dict[str, Callable[[OnnxNode], Normalised]] = {
     "GlobalAveragePool": no_attributes, "GlobalMaxPool": no_attributes, "ReduceMean": reduce_mean,
     "Flatten": flatten, "Reshape": reshape, "Squeeze": squeeze, "Unsqueeze": unsqueeze, "Transpose": transpose,
     "Gemm": gemm, "MatMul": no_attributes, "Softmax": softmax, "Pad": pad, "Resize": resize,
+    "LayerNormalization": layer_norm, "Erf": no_attributes, "Gelu": gelu,
     "Constant": constant, "ConstantOfShape": constant_of_shape, "Identity": no_attributes, "Dropout": dropout,
     "Shape": shape_, "Cast": cast,
 }

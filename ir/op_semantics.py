@@ -9,6 +9,7 @@ pools, padding, resizing) are in ``op_semantics_spatial``.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -78,6 +79,26 @@ def hard_swish(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
     return x * hard_sigmoid({"alpha": 1 / 6, "beta": 0.5}, x)
 
 
+_ERF = np.frompyfunc(math.erf, 1, 1)
+"""numpy has no erf; element by element in float64 serves constant folding
+and the reference (the runtime has a compiled kernel, ``op_kernels.erf``)."""
+
+
+@evaluator("Erf")
+def erf(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    return _ERF(x.astype(np.float64)).astype(x.dtype)
+
+
+@evaluator("Gelu")
+def gelu(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    if attrs["tanh"]:
+        inner = np.tanh(math.sqrt(2 / math.pi) * (x64 + 0.044715 * x64 ** 3))
+    else:
+        inner = _ERF(x64 / math.sqrt(2)).astype(np.float64)
+    return (0.5 * x64 * (1 + inner)).astype(x.dtype)
+
+
 @evaluator("Add")
 def add(attrs: dict[str, Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.add(a, b, dtype=a.dtype)
@@ -117,6 +138,18 @@ def batch_norm(attrs: dict[str, Any], x: np.ndarray, scale: np.ndarray, b: np.nd
     shape = (1, -1) + (1,) * (x.ndim - 2)
     factor = scale / np.sqrt(var + _like(var, attrs["epsilon"]))
     return ((x - mean.reshape(shape)) * factor.reshape(shape) + b.reshape(shape)).astype(x.dtype, copy=False)
+
+
+@evaluator("LayerNormalization", multi=True)
+def layer_norm(attrs: dict[str, Any], x: np.ndarray, scale: np.ndarray, b: np.ndarray | None = None
+               ) -> list[np.ndarray]:
+    """Y, and the Mean and InvStdDev outputs (shape: x's, 1 on the normalised axes)."""
+    axes = tuple(range(attrs["axis"], x.ndim))
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=axes, keepdims=True)
+    inv = 1 / np.sqrt(((x64 - mean) ** 2).mean(axis=axes, keepdims=True) + attrs["epsilon"])
+    y = (x64 - mean) * inv * scale + (0 if b is None else b)
+    return [y.astype(x.dtype), mean.astype(x.dtype), inv.astype(x.dtype)]
 
 
 @evaluator("Softmax")

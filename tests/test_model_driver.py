@@ -196,6 +196,37 @@ def test_matmul_and_refusals(rng: np.random.Generator) -> None:
     assert op_call(gemm_t, [a.T.copy(), b], [out], {"b": b}) is None
 
 
+def test_matmul_of_an_n_d_input_by_constant_weights(rng: np.random.Generator) -> None:
+    """A Linear on channel-last activations (ConvNeXt's MLP: N, H, W, C @ C, 4C)."""
+    a, b = rng.standard_normal((2, 5, 7, 9), dtype=np.float32), rng.standard_normal((9, 4), dtype=np.float32)
+    _check(Node("m", "MatMul", ("a", "b"), ("y",)), [a, b], (2, 5, 7, 4), {"b"})
+
+
+@pytest.mark.parametrize("axis, bias", [(3, True), (2, False), (1, True)])
+def test_layer_norm(rng: np.random.Generator, axis: int, bias: bool) -> None:
+    x = 3 + 2 * rng.standard_normal((2, 5, 7, 12), dtype=np.float32)  # an offset the mean must remove
+    shape = x.shape[axis:]
+    ins = [x, rng.standard_normal(shape, dtype=np.float32)] + ([rng.standard_normal(shape, dtype=np.float32)] if bias
+                                                               else [])
+    names = ("x", "s", "b")[:len(ins)]
+    _check(Node("n", "LayerNormalization", names, ("y",), dict(axis=axis, epsilon=1e-3)), ins, x.shape, {"s", "b"})
+
+
+def test_layer_norm_with_statistics_outputs_or_a_varying_scale_stays_a_numpy_step(rng: np.random.Generator) -> None:
+    x, s = rng.standard_normal((2, 3, 4), dtype=np.float32), rng.standard_normal(4, dtype=np.float32)
+    node = Node("n", "LayerNormalization", ("x", "s"), ("y", "mean", "inv"), dict(axis=2, epsilon=1e-5))
+    outs = [np.empty_like(x), np.empty((2, 3, 1), np.float32), np.empty((2, 3, 1), np.float32)]
+    assert op_call(node, [x, s], outs, {"s": s}) is None
+    assert op_call(Node("n", "LayerNormalization", ("x", "s"), ("y",), node.attrs), [x, s], outs[:1], {}) is None
+
+
+@pytest.mark.parametrize("op, attrs", [("Erf", {}), ("Gelu", {"tanh": False}), ("Gelu", {"tanh": True})])
+def test_erf_and_gelu(rng: np.random.Generator, op: str, attrs: dict) -> None:
+    x = (4 * rng.standard_normal((3, 5, 11), dtype=np.float32)).astype(np.float32)
+    x.reshape(-1)[:3] = [-30.0, 0.0, 30.0]
+    _check(Node("e", op, ("x",), ("y",), attrs), [x], x.shape, set())
+
+
 def test_profile_times_input_packing(rng: np.random.Generator) -> None:
     """Both convs of the small CNN read NCHW tensors (the model input, a
     Softmax output), so each packs its input; the pack stages write only the
