@@ -6,9 +6,10 @@ SiLU and hard sigmoid gates, hard swish, channel shuffle (chunk, view,
 transpose), dense concatenation, ASPP (dilated branches, image pooling and
 a bilinear resize to a computed size), a transposed-conv decoder, factorised
 1x7/7x1 convolutions, ceil_mode pooling and pooling that leaves pads out of
-its count, grouped convolution, ``F.pad``, ``padding='same'`` with dilation
-and an even kernel, leaky ReLU, tanh, a mean over channels and a classifier
-head. Odd channel counts and non-square prime input sizes throughout.
+its count, grouped convolution, a ConvNeXt block (7x7 depthwise, channel-last
+LayerNorm, Linear layers and GELU, layer scale), ``F.pad``,
+``padding='same'`` with dilation and an even kernel, leaky ReLU, tanh, a mean
+over channels and a classifier head. Odd channel counts and non-square prime input sizes throughout.
 
 It is exported twice: by the TorchScript exporter (``dynamo=False``, opset
 17, whose ``F.pad`` is a ConstantOfShape/Slice/Transpose chain and whose
@@ -77,6 +78,21 @@ class ShuffleUnit(nn.Module):
         return y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
+class ConvNeXtBlock(nn.Module):
+    """As torchvision's: the MLP runs on channel-last (N, H, W, C) activations."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels))
+        self.scale = nn.Parameter(torch.rand(channels) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mlp(self.norm(self.depthwise(x).permute(0, 2, 3, 1))) * self.scale
+        return x + y.permute(0, 3, 1, 2)
+
+
 class Patterns(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -92,6 +108,7 @@ class Patterns(nn.Module):
                                         nn.Conv2d(9, 11, (7, 1), padding=(3, 0)), nn.ReLU())
         self.avg = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
         self.grouped = _conv_bn(35, 35, 3, groups=5)
+        self.convnext = ConvNeXtBlock(35)
         self.up = nn.ConvTranspose2d(35, 13, 2, 2)
         self.same_dilated = nn.Conv2d(13 + 14, 17, 3, padding="same", dilation=2)
         self.same_even = nn.Conv2d(17, 3, 4, padding="same")
@@ -103,7 +120,7 @@ class Patterns(nn.Module):
         f = self.pool_ceil(d)
         pooled = F.interpolate(self.image_pool(f), size=f.shape[-2:], mode="bilinear", align_corners=False)
         a = torch.cat([m(f) for m in self.aspp] + [pooled], 1)
-        g = self.grouped(torch.cat([self.factorised(a), self.avg(a)], 1))
+        g = self.convnext(self.grouped(torch.cat([self.factorised(a), self.avg(a)], 1)))
         logits = self.head(torch.flatten(F.adaptive_avg_pool2d(g, (1, 1)), 1))
         u = F.interpolate(self.up(g), size=s.shape[-2:], mode="bilinear", align_corners=False)
         m = F.leaky_relu(self.same_dilated(F.pad(torch.cat([u, s], 1), (1, 2, 0, 1))), 0.1)
