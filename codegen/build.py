@@ -58,10 +58,11 @@ def source(schedule: Schedule | ScheduleState, target: str = "cpu") -> str:
 
         return cuda_source(state)
     _check_cpu_schedule(state)
-    return _cpu_source(state, lower_schedule(state), _bounds_checked())
+    return _cpu_source(state, lower_schedule(state), bounds_checked())
 
 
-def _bounds_checked() -> bool:
+def bounds_checked() -> bool:
+    """``CONVTUNE_CHECK_BOUNDS`` set: kernels check every access (a build of its own)."""
     return os.environ.get("CONVTUNE_CHECK_BOUNDS", "") not in ("", "0")
 
 
@@ -87,7 +88,7 @@ def build(schedule: Schedule | ScheduleState, target: str = "cpu") -> CompiledKe
 
         return build_cuda(state)  # type: ignore[return-value]
     _check_cpu_schedule(state)
-    check = _bounds_checked()
+    check = bounds_checked()
 
     def make() -> tuple[LoopNest, str]:
         nest = lower_schedule(state)
@@ -102,7 +103,7 @@ def is_built(schedule: Schedule | ScheduleState) -> bool:
     """Whether ``build`` of this CPU schedule would only load from the disk
     caches (lowered nest and machine code), compiling nothing."""
     state = _state(schedule)
-    value = cached_lowering(state, _bounds_checked())
+    value = cached_lowering(state, bounds_checked())
     return value is not None and machine_code_cached(value[1])
 
 

@@ -27,26 +27,45 @@ LOWERING_VERSION = hashlib.sha256(b"".join(
     p.read_bytes() for d in ("ir", "schedules", "codegen") for p in sorted((_PACKAGE / d).rglob("*.py")))).hexdigest()
 
 
-def _path(state: ScheduleState, check_bounds: bool, target: str) -> Path:
-    key = hashlib.sha256(f"{LOWERING_VERSION} {target} {check_bounds} ".encode() + pickle.dumps(state)).hexdigest()[:32]
+def _path(pickled_state: bytes, check_bounds: bool, target: str) -> Path:
+    key = hashlib.sha256(f"{LOWERING_VERSION} {target} {check_bounds} ".encode() + pickled_state).hexdigest()[:32]
     return cache_dir() / f"lowered_{key}.pkl"
 
 
 def cached_lowering(state: ScheduleState, check_bounds: bool, target: str = "cpu") -> tuple[LoopNest, str] | None:
     """What ``lowered`` stored for this schedule in an earlier call, if anything."""
     try:
-        return pickle.loads(_path(state, check_bounds, target).read_bytes())
+        return pickle.loads(_path(pickle.dumps(state), check_bounds, target).read_bytes())
     except (OSError, pickle.UnpicklingError, EOFError):
         return None
+
+
+def store_lowering(pickled_state: bytes, check_bounds: bool, value: tuple[LoopNest, str], target: str = "cpu") -> None:
+    """Store ``value`` for the schedule whose pickle is ``pickled_state``.
+    A schedule's pickle can change in a round trip (pickle interns the
+    attribute names it loads, so objects once distinct become shared), so a
+    process building another's schedules stores them under the sender's
+    pickle as well as its own."""
+    path = _path(pickled_state, check_bounds, target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(pickle.dumps(value))
+    os.replace(tmp, path)
 
 
 def lowered(state: ScheduleState, check_bounds: bool, make: Callable[[], tuple[LoopNest, str]],
             target: str = "cpu") -> tuple[LoopNest, str]:
     """``make()`` (the loop nest and its source for ``target``), or what it
     returned in an earlier process."""
-    value = cached_lowering(state, check_bounds, target)
-    if value is not None:
-        return value
+    pickled = pickle.dumps(state)  # before make(), which may fill caches the state carries
+    try:
+        return pickle.loads(_path(pickled, check_bounds, target).read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError):
+        pass
+    value = make()
+    store_lowering(pickled, check_bounds, value, target)
+    return value
     path = _path(state, check_bounds, target)
     value = make()
     path.parent.mkdir(parents=True, exist_ok=True)

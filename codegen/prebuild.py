@@ -23,8 +23,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from convtune.codegen.build import build, is_built
+from convtune.codegen.build import bounds_checked, build, is_built
 from convtune.codegen.kernel_cache import cache_dir
+from convtune.codegen.lowering_cache import store_lowering
 from convtune.schedules.state import ScheduleState
 
 JOBS_VARIABLE = "CONVTUNE_COMPILE_JOBS"
@@ -46,7 +47,7 @@ def prebuild(states: Iterable[ScheduleState], jobs: int | None = None) -> int:
     CPU kernels of ``states`` that the disk caches do not hold yet; returns
     how many that was (0 when fewer than two would be built: a worker's
     start-up would cost more than it saves)."""
-    missing = list({pickle.dumps(s): s for s in states if not is_built(s)}.values())
+    missing = list({pickle.dumps(s) for s in states if not is_built(s)})
     jobs = min(compile_jobs() if jobs is None else jobs, len(missing))
     if jobs < 2:
         return 0
@@ -75,13 +76,16 @@ def _claim(todo: Path, index: int) -> bool:
 
 
 def work(todo: Path) -> None:
-    """A worker: build every kernel of ``todo`` that no other worker claimed."""
-    for index, state in enumerate(pickle.loads(todo.read_bytes())):
+    """A worker: build every kernel of ``todo`` (the caller's pickles of its
+    schedules) that no other worker claimed; each lowering is stored under
+    the caller's pickle too, which is the key the caller will look up."""
+    for index, pickled in enumerate(pickle.loads(todo.read_bytes())):
         if _claim(todo, index):
             try:
-                build(state)
+                kernel = build(pickle.loads(pickled))
             except Exception:  # noqa: BLE001 - the caller builds it again and raises the error where it is seen
-                pass
+                continue
+            store_lowering(pickled, bounds_checked(), (kernel.loop_nest, kernel.source))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
 """A model's cold kernels built in parallel worker processes, then loaded here."""
+import importlib
+import pickle
+
 import numpy as np
 import pytest
 from conftest import fresh_seed, packed_schedule
@@ -9,9 +12,14 @@ from convtune.codegen.prebuild import compile_jobs, prebuild
 from convtune.codegen.verify import check_kernel
 from convtune.ir import conv2d
 from convtune.schedules import Schedule
+from convtune.schedules.state import BlockedLayout
 
 # Shapes no other test builds, so this process has not compiled them already.
 WORKLOADS = [conv2d(1, 7, 9, 13, 11, 3, padding=1, bias=True), conv2d(2, 5, 6, 10, 9, 1, activation="relu")]
+
+
+def _lower_again(*args: object) -> None:
+    raise AssertionError("this process lowered a schedule a worker had lowered")
 
 
 @pytest.fixture
@@ -20,11 +28,12 @@ def cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_workers_build_each_cold_kernel_once_and_this_process_only_loads_it(cache) -> None:
+def test_workers_build_each_cold_kernel_once_and_this_process_only_loads_it(cache, monkeypatch) -> None:
     states = [packed_schedule(wl, kb=4).state for wl in WORKLOADS]
     assert not any(is_built(s) for s in states)
     assert prebuild([*states, states[0]], jobs=2) == 2  # a repeated schedule is one kernel
     assert all(is_built(s) for s in states)
+    monkeypatch.setattr(importlib.import_module("convtune.codegen.build"), "lower_schedule", _lower_again)
     seed = fresh_seed()
     for s in states:
         kernel = build(s)
@@ -33,6 +42,23 @@ def test_workers_build_each_cold_kernel_once_and_this_process_only_loads_it(cach
         assert err < 1e-4, f"relative error {err:.3g} (inputs: seed={seed})"
     assert prebuild(states, jobs=2) == 0  # nothing cold is left: no worker starts
     assert not list(cache.glob("prebuild_*")), "the workers' claims were left in the cache"
+
+
+def test_a_schedule_whose_pickle_changes_in_the_worker_is_found_here(cache, monkeypatch) -> None:
+    """A blocked residual's layout is keyed 'residual', a string this process
+    shares with the workload's field name and a worker's unpickled copy does
+    not: the worker's pickle of the schedule differs, yet its lowering must be
+    found under this process's key (resnet18's residual convs were lowered twice)."""
+    wl = conv2d(1, 7, 9, 13, 12, 3, padding=1, bias=True, residual=True)
+    states = []
+    for kb in (4, 2):
+        sch = packed_schedule(wl, kb=kb)
+        sch.io_layout(residual=BlockedLayout(wl.out_shape, kb))
+        states.append(sch.state)
+    assert pickle.dumps(states[0]) != pickle.dumps(pickle.loads(pickle.dumps(states[0])))
+    assert prebuild(states, jobs=2) == 2
+    monkeypatch.setattr(importlib.import_module("convtune.codegen.build"), "lower_schedule", _lower_again)
+    assert all(build(s).compiled.disk_cache_hit for s in states)
 
 
 def test_a_kernel_that_cannot_build_is_left_to_the_caller_to_report(cache) -> None:
