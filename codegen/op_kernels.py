@@ -167,11 +167,39 @@ def fill_phase(fill, out, planes, K, P, Q, ph, pw, sh, sw):  # type: ignore[no-u
                 row[q] = value
 
 
+_ERF_NUMERATOR = tuple(np.float32(c) for c in (
+    -1.60960333262415e-02, -2.95459980854025e-03, -7.34990630326855e-04, -5.69250639462346e-05,
+    -2.10102402082508e-06, 2.77068142495902e-08, -2.72614225801306e-10))
+_ERF_DENOMINATOR = tuple(np.float32(c) for c in (
+    -1.42647390514189e-02, -7.37332916720468e-03, -1.68282697438203e-03, -2.13374055278905e-04,
+    -1.45660718464996e-05))
+_FOUR, _ONE = np.float32(4), np.float32(1)
+
+
+@njit(nogil=True, fastmath={"contract"}, inline="always")
+def _erf(v):  # type: ignore[no-untyped-def]
+    """erf of a float32 as x P(x^2) / Q(x^2) on [-4, 4] (XLA's and Eigen's
+    float approximation; 6.5e-8 from math.erf at most, relative error as
+    small near 0), exactly 1 in magnitude beyond. In float32 with no call,
+    LLVM vectorises the loop around it 8 lanes wide: libm's scalar erf in
+    float64 took 40 of ConvNeXt's 336 ms, this 10. NaN fails both
+    comparisons and propagates."""
+    x = _FOUR if v > _FOUR else (-_FOUR if v < -_FOUR else v)
+    x2 = x * x
+    p = _ERF_NUMERATOR[6]
+    for c in _ERF_NUMERATOR[5::-1]:
+        p = p * x2 + c
+    q = _ERF_DENOMINATOR[4]
+    for c in _ERF_DENOMINATOR[3::-1]:
+        q = q * x2 + c
+    return _ONE if v > _FOUR else (-_ONE if v < -_FOUR else x * p / q)  # exactly: GELU(-inf) is then NaN
+
+
 @njit(parallel=True, **_FLAGS)
 def erf(x, out, n):  # type: ignore[no-untyped-def]
-    """``out = erf(x)`` over ``n`` elements (math.erf, in float64)."""
+    """``out = erf(x)`` over ``n`` elements."""
     for i in prange(n):
-        out[i] = math.erf(np.float64(x[i]))
+        out[i] = _erf(x[i])
 
 
 @njit(parallel=True, **_FLAGS)
@@ -183,7 +211,7 @@ def gelu(x, out, n, tanh):  # type: ignore[no-untyped-def]
         if tanh:
             inner = math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v * v * v))
         else:
-            inner = math.erf(v / math.sqrt(2))
+            inner = _erf(np.float32(v / math.sqrt(2)))
         out[i] = 0.5 * v * (1 + inner)
 
 

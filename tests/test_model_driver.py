@@ -223,8 +223,18 @@ def test_layer_norm_with_statistics_outputs_or_a_varying_scale_stays_a_numpy_ste
 @pytest.mark.parametrize("op, attrs", [("Erf", {}), ("Gelu", {"tanh": False}), ("Gelu", {"tanh": True})])
 def test_erf_and_gelu(rng: np.random.Generator, op: str, attrs: dict) -> None:
     x = (4 * rng.standard_normal((3, 5, 11), dtype=np.float32)).astype(np.float32)
-    x.reshape(-1)[:3] = [-30.0, 0.0, 30.0]
+    x.reshape(-1)[:5] = [-30.0, 0.0, 30.0, 1e-30, -3.99]
     _check(Node("e", op, ("x",), ("y",), attrs), [x], x.shape, set())
+
+
+@pytest.mark.parametrize("op, attrs", [("Erf", {}), ("Gelu", {"tanh": False})])
+def test_erf_propagates_nan_and_saturates_at_infinity(op: str, attrs: dict) -> None:
+    x = np.array([np.nan, np.inf, -np.inf, 1.0], np.float32)
+    out = np.zeros_like(x)
+    op_call(Node("e", op, ("x",), ("y",), attrs), [x], [out], {})()
+    want = evaluate(Node("e", op, ("x",), ("y",), attrs), [x.astype(np.float64)])[0]
+    assert np.isnan(out[0]) and np.isnan(want[0])
+    assert np.allclose(out[1:], want[1:], rtol=1e-6, equal_nan=True), (out, want)
 
 
 def test_profile_times_input_packing(rng: np.random.Generator) -> None:
