@@ -12,13 +12,11 @@ and are as trusted as those modules, which are imported from there.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Callable
 
-from convtune.codegen.kernel_cache import cache_dir
+from convtune.codegen.kernel_cache import cache_dir, write_atomically
 from convtune.ir.loopnest import Kernel as LoopNest
 from convtune.schedules.state import ScheduleState
 
@@ -27,17 +25,30 @@ LOWERING_VERSION = hashlib.sha256(b"".join(
     p.read_bytes() for d in ("ir", "schedules", "codegen") for p in sorted((_PACKAGE / d).rglob("*.py")))).hexdigest()
 
 
+_peeked: dict[Path, tuple[LoopNest, str]] = {}
+"""Lowerings ``cached_lowering`` read, kept for the ``lowered`` call that
+follows it (``prebuild`` asks, then the plan builds): read once, not twice."""
+
+
 def _path(pickled_state: bytes, check_bounds: bool, target: str) -> Path:
     key = hashlib.sha256(f"{LOWERING_VERSION} {target} {check_bounds} ".encode() + pickled_state).hexdigest()[:32]
     return cache_dir() / f"lowered_{key}.pkl"
 
 
-def cached_lowering(state: ScheduleState, check_bounds: bool, target: str = "cpu") -> tuple[LoopNest, str] | None:
-    """What ``lowered`` stored for this schedule in an earlier call, if anything."""
+def _load(path: Path) -> tuple[LoopNest, str] | None:
     try:
-        return pickle.loads(_path(pickle.dumps(state), check_bounds, target).read_bytes())
+        return pickle.loads(path.read_bytes())
     except (OSError, pickle.UnpicklingError, EOFError):
         return None
+
+
+def cached_lowering(state: ScheduleState, check_bounds: bool, target: str = "cpu") -> tuple[LoopNest, str] | None:
+    """What ``lowered`` stored for this schedule in an earlier call, if anything."""
+    path = _path(pickle.dumps(state), check_bounds, target)
+    value = _peeked.get(path) or _load(path)
+    if value is not None:
+        _peeked[path] = value
+    return value
 
 
 def store_lowering(pickled_state: bytes, check_bounds: bool, value: tuple[LoopNest, str], target: str = "cpu") -> None:
@@ -46,12 +57,7 @@ def store_lowering(pickled_state: bytes, check_bounds: bool, value: tuple[LoopNe
     attribute names it loads, so objects once distinct become shared), so a
     process building another's schedules stores them under the sender's
     pickle as well as its own."""
-    path = _path(pickled_state, check_bounds, target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(pickle.dumps(value))
-    os.replace(tmp, path)
+    write_atomically(_path(pickled_state, check_bounds, target), pickle.dumps(value))
 
 
 def lowered(state: ScheduleState, check_bounds: bool, make: Callable[[], tuple[LoopNest, str]],
@@ -59,18 +65,9 @@ def lowered(state: ScheduleState, check_bounds: bool, make: Callable[[], tuple[L
     """``make()`` (the loop nest and its source for ``target``), or what it
     returned in an earlier process."""
     pickled = pickle.dumps(state)  # before make(), which may fill caches the state carries
-    try:
-        return pickle.loads(_path(pickled, check_bounds, target).read_bytes())
-    except (OSError, pickle.UnpicklingError, EOFError):
-        pass
-    value = make()
-    store_lowering(pickled, check_bounds, value, target)
-    return value
-    path = _path(state, check_bounds, target)
-    value = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(pickle.dumps(value))
-    os.replace(tmp, path)
+    path = _path(pickled, check_bounds, target)
+    value = _peeked.pop(path, None) or _load(path)
+    if value is None:
+        value = make()
+        store_lowering(pickled, check_bounds, value, target)
     return value

@@ -179,11 +179,11 @@ _FOUR, _ONE = np.float32(4), np.float32(1)
 @njit(nogil=True, fastmath={"contract"}, inline="always")
 def _erf(v):  # type: ignore[no-untyped-def]
     """erf of a float32 as x P(x^2) / Q(x^2) on [-4, 4] (XLA's and Eigen's
-    float approximation; 6.5e-8 from math.erf at most, relative error as
-    small near 0), exactly 1 in magnitude beyond. In float32 with no call,
-    LLVM vectorises the loop around it 8 lanes wide: libm's scalar erf in
-    float64 took 40 of ConvNeXt's 336 ms, this 10. NaN fails both
-    comparisons and propagates."""
+    float approximation: 6.5e-8 from math.erf in float64, 4.2e-7 evaluated
+    in float32, relative error as small near 0), exactly 1 in magnitude
+    beyond. With no call in it LLVM vectorises the loop around it 8 lanes
+    wide: 1.2M floats took 1.7 ms against 25.1 with libm's scalar erf.
+    NaN fails both comparisons and propagates."""
     x = _FOUR if v > _FOUR else (-_FOUR if v < -_FOUR else v)
     x2 = x * x
     p = _ERF_NUMERATOR[6]
@@ -205,7 +205,7 @@ def erf(x, out, n):  # type: ignore[no-untyped-def]
 @njit(parallel=True, **_FLAGS)
 def gelu(x, out, n, tanh):  # type: ignore[no-untyped-def]
     """``out = x Phi(x)`` over ``n`` elements, Phi the normal CDF (``tanh``:
-    its tanh approximation), in float64."""
+    its tanh approximation), in float64 but for ``_erf``'s float32."""
     for i in prange(n):
         v = np.float64(x[i])
         if tanh:

@@ -47,13 +47,12 @@ def prebuild(states: Iterable[ScheduleState], jobs: int | None = None) -> int:
     CPU kernels of ``states`` that the disk caches do not hold yet; returns
     how many that was (0 when fewer than two would be built: a worker's
     start-up would cost more than it saves)."""
-    missing = list({pickle.dumps(s) for s in states if not is_built(s)})
+    missing = list(dict.fromkeys(pickle.dumps(s) for s in states if not is_built(s)))
     jobs = min(compile_jobs() if jobs is None else jobs, len(missing))
     if jobs < 2:
         return 0
-    directory = cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory, prefix="prebuild_") as work:
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="prebuild_") as work:
         todo = Path(work) / "states.pkl"
         todo.write_bytes(pickle.dumps(missing))
         # The workers import what this process can: same interpreter, same path.

@@ -136,7 +136,8 @@ def make_sampler(strategy: str, grid: Optional[list[Config]], seed: Optional[int
     raise ValueError(f"strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
 
 
-def _open_study(name: str, storage: str | optuna.storages.BaseStorage, sampler: optuna.samplers.BaseSampler, attempts: int = 5) -> optuna.Study:
+def _open_study(name: str, storage: str | optuna.storages.BaseStorage, sampler: optuna.samplers.BaseSampler,
+                attempts: int = 5) -> optuna.Study:
     """Create or load the study. Workers started together on a fresh database
     race to create Optuna's tables; the loser retries after a short wait."""
     import sqlalchemy.exc
