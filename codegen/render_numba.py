@@ -66,6 +66,8 @@ class RenderError(ValueError):
 class _Renderer:
     def __init__(self, check_bounds: bool) -> None:
         self.consts: dict[float, str] = {}
+        self.splats: dict[tuple[str, int], str] = {}
+        """The current stage's vectors of one constant, each made once at its top."""
         self.temps = 0
         self.check_bounds = check_bounds
 
@@ -123,6 +125,8 @@ class _Renderer:
         if isinstance(e, Call):
             return f"v{e.fn}({self.expr(e.arg)})"
         if isinstance(e, Broadcast):
+            if isinstance(e.value, Const) and e.value.dtype not in (INT, BOOL):
+                return self.splats.setdefault((self.const(float(e.value.value)), e.lanes), f"_s{len(self.splats)}")
             return f"vsplat({self.expr(e.value)}, {e.lanes})"
         if isinstance(e, Lanes):
             return f"vfromtuple({tuple_display([self.expr(x) for x in e.elems])})"
@@ -256,7 +260,11 @@ def render(k: Kernel, header: list[str], check_bounds: bool = False) -> str:
     functions: list[str] = []
     stages = []
     for n, (var, extent, body) in enumerate(_stages(k)):
+        r.splats = {}
         lines = r.stmt(body, 1)
+        # Numba types and lowers every call it is given: a transform's
+        # hundreds of `vsplat(F1, 8)` cost build time, one each does not.
+        lines = [f"    {name} = vsplat({c}, {lanes})" for (c, lanes), name in r.splats.items()] + lines
         if any("prange(" in line for line in lines):
             raise RenderError("a parallel loop must be the outermost loop of its stage")
         functions += [

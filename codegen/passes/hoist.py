@@ -49,12 +49,10 @@ class _Hoister:
         inner = max(levels, default=-1)
         if inner < 0:
             return e
-        # The innermost level's terms stay in the access when they are plain
-        # loop variables (cheap, and unrolled away); a sum of several, or a
-        # division or modulo, is shared too: the tile's epilogue repeats it
-        # in every store.
-        own = levels[inner]
-        shared = inner + 1 if len(own) > 1 or any(not isinstance(a, Var) for a in own) else inner
+        # The innermost level's terms are shared too (hoisting runs after
+        # unrolling, so they belong to a loop that stays): a tile's accesses
+        # then cost one addition each, `i6 + 8`, not `i0 + (tw * 32 + 8)`.
+        shared = inner + 1
         prefix: Expr | None = None
         terms: dict[Expr, int] = {}
         for level in range(-1, shared):
