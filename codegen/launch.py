@@ -14,6 +14,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from numba import types
+
 from convtune.codegen.kernel_cache import CODEGEN_VERSION, load_module
 
 _SOURCE = '''# convtune parallel stage driver; codegen {version}
@@ -47,3 +49,12 @@ def run_stages(serial: bool = False) -> Any:
     IndexError on as it is."""
     module = load_module(_SOURCE.format(version=CODEGEN_VERSION), "launch")
     return module.run_stages_serial if serial else module.run_stages
+
+
+def compile_stage_driver(buffers: int, serial: bool = False) -> None:
+    """Compile the driver for kernels of ``buffers`` buffers (or load it from
+    the disk cache) ahead of a first call: the workers of ``codegen.prebuild``
+    do, since each buffer count costs about a second of parfor lowering, and
+    a cold model start waited for four of them after its kernels."""
+    index = types.Array(types.int64, 1, "C")
+    run_stages(serial).compile((index, index, types.UniTuple(types.Array(types.float32, 1, "C"), buffers)))

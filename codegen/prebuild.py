@@ -25,6 +25,7 @@ from typing import Iterable
 
 from convtune.codegen.build import bounds_checked, build, is_built
 from convtune.codegen.kernel_cache import cache_dir
+from convtune.codegen.launch import compile_stage_driver
 from convtune.codegen.lowering_cache import store_lowering
 from convtune.schedules.state import ScheduleState
 
@@ -66,9 +67,9 @@ def prebuild(states: Iterable[ScheduleState], jobs: int | None = None) -> int:
     return len(missing)
 
 
-def _claim(todo: Path, index: int) -> bool:
+def _claim(todo: Path, name: str) -> bool:
     try:
-        os.close(os.open(todo.with_name(f"claim_{index}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.close(os.open(todo.with_name(f"claim_{name}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return False
     return True
@@ -77,14 +78,18 @@ def _claim(todo: Path, index: int) -> bool:
 def work(todo: Path) -> None:
     """A worker: build every kernel of ``todo`` (the caller's pickles of its
     schedules) that no other worker claimed; each lowering is stored under
-    the caller's pickle too, which is the key the caller will look up."""
+    the caller's pickle too, which is the key the caller will look up.
+    The stage driver is compiled for each buffer count the kernels have, once."""
     for index, pickled in enumerate(pickle.loads(todo.read_bytes())):
-        if _claim(todo, index):
+        if _claim(todo, str(index)):
             try:
                 kernel = build(pickle.loads(pickled))
             except Exception:  # noqa: BLE001 - the caller builds it again and raises the error where it is seen
                 continue
             store_lowering(pickled, bounds_checked(), (kernel.loop_nest, kernel.source))
+            buffers, serial = len(kernel.loop_nest.params), kernel.compiled.checked
+            if _claim(todo, f"driver_{buffers}_{serial}"):
+                compile_stage_driver(buffers, serial)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """A model's cold kernels built in parallel worker processes, then loaded here."""
 import importlib
+import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -42,6 +45,24 @@ def test_workers_build_each_cold_kernel_once_and_this_process_only_loads_it(cach
         assert err < 1e-4, f"relative error {err:.3g} (inputs: seed={seed})"
     assert prebuild(states, jobs=2) == 0  # nothing cold is left: no worker starts
     assert not list(cache.glob("prebuild_*")), "the workers' claims were left in the cache"
+
+
+def test_workers_also_compile_the_stage_driver_for_each_buffer_count(cache) -> None:
+    """A model's driver calls the parallel stage driver compiled for each
+    kernel's buffer count: a process after the workers loads it, compiles none."""
+    states = [packed_schedule(wl, kb=4).state for wl in WORKLOADS]
+    assert prebuild(states, jobs=2) == 2
+    counts = sorted({len(build(s).loop_nest.params) for s in states})
+    probe = ("import sys\n"
+             "from convtune.codegen.launch import compile_stage_driver, run_stages\n"
+             "for n in map(int, sys.argv[1:]):\n"
+             "    compile_stage_driver(n)\n"
+             "stats = run_stages().stats\n"
+             "print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))\n")
+    run = subprocess.run([sys.executable, "-c", probe, *map(str, counts)], env=dict(os.environ),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [str(len(counts)), "0"], f"buffer counts {counts}: {run.stdout}"
 
 
 def test_a_schedule_whose_pickle_changes_in_the_worker_is_found_here(cache, monkeypatch) -> None:
