@@ -24,6 +24,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, models, register_model
+from numba.np.arrayobj import make_array, populate_array
 
 
 class F32Vec(types.Type):
@@ -601,6 +602,30 @@ def call_native(typingctx, addr, args):  # type: ignore[no-untyped-def]
         addr_v, tup_v = llargs
         return _call_address(context, builder, addr_v, tuple(args), _tuple_items(builder, tup_v, len(args)))
     return types.void(addr, args), codegen
+
+
+@intrinsic(prefer_literal=True)
+def array_at(typingctx, address, size, dtype):  # type: ignore[no-untyped-def]
+    """The flat array of ``size`` elements of ``dtype`` (a literal numpy
+    type name) at ``address``, owning nothing: its memory must outlive it.
+
+    Why: a model's driver (``codegen.model_driver``) took its arrays as one
+    tuple argument, which numba passes as seven scalars an array; a segment
+    of 110 arrays took 4.6 s to compile, mostly LLVM on that argument list.
+    It now takes their addresses in one int64 array and makes each array here.
+    """
+    if not isinstance(dtype, types.StringLiteral):
+        raise TypingError("array_at: the dtype must be a literal string")
+    aryty = types.Array(getattr(types, dtype.literal_value), 1, "C")
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ary = make_array(aryty)(context, builder)
+        data = builder.inttoptr(args[0], context.get_data_type(aryty.dtype).as_pointer())
+        itemsize = context.get_constant(types.intp, aryty.dtype.bitwidth // 8)
+        size_v = context.cast(builder, args[1], sig.args[1], types.intp)
+        populate_array(ary, data=data, shape=[size_v], strides=[itemsize], itemsize=itemsize, meminfo=None)
+        return ary._getvalue()
+    return aryty(address, size, dtype), codegen
 
 
 @njit(cache=True)

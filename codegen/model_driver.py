@@ -8,21 +8,23 @@ stage addresses and buffers, each operator a call of its ``op_kernels``
 function, all through ``call_native`` on function addresses taken in this
 process (the stage driver's and the kernels' own caches hold their code; the
 segment's cache holds none of it: linked into it, a cached segment
-segfaulted later processes, numba issue 8578). Every array a segment uses is
-an element of that segment's own tuple argument, every operator's shape a
-literal. (One tuple of all the model's arrays for every segment made each
-segment's compile grow with the model: 14 segments of a small exported
-network took 55 s to compile, 4 s each, against under 1 s each now.)
-Steps that are plain Python closures (operators without a
-kernel) split the plan into segments and run between them.
+segfaulted later processes, numba issue 8578). A segment takes the
+addresses of the arrays it uses in one int64 array and makes each array
+once at its top (``array_at``), every operator's shape a literal. (A tuple
+of the arrays as its argument, which numba passes as seven scalars an
+array, took 4.6 s to compile for resnet18's one segment of 110 arrays, most
+of it LLVM on that argument list; one tuple of all the model's arrays for
+every segment had been worse: 14 segments of a small exported network took
+55 s.) Steps that are plain Python closures (operators without a kernel)
+split the plan into segments and run between them; the driver keeps the
+arrays alive as long as the addresses are used.
 
 The source holds no address, only the plan's structure, so it is the same
 in every process: it goes to the kernel cache (``load_module``) with the
 hash of every compiler source in it (``LOWERING_VERSION``), and a second
-process loads its machine code instead of compiling it. Entering it costs
-4 us for resnet18's 74 arrays, 9.5 us for mobilenet_v2's 155 (numba unboxes
-the tuple); a segment compiles in seconds because it has no parallel loop of
-its own (the stage driver's are compiled once per tuple length).
+process loads its machine code instead of compiling it. A segment has no
+parallel loop of its own: the stage driver's are compiled once per buffer
+count (by the workers of ``codegen.prebuild`` when a model starts cold).
 """
 from __future__ import annotations
 
@@ -46,29 +48,37 @@ BoundStep = Union[BoundConv, OpCall, OpSequence]
 _HEADER = '''# convtune model driver; compiler {version}
 import numpy as np
 from numba import njit
-from convtune.codegen.intrinsics import call_native
+from convtune.codegen.intrinsics import array_at, call_native
 '''
 
 
 class _Arrays:
-    """Each distinct array once, by address and size: its index in the tuple."""
+    """Each distinct array once, by address, size and type: its local name."""
 
     def __init__(self) -> None:
-        self.index: dict[tuple[int, int], int] = {}
+        self.index: dict[tuple[int, int, str], int] = {}
         self.arrays: list[np.ndarray] = []
 
     def __call__(self, a: np.ndarray) -> str:
-        key = (a.ctypes.data, a.size)
+        key = (a.ctypes.data, a.size, a.dtype.name)
         if key not in self.index:
+            if a.ndim != 1 or not a.flags.c_contiguous:
+                raise ValueError(f"model driver: a step's array must be flat and contiguous, got {a.shape}")
             self.index[key] = len(self.arrays)
             self.arrays.append(a)
-        return f"bufs[{self.index[key]}]"
+        return f"a{self.index[key]}"
+
+
+def _seen(a: np.ndarray | int) -> types.Type:
+    """An argument's type as the segment makes it (``array_at``: writable)."""
+    return types.int64 if isinstance(a, int) else types.Array(numba.from_dtype(a.dtype), 1, "C")
 
 
 class _Segment:
     """One compiled function's calls, with the arrays and native addresses
-    they name: its own tuple, so that its compile (typing and unboxing every
-    element) grows with the segment, not with the model."""
+    they name. It takes the arrays' addresses (``array_at`` makes each
+    array once, at its top), so its compile grows with its calls, not with
+    an argument list of seven scalars an array."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -77,10 +87,13 @@ class _Segment:
         self.body: list[str] = []
 
     def source(self) -> str:
-        return f"\n\n@njit(cache=True, nogil=True)\ndef {self.name}(bufs, natives):\n" + "\n".join(self.body)
+        made = [f"    a{i} = array_at(addresses[{i}], {a.size}, '{a.dtype.name}')"
+                for i, a in enumerate(self.arrays.arrays)]
+        return (f"\n\n@njit(cache=True, nogil=True)\ndef {self.name}(addresses, natives):\n"
+                + "\n".join(made + self.body))
 
-    def args(self) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-        return tuple(self.arrays.arrays), np.array(self.natives, np.int64)
+    def args(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([a.ctypes.data for a in self.arrays.arrays], np.int64), np.array(self.natives, np.int64)
 
 
 class Driver:
@@ -95,7 +108,7 @@ class Driver:
 
         def call(dispatcher: Any, args: list[np.ndarray | int], text: list[str]) -> None:
             """A line calling ``dispatcher`` compiled for ``args`` through its address (named in a comment)."""
-            sig = tuple(types.int64 if isinstance(a, int) else numba.typeof(a) for a in args)
+            sig = tuple(types.UniTuple(_seen(a[0]), len(a)) if isinstance(a, tuple) else _seen(a) for a in args)
             dispatcher.compile(sig)
             segment.natives.append(function_address(dispatcher, sig))
             segment.body.append(f"    call_native(natives[{len(segment.natives) - 1}], {tuple_display(text)})"
@@ -126,6 +139,8 @@ class Driver:
         self.source = _HEADER.format(version=LOWERING_VERSION[:12]) + "".join(s.source() for s in segments) + "\n"
         module = load_module(self.source, "model")
         self._calls: list[Callable[[], None]] = []
+        self._arrays = [a for s in segments for a in s.arrays.arrays]
+        """What the segments' addresses point into, kept alive with them."""
         for item in order:
             if isinstance(item, _Segment):
                 args = item.args()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from convtune.codegen.intrinsics import vfma, vinterleave, vld, vldmask, vsplat, vst, vstrows
+from convtune.codegen.intrinsics import array_at, vfma, vinterleave, vld, vldmask, vsplat, vst, vstrows
 
 
 def masked_loader(stride: int, lanes: int):  # type: ignore[no-untyped-def]
@@ -98,3 +98,23 @@ def test_row_store_writes_the_transposed_tile_and_nothing_else(count, lanes):
     for lane in range(lanes):
         expected[base + lane * stride: base + lane * stride + count] = cols[:, lane]
     np.testing.assert_array_equal(out, expected)
+
+
+@njit
+def _count_into(address: int, n: int) -> None:
+    a = array_at(address, n, "float32")
+    for i in range(a.shape[0]):
+        a[i] = i
+
+
+@njit
+def _sum_at(address: int, n: int) -> int:
+    return array_at(address, n, "int64").sum()
+
+
+def test_array_at_is_the_memory_at_an_address_and_only_its_size():
+    x = np.full(9, np.nan, np.float32)
+    _count_into(x.ctypes.data + 4, 5)  # elements 1..5
+    assert np.isnan(x[0]) and x[1:6].tolist() == [0, 1, 2, 3, 4] and np.isnan(x[6:]).all()
+    ints = np.arange(10, dtype=np.int64) * 3
+    assert _sum_at(ints.ctypes.data, 4) == 0 + 3 + 6 + 9
