@@ -81,11 +81,16 @@ class WinogradCompute(AlgorithmCompute):
         return (Axis("c", self.workload.C, REDUCE),)
 
     def transform_weights(self, weight: np.ndarray) -> np.ndarray:
-        """U as a [K, C, alpha^2, 1] array (float64 math, float32 result), so it
-        packs like a KCRS weight with R = alpha^2, S = 1."""
+        """U = G g G^T as a [K, C, alpha^2, 1] array (float64 math, float32
+        result), so it packs like a KCRS weight with R = alpha^2, S = 1.
+        Two matrix products over all K*C kernels at once: an einsum over the
+        four indices took 1.8 s of resnet18's warm start (13 layers)."""
         _, g, _ = MATRICES[self.m]
-        u = np.einsum("ai,kcij,bj->kcab", g, weight.astype(np.float64), g)
-        return u.reshape(self.workload.K, self.workload.C, self.alpha ** 2, 1).astype(np.float32)
+        k, c, r, s = weight.shape
+        a = self.alpha
+        x = weight.astype(np.float64).reshape(k * c * r, s) @ g.T  # [(k c i), b]
+        u = g @ x.reshape(k * c, r, a).transpose(1, 0, 2).reshape(r, k * c * a)  # [a, (k c b)]
+        return u.reshape(a, k, c, a).transpose(1, 2, 0, 3).reshape(k, c, a * a, 1).astype(np.float32)
 
     def __str__(self) -> str:
         return (f"winograd F({self.m}x{self.m}, 3x3) of {self.workload.short()}: M[e<{self.alpha ** 2}, "
