@@ -84,13 +84,21 @@ class WinogradCompute(AlgorithmCompute):
         """U = G g G^T as a [K, C, alpha^2, 1] array (float64 math, float32
         result), so it packs like a KCRS weight with R = alpha^2, S = 1.
         Two matrix products over all K*C kernels at once: an einsum over the
-        four indices took 1.8 s of resnet18's warm start (13 layers)."""
+        four indices took 1.8 s of resnet18's warm start (13 layers). A
+        block of output channels at a time, so the float64 temporaries stay
+        a few MB (whole, a 512x512 layer's added 100 MB to the peak)."""
         _, g, _ = MATRICES[self.m]
         k, c, r, s = weight.shape
         a = self.alpha
-        x = weight.astype(np.float64).reshape(k * c * r, s) @ g.T  # [(k c i), b]
-        u = g @ x.reshape(k * c, r, a).transpose(1, 0, 2).reshape(r, k * c * a)  # [a, (k c b)]
-        return u.reshape(a, k, c, a).transpose(1, 2, 0, 3).reshape(k, c, a * a, 1).astype(np.float32)
+        out = np.empty((k, c, a * a, 1), np.float32)
+        step = max(1, 2 ** 16 // (c * r))
+        for k0 in range(0, k, step):
+            w = weight[k0:k0 + step].astype(np.float64)
+            n = w.shape[0] * c
+            x = w.reshape(n * r, s) @ g.T  # [(k c i), b]
+            u = g @ x.reshape(n, r, a).transpose(1, 0, 2).reshape(r, n * a)  # [a, (k c b)]
+            out[k0:k0 + step] = u.reshape(a, w.shape[0], c, a).transpose(1, 2, 0, 3).reshape(-1, c, a * a, 1)
+        return out
 
     def __str__(self) -> str:
         return (f"winograd F({self.m}x{self.m}, 3x3) of {self.workload.short()}: M[e<{self.alpha ** 2}, "
