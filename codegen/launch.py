@@ -51,10 +51,16 @@ def run_stages(serial: bool = False) -> Any:
     return module.run_stages_serial if serial else module.run_stages
 
 
+def stage_driver_signature(buffers: int) -> tuple[types.Type, ...]:
+    """The driver's signature for kernels of ``buffers`` buffers, as a model's
+    driver calls it (``codegen.model_driver``: writable flat arrays)."""
+    index = types.Array(types.int64, 1, "C")
+    return index, index, types.UniTuple(types.Array(types.float32, 1, "C"), buffers)
+
+
 def compile_stage_driver(buffers: int, serial: bool = False) -> None:
     """Compile the driver for kernels of ``buffers`` buffers (or load it from
     the disk cache) ahead of a first call: the workers of ``codegen.prebuild``
     do, since each buffer count costs about a second of parfor lowering, and
     a cold model start waited for four of them after its kernels."""
-    index = types.Array(types.int64, 1, "C")
-    run_stages(serial).compile((index, index, types.UniTuple(types.Array(types.float32, 1, "C"), buffers)))
+    run_stages(serial).compile(stage_driver_signature(buffers))

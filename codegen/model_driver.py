@@ -14,9 +14,10 @@ once at its top (``array_at``), every operator's shape a literal. (A tuple
 of the arrays as its argument, which numba passes as seven scalars an
 array, made resnet18's one segment of 116 arrays compile in 4.6 s, now
 2.5 s; one tuple of all the model's arrays for every segment had been
-worse: 14 segments of a small exported network took 55 s.) Steps that are plain Python closures (operators without a kernel)
-split the plan into segments and run between them; the driver keeps the
-arrays alive as long as the addresses are used.
+worse: 14 segments of a small exported network took 55 s.) Steps that
+are plain Python closures (operators without a kernel) split the plan into
+segments and run between them; the driver keeps the arrays alive as long
+as the addresses are used.
 
 The source holds no address, only the plan's structure, so it is the same
 in every process: it goes to the kernel cache (``load_module``) with the
@@ -37,7 +38,7 @@ from numba import types
 from convtune.codegen import op_kernels
 from convtune.codegen.kernel import BoundConv
 from convtune.codegen.kernel_cache import function_address, load_module
-from convtune.codegen.launch import run_stages
+from convtune.codegen.launch import run_stages, stage_driver_signature
 from convtune.codegen.lowering_cache import LOWERING_VERSION
 from convtune.codegen.op_calls import OpCall, OpSequence
 from convtune.codegen.render_numba import tuple_display
@@ -69,7 +70,7 @@ class _Arrays:
 
 
 def _seen(a: np.ndarray | int) -> types.Type:
-    """An argument's type as the segment makes it (``array_at``: writable)."""
+    """An operator argument's type as the segment makes it (``array_at``: writable)."""
     return types.int64 if isinstance(a, int) else types.Array(numba.from_dtype(a.dtype), 1, "C")
 
 
@@ -105,9 +106,8 @@ class Driver:
         order: list[_Segment | Callable[[], None]] = []
         segment = _Segment("segment_0")
 
-        def call(dispatcher: Any, args: list[np.ndarray | int], text: list[str]) -> None:
-            """A line calling ``dispatcher`` compiled for ``args`` through its address (named in a comment)."""
-            sig = tuple(types.UniTuple(_seen(a[0]), len(a)) if isinstance(a, tuple) else _seen(a) for a in args)
+        def call(dispatcher: Any, sig: tuple[types.Type, ...], text: list[str]) -> None:
+            """A line calling ``dispatcher`` compiled for ``sig`` through its address (named in a comment)."""
             dispatcher.compile(sig)
             segment.natives.append(function_address(dispatcher, sig))
             segment.body.append(f"    call_native(natives[{len(segment.natives) - 1}], {tuple_display(text)})"
@@ -123,12 +123,11 @@ class Driver:
             arrays = segment.arrays
             if isinstance(step, BoundConv):
                 c = step.compiled
-                buffers = tuple(step.buffers)
-                call(stage_driver, [c.addresses, c.extents, buffers],  # type: ignore[list-item]
-                     [arrays(c.addresses), arrays(c.extents), tuple_display([arrays(x) for x in buffers])])
+                call(stage_driver, stage_driver_signature(len(step.buffers)),
+                     [arrays(c.addresses), arrays(c.extents), tuple_display([arrays(x) for x in step.buffers])])
             elif isinstance(step, OpCall):
                 scalars = [int(v) for v in step.scalars]
-                call(getattr(op_kernels, step.name), [*step.arrays, *scalars],
+                call(getattr(op_kernels, step.name), tuple(_seen(a) for a in [*step.arrays, *scalars]),
                      [arrays(x) for x in step.arrays] + [f"np.int64({v})" for v in scalars])
             else:
                 close_segment()

@@ -3,8 +3,9 @@
 Every flat offset is an affine sum of terms, each owned by the innermost loop
 whose variable it uses. The offset is rebuilt as a chain of partial sums, one
 per loop level, each assigned once at the top of its loop's body and shared
-by every access with the same prefix; the access itself keeps only the terms
-of its own innermost loop and a constant:
+by every access with the same prefix, the innermost loop's too (hoisting
+runs after unrolling, so that loop stays); the access itself keeps only a
+constant, `i6 + 8` rather than `i0 + (tw * 32 + 8)`:
 
     for c_o ...:                      for c_o ...:
       for r ...:                        i2 = i1 + c_o * 1152
@@ -46,22 +47,16 @@ class _Hoister:
             # index is hoisted like any other (into temporaries of those loops).
             hoisted = self.expr(atom) if isinstance(atom, IndexLoad) else atom
             levels.setdefault(self._level(atom), {})[hoisted] = coef
-        inner = max(levels, default=-1)
-        if inner < 0:
+        if max(levels, default=-1) < 0:
             return e
-        # The innermost level's terms are shared too (hoisting runs after
-        # unrolling, so they belong to a loop that stays): a tile's accesses
-        # then cost one addition each, `i6 + 8`, not `i0 + (tw * 32 + 8)`.
-        shared = inner + 1
         prefix: Expr | None = None
         terms: dict[Expr, int] = {}
-        for level in range(-1, shared):
-            if level not in levels:
-                continue
+        for level in sorted(levels):
             terms.update(levels[level])
             prefix = self._partial(max(level, 0), frozenset(terms.items()), prefix, levels[level])
-        rest = Linear(levels[inner] if shared == inner else {}, lin.const).to_expr()
-        return rest if prefix is None else prefix + rest if rest != Const(0) else prefix
+        assert prefix is not None
+        rest = Linear({}, lin.const).to_expr()
+        return prefix + rest if rest != Const(0) else prefix
 
     def _partial(self, level: int, key: frozenset, prev: Expr | None, new_terms: dict[Expr, int]) -> Var:
         if (level, key) not in self.memo:
