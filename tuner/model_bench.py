@@ -4,7 +4,9 @@ side by side with onnxruntime in one run, on the same threads and inputs.
 The runtimes are timed in interleaved rounds (``bench.bench_layer``: blocks
 in rotating order, a pause between runtimes so onnxruntime's spinning pool
 goes idle), after checking that convtune's outputs match onnxruntime's. The
-per-layer breakdown comes from the Session's profile. Start-up is timed in
+per-layer breakdown comes from the Session's profile, each node beside
+onnxruntime's time for the same layer inside its own run (its profiler,
+``tuner.peer_profile``). Start-up is timed in
 fresh processes (``python -m convtune.tuner.model_bench``): cold, with an
 empty kernel cache directory (every kernel compiled), then warm, a second
 process on the same directory (kernels loaded from disk): seconds from
@@ -32,6 +34,8 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
+from convtune.tuner.peer_profile import Key, match, node_key, profile_onnxruntime
+
 if TYPE_CHECKING:
     from convtune.ir.graph import ModelGraph
 
@@ -49,6 +53,9 @@ class LayerTime:
     workload: str = ""
     """``Conv2D.short()`` for a conv; empty for other operators."""
     gflops: float = 0.0
+    peer_seconds: Optional[float] = None
+    """onnxruntime's time for the node computing the same inside its own
+    whole-model run (its profiler, ``tuner.peer_profile``); None where none matched."""
 
 
 @dataclass
@@ -69,6 +76,8 @@ class ModelBenchReport:
     peak_mb: dict[str, float] = field(default_factory=dict)
     """Per runtime: peak resident MiB of a process that loads the model and
     runs it once (convtune's from the warm start)."""
+    peer_reorder_seconds: float = 0.0
+    """onnxruntime's layout reorders per run (nodes with no convtune counterpart)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -85,15 +94,28 @@ def random_feeds(model) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def
             for name, shape in shapes}
 
 
-def _layers(session, feeds: dict[str, np.ndarray],  # type: ignore[no-untyped-def]
-            rounds: int) -> tuple[list[LayerTime], float]:
+def _plan_keys(session) -> list[tuple[str, Key]]:  # type: ignore[no-untyped-def]
+    """Each plan node's name and ``peer_profile.node_key``."""
+    keys = []
+    for step in session.plan.steps:
+        node = step.node
+        wl = node.attrs.get("workload") if node.op == "FusedConv" else None
+        if wl is not None:
+            keys.append((node.name, node_key("Conv", (wl.K, wl.C // wl.groups, wl.R, wl.S), (wl.N, wl.K, wl.P, wl.Q))))
+        elif node.outputs and node.outputs[0] in session.graph.tensors:
+            keys.append((node.name, node_key(node.op, None, session.graph.tensors[node.outputs[0]].shape)))
+    return keys
+
+
+def _layers(session, feeds: dict[str, np.ndarray], rounds: int,  # type: ignore[no-untyped-def]
+            peer: dict[str, float]) -> tuple[list[LayerTime], float]:
     profile = session.profile(feeds, rounds=rounds)
     planned = {s.node.name: s.node for s in session.plan.steps}  # transposed convs' sub-convs are plan nodes only
     layers = []
     for name, op, seconds in profile.per_node:
         wl = planned[name].attrs.get("workload") if op == "FusedConv" else None
         layers.append(LayerTime(name, op, seconds, wl.short() if wl else "",
-                                wl.flops / seconds / 1e9 if wl and seconds > 0 else 0.0))
+                                wl.flops / seconds / 1e9 if wl and seconds > 0 else 0.0, peer.get(name)))
     return layers, profile.total
 
 
@@ -129,8 +151,10 @@ def bench_model(path: str | Path, log: Optional[str], threads: int, rounds: int 
         if not error < TOLERANCE:
             raise AssertionError(f"{path}: {name}'s outputs differ from onnxruntime's (relative error {error:.2g})")
     seconds = bench_layer(runners, rounds, min_block_seconds)["warm"]
-    layers, total = _layers(session, feeds, rounds)
-    report = ModelBenchReport(str(path), threads, seconds, errors[CONVTUNE], layers, total, left_out=left_out)
+    peer_nodes, reorders = profile_onnxruntime(path, feeds, threads, rounds)
+    layers, total = _layers(session, feeds, rounds, match(_plan_keys(session), peer_nodes))
+    report = ModelBenchReport(str(path), threads, seconds, errors[CONVTUNE], layers, total, left_out=left_out,
+                              peer_reorder_seconds=reorders)
     if startup:
         report.startup, report.peak_mb = start_up(path, log, threads)
     return report
@@ -193,12 +217,20 @@ def render(report: ModelBenchReport, top: int = 15):  # type: ignore[no-untyped-
         e2e.caption = "; ".join(f"{name} not compared: {why}" for name, why in report.left_out.items())
     layers = Table(title=f"slowest {top} of {len(report.layers)} nodes (profile: {1e3 * report.profile_total:.2f} ms "
                          f"end to end, {1e3 * sum(layer.seconds for layer in report.layers):.2f} ms in nodes)")
-    for col in ("node", "op", "workload", "ms", "GFLOP/s", "% of nodes"):
-        layers.add_column(col, justify="right" if col in ("ms", "GFLOP/s", "% of nodes") else "left")
+    for col in ("node", "op", "workload", "ms", "GFLOP/s", "% of nodes", "onnxruntime ms", "convtune / it"):
+        layers.add_column(col, justify="left" if col in ("node", "op", "workload") else "right")
     in_nodes = sum(layer.seconds for layer in report.layers) or 1.0
     for layer in sorted(report.layers, key=lambda x: -x.seconds)[:top]:
+        peer = layer.peer_seconds
         layers.add_row(layer.node, layer.op, layer.workload, f"{1e3 * layer.seconds:.3f}",
-                       f"{layer.gflops:.1f}" if layer.workload else "", f"{100 * layer.seconds / in_nodes:.1f}")
+                       f"{layer.gflops:.1f}" if layer.workload else "", f"{100 * layer.seconds / in_nodes:.1f}",
+                       f"{1e3 * peer:.3f}" if peer else "", f"{layer.seconds / peer:.2f}x" if peer else "")
+    matched = [layer for layer in report.layers if layer.peer_seconds]
+    layers.caption = (f"onnxruntime column: its profiler inside its own whole-model run, matched by operator and "
+                      f"shapes ({len(matched)} of {len(report.layers)} nodes: convtune "
+                      f"{1e3 * sum(la.seconds for la in matched):.2f} ms, onnxruntime "
+                      f"{1e3 * sum(la.peer_seconds or 0.0 for la in matched):.2f} ms; its layout reorders "
+                      f"{1e3 * report.peer_reorder_seconds:.2f} ms more)")
     return Group(e2e, layers)
 
 

@@ -21,17 +21,23 @@ class PeerUnavailable(RuntimeError):
     pass
 
 
-def onnxruntime_session(model: bytes | str, threads: int):  # type: ignore[no-untyped-def]
-    """An onnxruntime session (of ONNX bytes or a file path) as convtune is
-    compared with it: ``threads`` intra-op threads, one inter-op thread, every
-    graph optimisation."""
+def session_options(threads: int):  # type: ignore[no-untyped-def]
+    """onnxruntime's options as convtune is compared with it: ``threads``
+    intra-op threads, one inter-op thread, every graph optimisation."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    return opts
+
+
+def onnxruntime_session(model: bytes | str, threads: int):  # type: ignore[no-untyped-def]
+    """An onnxruntime session (of ONNX bytes or a file path) with ``session_options``."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def _onnxruntime_node(node, data: np.ndarray, weight: np.ndarray, out_shape: tuple[int, ...],  # type: ignore[no-untyped-def]
