@@ -129,8 +129,9 @@ def build_plan(graph: ModelGraph, schedule_for: ScheduleFor, blocked: bool = Tru
         if node.op in VIEW_OPS and node.inputs[0] in st.of:
             continue
         ins, outs = [values[t] for t in node.inputs if t], [values[t] for t in node.outputs]
+        blocked_io = {t: layouts[t] for t in (*node.inputs, *node.outputs) if t in layouts}
         run = (_conv_step(node, ins, outs[0], convs[node.name]) if node.op == "FusedConv"
-               else op_call(node, ins, outs, graph.constants) or op_step(node, ins, outs))
+               else op_call(node, ins, outs, graph.constants, blocked_io) or op_step(node, ins, outs))
         steps.append(PlannedStep(node, run, _pack_stages(convs[node.name]) if node.op == "FusedConv" else ()))
     if any(s.run.stale for s in steps if isinstance(s.run, BoundConv)):
         raise RuntimeError("model plan: the scratch arena grew after its convs were bound")

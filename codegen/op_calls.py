@@ -14,6 +14,7 @@ import numpy as np
 
 from convtune.codegen import op_kernels
 from convtune.ir.graph import Node
+from convtune.schedules.state import BlockedLayout
 
 
 class OpCall:
@@ -52,13 +53,21 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return flat
 
 
-def _max_pool(node: Node, x: np.ndarray, out: np.ndarray) -> OpCall | None:
+def _max_pool(node: Node, x: np.ndarray, out: np.ndarray,
+              layouts: tuple[BlockedLayout, BlockedLayout] | None) -> OpCall | None:
+    """NCHW, or with ``layouts`` (input, output) blocked: ``x`` and ``out``
+    the physical arrays, a pixel a channel block, the output's border untouched."""
     a = node.attrs
+    window = (*a["kernel_shape"], *a["strides"], *a["pads"][:2], *a["dilations"])
+    if layouts is not None:
+        source, pooled = layouts
+        (N, blocks, H, W, block), (P, Q) = source.shape, pooled.tensor[2:]
+        return OpCall("max_pool", (_flat(x), _flat(out)),
+                      (N * blocks, H, W, P, Q, *window, block, pooled.top, pooled.left, pooled.rows, pooled.cols))
     if x.ndim != 4:
         return None
     (N, C, H, W), (P, Q) = x.shape, out.shape[2:]
-    return OpCall("max_pool", (_flat(x), _flat(out)),
-                  (N * C, H, W, P, Q, *a["kernel_shape"], *a["strides"], *a["pads"][:2], *a["dilations"]))
+    return OpCall("max_pool", (_flat(x), _flat(out)), (N * C, H, W, P, Q, *window, 1, 0, 0, P, Q))
 
 
 def _global_average_pool(x: np.ndarray, out: np.ndarray) -> OpCall:
@@ -120,16 +129,23 @@ def _interleave(node: Node, phases: list[np.ndarray], out: np.ndarray) -> OpSequ
     return OpSequence(tuple(calls))
 
 
-def op_call(node: Node, ins: list[np.ndarray], outs: list[np.ndarray],
-            constants: Mapping[str, np.ndarray]) -> OpCall | OpSequence | None:
+def op_call(node: Node, ins: list[np.ndarray], outs: list[np.ndarray], constants: Mapping[str, np.ndarray],
+            layouts: Mapping[str, BlockedLayout] | None = None) -> OpCall | OpSequence | None:
     """The compiled call computing ``node`` from the plan arrays ``ins`` into
-    ``outs``, or None. Weights are laid out here, so they must be constants."""
+    ``outs``, or None. Weights are laid out here, so they must be constants.
+    ``layouts``: the node's tensors that the plan keeps blocked (only a
+    MaxPool's, ``codegen.layout_plan``; their arrays are the physical ones)."""
     arrays = [*ins, *outs]
     if len(outs) != 1 or not all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays):
         return None
     out, named = outs[0], [t for t in node.inputs if t]
+    if layouts:
+        if node.op != "MaxPool" or set(layouts) != {node.inputs[0], node.outputs[0]}:
+            raise ValueError(f"{node.name}: only a MaxPool runs on blocked tensors, input and output both "
+                             f"(got {node.op} with {sorted(layouts)})")
+        return _max_pool(node, ins[0], out, (layouts[node.inputs[0]], layouts[node.outputs[0]]))
     if node.op == "MaxPool":
-        return _max_pool(node, ins[0], out)
+        return _max_pool(node, ins[0], out, None)
     if node.op == "PlaceInput":
         return _place_input(node, ins[0], out)
     if node.op == "Interleave":

@@ -62,13 +62,14 @@ def _max_of(dst, src, starts, count, n):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, inline="always")
-def _deinterleave(dst, src, n, step, span):  # type: ignore[no-untyped-def]
-    """``dst[j span + i] = src[i step + j]``: each of the ``step`` phases of
-    ``src[:n]`` as a contiguous run, so that a strided pool's taps read
-    contiguous runs. Stride 2 (most pools) in one loop over both phases,
+def _deinterleave(dst, src, n, step, span, lanes):  # type: ignore[no-untyped-def]
+    """Pixel ``i step + j`` of ``src`` (``n`` pixels of ``lanes`` values) to
+    pixel ``j span + i`` of ``dst``: each of the ``step`` phases as a
+    contiguous run, so that a strided pool's taps read contiguous runs. One
+    value a pixel at stride 2 (most NCHW pools) in one loop over both phases,
     which LLVM vectorises as interleaved loads (a loop per phase, strided,
     took longer than the pool's maxima)."""
-    if step == 2:
+    if lanes == 1 and step == 2:
         even, odd = dst[:span], dst[span:2 * span]
         for i in range(n // 2):
             even[i] = src[2 * i]
@@ -78,31 +79,39 @@ def _deinterleave(dst, src, n, step, span):  # type: ignore[no-untyped-def]
         return
     for j in range(step):
         for i in range((n - j + step - 1) // step):
-            dst[j * span + i] = src[i * step + j]
+            to, at = np.uint64((j * span + i) * lanes), np.uint64((i * step + j) * lanes)
+            for lane in range(np.uint64(lanes)):  # unsigned: no wraparound test, so LLVM vectorises
+                dst[to + lane] = src[at + lane]
 
 
 @njit(nogil=True, inline="always")
-def _border_max(cols, q, W, kw, sw, dw, pl):  # type: ignore[no-untyped-def]
-    """The maximum over the taps of output column ``q`` that lie inside ``cols[:W]``."""
-    m = -np.inf
-    for s in range(kw):
-        w = q * sw + s * dw - pl
-        if 0 <= w < W:
-            m = _max2(cols[w], m)
-    return m
+def _border_max(row, cols, q, W, kw, sw, dw, pl, lanes):  # type: ignore[no-untyped-def]
+    """Output pixel ``q`` of ``row``: the maximum over its taps that lie inside ``cols[:W]``."""
+    for lane in range(lanes):
+        m = -np.inf
+        for s in range(kw):
+            w = q * sw + s * dw - pl
+            if 0 <= w < W:
+                m = _max2(cols[w * lanes + lane], m)
+        row[q * lanes + lane] = m
 
 
 @njit(parallel=True, **_FLAGS)
-def max_pool(x, out, planes, H, W, P, Q, kh, kw, sh, sw, pt, pl, dh, dw):  # type: ignore[no-untyped-def]
+def max_pool(x, out, planes, H, W, P, Q, kh, kw, sh, sw, pt, pl, dh, dw,  # type: ignore[no-untyped-def]
+             lanes, top, left, rows, cols):
     """2-D max pool of ``planes`` HxW planes into PxQ ones (padding never wins;
-    a NaN in a window makes its maximum NaN, as ``np.maximum`` does).
+    a NaN in a window makes its maximum NaN, as ``np.maximum`` does). A pixel
+    is ``lanes`` values: 1 for NCHW, the block of an NCHW[b]c tensor (a
+    plane is then a channel block), whose output plane is ``rows`` x ``cols``
+    pixels with the interior at (``top``, ``left``): the border, which the
+    conv reading it wants zero, is never written.
 
     Separable: per output row, the maximum over the window's input rows,
-    contiguous and vectorised, into one row of ``W`` columns; with a stride,
-    that row split into its ``sw`` phases (columns ``i sw + j`` for each j),
+    contiguous and vectorised, into one row of ``W`` pixels; with a stride,
+    that row split into its ``sw`` phases (pixels ``i sw + j`` for each j),
     so that each tap of the window reads a contiguous run of one phase; then
-    the maximum over the taps, for the columns whose whole window lies
-    inside in one vectorised pass, for the border columns tap by tap.
+    the maximum over the taps, for the pixels whose whole window lies inside
+    in one vectorised pass, for the border pixels tap by tap.
     resnet18's 64x112x112 3x3/2 pool: 8.4 ms with a bounds test per pixel,
     0.42 ms with the taps' columns worked out, 0.17 ms separable merging one
     row or tap at a time (a read and write of the row each); on a Zen 5, 2
@@ -110,32 +119,33 @@ def max_pool(x, out, planes, H, W, P, Q, kh, kw, sh, sw, pt, pl, dh, dw):  # typ
     thread 347 -> 292; a 3x3/1 pool 1086 -> 512). onnxruntime's NCHWc pool,
     a vector of channels per pixel, takes about 40 us in its model."""
     span = (W + sw - 1) // sw
-    # Output columns whose every tap is inside: q sw + s dw - pl in [0, W).
+    # Output pixels whose every tap is inside: q sw + s dw - pl in [0, W).
     inner0 = min(Q, max(0, (pl + sw - 1) // sw))
     inner1 = max(inner0, min(Q, (W - 1 + pl - (kw - 1) * dw) // sw + 1))
     for c in prange(planes):
-        cols = np.empty(W, np.float32)
-        phases = np.empty(sw * span, np.float32) if sw > 1 else cols
+        merged = np.empty(W * lanes, np.float32)
+        phases = np.empty(sw * span * lanes, np.float32) if sw > 1 else merged
         starts = np.empty(max(kh, kw), np.int64)
         for p in range(P):
-            rows = 0
+            inside = 0
             for r in range(kh):
                 h = p * sh - pt + r * dh
                 if 0 <= h < H:
-                    starts[rows] = (c * H + h) * W
-                    rows += 1
-            _max_of(cols, x, starts, rows, W)
+                    starts[inside] = (c * H + h) * W * lanes
+                    inside += 1
+            _max_of(merged, x, starts, inside, W * lanes)
             if sw > 1:
-                _deinterleave(phases, cols, W, sw, span)
-            row = out[(c * P + p) * Q:(c * P + p + 1) * Q]
-            for s in range(kw):  # column q sw + off is phase off mod sw, at q + off // sw in it
+                _deinterleave(phases, merged, W, sw, span, lanes)
+            at = ((c * rows + top + p) * cols + left) * lanes
+            row = out[at:at + Q * lanes]
+            for s in range(kw):  # pixel q sw + off is phase off mod sw, at q + off // sw in it
                 off = s * dw - pl
-                starts[s] = (off % sw) * span + inner0 + off // sw
-            _max_of(row[inner0:], phases, starts, kw, inner1 - inner0)
+                starts[s] = ((off % sw) * span + inner0 + off // sw) * lanes
+            _max_of(row[inner0 * lanes:], phases, starts, kw, (inner1 - inner0) * lanes)
             for q in range(inner0):
-                row[q] = _border_max(cols, q, W, kw, sw, dw, pl)
+                _border_max(row, merged, q, W, kw, sw, dw, pl, lanes)
             for q in range(inner1, Q):
-                row[q] = _border_max(cols, q, W, kw, sw, dw, pl)
+                _border_max(row, merged, q, W, kw, sw, dw, pl, lanes)
 
 
 @njit(parallel=True, **_FLAGS)

@@ -20,6 +20,8 @@ from convtune.codegen.op_calls import OpCall, op_call
 from convtune.ir.evaluate import evaluate
 from convtune.ir.graph import Node
 from convtune.ir.reference import relative_error
+from convtune.schedules.layout import from_blocked, to_blocked
+from convtune.schedules.state import BlockedLayout
 from convtune.tuner.session import Session
 
 
@@ -129,6 +131,40 @@ def test_max_pool_any_window(kernel: tuple[int, int], strides: tuple[int, int], 
     assert isinstance(call, OpCall)
     call()
     assert np.array_equal(np.isnan(out), np.isnan(want)) and np.array_equal(out[~np.isnan(out)], want[~np.isnan(want)])
+
+
+@settings(max_examples=25, deadline=None)
+@given(channels=st.integers(1, 20), block=st.sampled_from([1, 4, 8, 16]), kernel=st.integers(1, 3),
+       stride=st.integers(1, 3), pad=st.integers(0, 2), border=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+       size=st.tuples(st.integers(4, 11), st.integers(4, 11)), seed=st.integers(0, 2**32 - 1))
+def test_max_pool_of_blocked_tensors(channels: int, block: int, kernel: int, stride: int, pad: int,
+                                     border: tuple[int, int], size: tuple[int, int], seed: int) -> None:
+    """The plan's pool between convs: NCHW[block]c in (unpadded), NCHW[block]c
+    out inside a zero border, against the float64 semantics of the NCHW pool;
+    the border and the padding lanes of the last block stay zero."""
+    pad = min(pad, kernel - 1)
+    x = np.random.default_rng(seed).standard_normal((2, channels, *size), dtype=np.float32)
+    x.reshape(-1)[::31] = np.nan
+    node = Node("p", "MaxPool", ("x",), ("y",), dict(kernel_shape=[kernel] * 2, strides=[stride] * 2, pads=[pad] * 4,
+                                                    dilations=[1, 1], ceil_mode=False))
+    want = evaluate(node, [x.astype(np.float64)])[0]
+    source = BlockedLayout(x.shape, block)
+    pooled = BlockedLayout(want.shape, block, *border, want.shape[2] + 2 * border[0], want.shape[3] + border[1])
+    out = np.zeros(pooled.shape, np.float32)
+    call = op_call(node, [to_blocked(source, x)], [out], {}, {"x": source, "y": pooled})
+    assert isinstance(call, OpCall)
+    call()
+    got = from_blocked(pooled, out)
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
+    assert np.array_equal(out, to_blocked(pooled, got), equal_nan=True)  # zero border, zero channel tail
+
+
+def test_only_a_max_pool_runs_on_blocked_tensors(rng: np.random.Generator) -> None:
+    x = rng.standard_normal((1, 4, 5, 5), dtype=np.float32)
+    layout = BlockedLayout(x.shape, 4)
+    with pytest.raises(ValueError, match="only a MaxPool runs on blocked tensors"):
+        op_call(Node("g", "GlobalAveragePool", ("x",), ("y",), {}), [to_blocked(layout, x)],
+                [np.zeros((1, 4, 1, 1), np.float32)], {}, {"x": layout})
 
 
 def test_max_pool_propagates_nan(rng: np.random.Generator) -> None:

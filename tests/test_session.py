@@ -3,7 +3,6 @@ residual block, global pool, Gemm) through ``Session`` against onnxruntime,
 its buffers, its errors, its profile, and ``convtune run``."""
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -82,10 +81,32 @@ def test_matches_onnxruntime_on_fresh_inputs(model, session: Session, rng: np.ra
         assert_close(session.run(None, {"x": x}), ort_run(model, {"x": x}))
 
 
+def test_a_max_pool_between_convs_pools_the_blocked_tensors(model, session: Session,
+                                                          rng: np.random.Generator) -> None:
+    """resnet's stem: conv -> MaxPool -> conv (and the residual Add). The conv
+    before the pool writes its block unpadded, the pool reads and writes
+    blocked (its output in the padded layout the conv after it reads in
+    place, border zero run after run), so no step around it packs or
+    unpacks; the NCHW-only plan computes the same."""
+    source, pooled = session.plan.layouts["r0"], session.plan.layouts["p0"]
+    assert source.block == pooled.block and (source.top, source.left) == (0, 0) and (pooled.top, pooled.left) != (0, 0)
+    steps = {s.node.outputs[0]: s for s in session.plan.steps}
+    assert steps["r1"].packs == ()  # the conv after the pool reads it in place
+    with pytest.warns(FallbackWarning):
+        unblocked = Session(model, batch=2, blocked=False)
+    for _ in range(2):
+        x = _x(rng)
+        assert_close(session.run(None, {"x": x}), unblocked.run(None, {"x": x}))
+        border = session.plan.values["p0"].copy()
+        n, c, h, w = pooled.tensor
+        border[:, :, pooled.top:pooled.top + h, pooled.left:pooled.left + w] = 0
+        assert not border.any()
+
+
 def test_buffers_are_shared_by_liveness(session: Session) -> None:
     graph = session.graph
     computed = [t for n in graph.nodes() for t in n.outputs] + graph.inputs
-    total = sum(math.prod(graph.tensors[t].shape) * 4 for t in computed)
+    total = sum(session.plan.values[t].nbytes for t in computed)  # blocked ones as stored: padded, in blocks
     assert len(session.plan.blocks) < len(computed)
     assert session.plan.storage_bytes < total
     flatten = next(n for n in graph.nodes() if n.op == "Flatten")  # a view, not a step
