@@ -39,7 +39,33 @@ class Storages:
     death: list[int]
 
 
-def storages(graph: ModelGraph, order: list[Node], layouts: dict[str, BlockedLayout]) -> Storages:
+def _last_reads(graph: ModelGraph, order: list[Node]) -> tuple[dict[str, str], dict[str, int]]:
+    """Per tensor, the tensor whose storage it shares (itself, or a view's
+    source); per such root, the last step reading it or a view of it (the
+    number of steps for a model output)."""
+    root: dict[str, str] = {}
+    for node in order:
+        if node.op in VIEW_OPS and node.inputs[0] not in graph.constants:
+            for t in node.outputs:
+                root[t] = root.get(node.inputs[0], node.inputs[0])
+    last: dict[str, int] = {}
+    for i, node in enumerate(order):
+        for t in node.inputs:
+            last[root.get(t, t)] = i
+    for t in graph.outputs:
+        last[root.get(t, t)] = len(order)
+    return root, last
+
+
+def storages(graph: ModelGraph, order: list[Node], layouts: dict[str, BlockedLayout],
+             in_place: dict[str, str] | None = None) -> Storages:
+    """``in_place``: {a conv's output: its residual input} for convs whose
+    kernel may write over the residual (``codegen.in_place``); the output
+    shares the residual's storage where that conv is the residual's last
+    reader and both are laid out alike (and the residual is not the conv's
+    data input too, nor a model input)."""
+    in_place = in_place or {}
+    root, last = _last_reads(graph, order)
     storage: dict[str, int] = {}
     size: list[int] = []
     kind: list[BlockedLayout | None] = []
@@ -52,12 +78,23 @@ def storages(graph: ModelGraph, order: list[Node], layouts: dict[str, BlockedLay
         kind.append(layout)
         birth.append(step)
 
+    def overwritable(node: Node, out: str, step: int) -> bool:
+        residual = in_place.get(out)
+        if residual is None or residual not in storage:
+            return False
+        source = root.get(residual, residual)
+        return (last[source] == step and birth[storage[residual]] >= 0
+                and source != root.get(node.inputs[0], node.inputs[0]) and layouts.get(residual) == layouts.get(out)
+                and graph.tensors[residual].shape == graph.tensors[out].shape)
+
     for t in graph.inputs:
         new(t, -1)
     for i, node in enumerate(order):
         for t in node.outputs:
             if node.op in VIEW_OPS and node.inputs[0] in storage:
                 storage[t] = storage[node.inputs[0]]
+            elif overwritable(node, t, i):
+                storage[t] = storage[in_place[t]]
             else:
                 new(t, i)
     death = list(birth)
@@ -102,11 +139,12 @@ def assign_blocks(st: Storages, steps: int) -> tuple[list[int], list[int], list[
 
 
 def bind_storage(graph: ModelGraph, order: list[Node], layouts: dict[str, BlockedLayout],
-                 allocate: Allocate) -> tuple[Storages, list[Any], dict[str, Any]]:
-    """The storages, the blocks ``allocate`` made for them, and every
-    non-constant tensor's array: a view of its block with the tensor's dtype
-    and shape (its blocked layout's shape where it is kept blocked)."""
-    st = storages(graph, order, layouts)
+                 allocate: Allocate, in_place: dict[str, str] | None = None) -> tuple[Storages, list[Any], dict[str, Any]]:
+    """The storages (``in_place`` as for ``storages``), the blocks
+    ``allocate`` made for them, and every non-constant tensor's array: a view
+    of its block with the tensor's dtype and shape (its blocked layout's
+    shape where it is kept blocked)."""
+    st = storages(graph, order, layouts, in_place)
     block_of, capacity, block_kind = assign_blocks(st, len(order))
     blocks = [allocate(c, k) for c, k in zip(capacity, block_kind)]
     views = {}

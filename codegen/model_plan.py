@@ -12,7 +12,9 @@ FusedConv nodes run convtune kernels, prepared (weights packed) once here,
 sharing one scratch arena; activations passed from conv to conv stay in
 blocked layouts (``codegen.layout_plan``). A blocked tensor's buffer has a
 zero border the kernels never write, so it is shared only with tensors of
-the same layout, and zeroed once.
+the same layout, and zeroed once. A conv that adds a residual it is the
+last to read writes its output over it where its kernel allows
+(``codegen.in_place``): one stream of memory fewer.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from convtune.codegen.build import build
+from convtune.codegen.in_place import residual_in_place
 from convtune.codegen.kernel import BoundConv, PreparedConv, ScratchArena
 from convtune.codegen.launch import run_stages
 from convtune.codegen.layout_plan import choose_layouts
@@ -93,9 +96,9 @@ def _allocate(nbytes: int, layout: BlockedLayout | None) -> np.ndarray:
     return np.empty(nbytes, np.uint8) if layout is None else np.zeros(nbytes, np.uint8)
 
 
-def _prepare(node: Node, values: dict[str, np.ndarray], sch: Schedule, arena: ScratchArena) -> PreparedConv:
+def _prepare(node: Node, constants: dict[str, np.ndarray], sch: Schedule, arena: ScratchArena) -> PreparedConv:
     wl: Conv2D = node.attrs["workload"]
-    ins = [values[t] for t in node.inputs if t]
+    ins = [constants.get(t) for t in node.inputs if t]
     conv = build(sch).prepare(ins[1], ins[2] if wl.bias else None, arena=arena)
     conv.scratch()  # the arena grows to the largest kernel's scratch before any conv is bound
     return conv
@@ -119,11 +122,13 @@ def build_plan(graph: ModelGraph, schedule_for: ScheduleFor, blocked: bool = Tru
     order = list(graph.nodes())
     schedules = {n.name: schedule_for(n.attrs["workload"]) for n in order if n.op == "FusedConv"}
     layouts = choose_layouts(graph, schedules) if blocked else {}
-    st, blocks, views = bind_storage(graph, order, layouts, _allocate)
-    values: dict[str, np.ndarray] = {**graph.constants, **views}
     prebuild((sch.state for sch in schedules.values()), compile_jobs)
     arena = ScratchArena()
-    convs = {n.name: _prepare(n, values, schedules[n.name], arena) for n in order if n.op == "FusedConv"}
+    convs = {n.name: _prepare(n, graph.constants, schedules[n.name], arena) for n in order if n.op == "FusedConv"}
+    in_place = {n.outputs[0]: n.inputs[-1] for n in order if n.op == "FusedConv" and n.attrs["workload"].residual
+                and residual_in_place(convs[n.name].kernel.loop_nest)}
+    st, blocks, views = bind_storage(graph, order, layouts, _allocate, in_place)
+    values: dict[str, np.ndarray] = {**graph.constants, **views}
     steps = []
     for node in order:
         if node.op in VIEW_OPS and node.inputs[0] in st.of:

@@ -103,6 +103,20 @@ def test_a_max_pool_between_convs_pools_the_blocked_tensors(model, session: Sess
         assert not border.any()
 
 
+def test_a_residual_conv_that_reads_its_residual_last_writes_over_it(model, rng: np.random.Generator) -> None:
+    """The block's second conv adds the pooled tensor p0, its last reader: in
+    the NCHW plan its output r2 shares p0's buffer (``codegen.in_place``) and
+    the model still computes what onnxruntime does, run after run. In the
+    blocked plan p0 is blocked and r2 is not, so each keeps its own."""
+    with pytest.warns(FallbackWarning):
+        nchw, blocked = Session(model, batch=2, blocked=False), Session(model, batch=2)
+    assert np.shares_memory(nchw.plan.values["r2"], nchw.plan.values["p0"])
+    assert not np.shares_memory(blocked.plan.values["r2"], blocked.plan.values["p0"])
+    for _ in range(2):
+        x = _x(rng)
+        assert_close(nchw.run(None, {"x": x}), ort_run(model, {"x": x}))
+
+
 def test_buffers_are_shared_by_liveness(session: Session) -> None:
     graph = session.graph
     computed = [t for n in graph.nodes() for t in n.outputs] + graph.inputs
