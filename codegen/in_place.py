@@ -13,8 +13,11 @@ onnxruntime accumulates into the Sum input the same way.
 A kernel may do that when every read of ``residual`` is part of a store to
 ``out`` that writes the addresses it reads (so each element is read before
 it is overwritten, by the statement that overwrites it: the epilogue adds
-the residual element by element), and nothing reads ``out``. A kernel that stages the residual elsewhere, or reads its output
-back (a split reduction accumulating into it), is left with its own buffer.
+the residual element by element), and nothing reads ``out``. A kernel that
+stages the residual elsewhere, reads it with several indices (no flat
+address to compare), or reads its output back (a split reduction
+accumulating into it) keeps its own buffer. The check walks the lowered
+nest once per conv at plan time (resnet50's 16 residual kernels: 26 ms).
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ def _reads(e: Expr, buffer: str) -> list[Lanes]:
     """The addresses each load of ``buffer`` in ``e`` reads."""
     found = []
     if isinstance(e, Load) and e.buffer == buffer:
-        found.append(_lanes(e.indices[0]) if len(e.indices) == 1 else frozenset())
+        found.append(_lanes(e.indices[0]) if len(e.indices) == 1 else frozenset())  # empty: never "inside"
     elif isinstance(e, MaskedLoad) and e.buffer == buffer:
         found.append(_lanes(e.index))
     for c in children(e):

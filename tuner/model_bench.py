@@ -101,7 +101,7 @@ def _plan_keys(session) -> list[tuple[str, Key]]:  # type: ignore[no-untyped-def
         node = step.node
         wl = node.attrs.get("workload") if node.op == "FusedConv" else None
         if wl is not None:
-            keys.append((node.name, node_key("Conv", (wl.K, wl.C // wl.groups, wl.R, wl.S), (wl.N, wl.K, wl.P, wl.Q))))
+            keys.append((node.name, node_key("Conv", wl.weight_shape, wl.out_shape)))
         elif node.outputs and node.outputs[0] in session.graph.tensors:
             keys.append((node.name, node_key(node.op, None, session.graph.tensors[node.outputs[0]].shape)))
     return keys

@@ -8,9 +8,9 @@ profiler times every node of its optimised graph as it runs the whole model,
 so the bench puts that time beside convtune's for the same layer. Its nodes
 are not convtune's (it fuses and renames: ``relu_3_nchwc`` is a conv with
 its ReLU and residual), so a node is matched by what it computes: the
-operator, a conv's weight shape (``BLOCK``) and the output's spatial shape, the k-th
-such node of one runtime to the k-th of the other in run order (both run a
-topological order of the same graph). The profiler adds a little to each
+operator, a conv's weight shape (``BLOCK``) and the output's spatial shape,
+the k-th such node of one runtime to the k-th of the other in run order
+(both run a topological order of the same graph). The profiler adds a little to each
 node's time; its layout reorders (``ReorderInput``/``ReorderOutput``) have
 no convtune node and are summed apart.
 """
@@ -78,15 +78,10 @@ def profile_onnxruntime(path: str | Path, feeds: Mapping[str, np.ndarray], threa
     """``node_seconds`` of ``rounds`` runs of the model at ``path`` in a
     profiling onnxruntime session (its own session: the timed one runs
     unprofiled); the profile file goes to a temporary directory."""
-    import onnxruntime as ort
-
-    from convtune.tuner.peers import session_options
+    from convtune.tuner.peers import onnxruntime_session
 
     with tempfile.TemporaryDirectory(prefix="convtune-ort-profile-") as work:
-        opts = session_options(threads)
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(work) / "ort")
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(str(path), threads, profile_prefix=str(Path(work) / "ort"))
         for _ in range(rounds + 1):
             session.run(None, dict(feeds))
         events = json.loads(Path(session.end_profiling()).read_text())

@@ -21,23 +21,21 @@ class PeerUnavailable(RuntimeError):
     pass
 
 
-def session_options(threads: int):  # type: ignore[no-untyped-def]
-    """onnxruntime's options as convtune is compared with it: ``threads``
-    intra-op threads, one inter-op thread, every graph optimisation."""
+def onnxruntime_session(model: bytes | str, threads: int, profile_prefix: str | None = None):  # type: ignore[no-untyped-def]
+    """An onnxruntime session (of ONNX bytes or a file path) as convtune is
+    compared with it: ``threads`` intra-op threads, one inter-op thread, every
+    graph optimisation; with ``profile_prefix``, profiling every node into a
+    file of that prefix (``tuner.peer_profile``)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return opts
-
-
-def onnxruntime_session(model: bytes | str, threads: int):  # type: ignore[no-untyped-def]
-    """An onnxruntime session (of ONNX bytes or a file path) with ``session_options``."""
-    import onnxruntime as ort
-
-    return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 def _onnxruntime_node(node, data: np.ndarray, weight: np.ndarray, out_shape: tuple[int, ...],  # type: ignore[no-untyped-def]
