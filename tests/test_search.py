@@ -45,6 +45,21 @@ def test_default_config_is_measured_first(tmp_path, measurer):
     assert configs_in(tmp_path / "l.jsonl")[0] == default_config(WL)
 
 
+def test_every_template_default_is_measured_before_any_sample(tmp_path, measurer):
+    """A few dozen trials must not settle on one template before each has
+    been tried at its own default: the algorithm is one knob of many."""
+    wl = conv2d(1, 8, 6, 6, 16, 1)  # a 1x1: channel-vector and row-vector templates apply
+    spaces = search_space(wl, host_target())
+    assert len(spaces) >= 4
+    log = tmp_path / "l.jsonl"
+    tune(wl, log=log, strategy="random", n_trials=len(spaces), seed=fresh_seed(), measurer=measurer)
+    measured = configs_in(log)
+    assert measured[0] == default_config(wl)
+    key = lambda c: json.dumps(c, sort_keys=True)  # noqa: E731
+    defaults = [{"algorithm": name, **space.default} for name, space in spaces.items()]
+    assert sorted(map(key, measured)) == sorted(map(key, defaults))
+
+
 def test_invalid_configs_cost_no_measurement(tmp_path, measurer):
     spaces = small_space()
     space = spaces["direct"]
