@@ -148,9 +148,11 @@ def max_pool(x, out, planes, H, W, P, Q, kh, kw, sh, sw, pt, pl, dh, dw,  # type
                 _border_max(row, merged, q, W, kw, sw, dw, pl, lanes)
 
 
-@njit(parallel=True, **_FLAGS)
+@njit(parallel=True, fastmath=_REDUCE, **_FLAGS)
 def global_average_pool(x, out, planes, size):  # type: ignore[no-untyped-def]
-    """Mean of each of ``planes`` planes of ``size`` pixels (summed in float64)."""
+    """Mean of each of ``planes`` planes of ``size`` pixels (summed in
+    float64, vector lanes of partial sums: in order, mobilenet_v2's 1280
+    planes of 49 took 15 us, against onnxruntime's 6.5)."""
     for c in prange(planes):
         plane = x[c * size:(c + 1) * size]
         total = 0.0
