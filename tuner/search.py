@@ -9,7 +9,8 @@ Strategies:
   set explicitly (their defaults changed between Optuna versions).
 The structured space is ``algorithm`` plus ``<algorithm>.<knob>`` for each
 knob of the chosen template (a conditional space). The default config is
-enqueued as the first trial. A sampled config that breaks a constraint is
+enqueued as the first trial, every other template's default after it
+(``_first_trials``). A sampled config that breaks a constraint is
 refused before compiling and costs no measurement and no budget.
 
 The study lives in a SQLite file next to the log (or ``storage``, e.g. a
