@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from model_graphs import tiny_onnx_model
 
-from convtune.tuner.peer_profile import match, node_key, node_seconds, profile_onnxruntime
+from convtune.tuner.peer_profile import match, median_over_blocks, node_key, node_seconds, profile_onnxruntime
 
 
 def event(name: str, op: str, ts: int, dur: int, weight: list[int] | None, out: list[int]) -> dict:
@@ -36,6 +36,12 @@ def test_nodes_are_keyed_by_what_they_compute_in_run_order_and_the_first_run_is_
     assert match(ours, per_key) == pytest.approx({"/a/Conv": 21.5e-6, "/b/Conv": 30e-6, "/p/MaxPool": 7e-6})
     # a third conv of that key on our side: which of ours is which peer node would be a guess
     assert match([*ours, ("/c/Conv", key)], per_key) == pytest.approx({"/p/MaxPool": 7e-6})
+
+
+def test_blocks_of_profiles_give_each_node_its_median_and_drop_a_key_whose_count_changed() -> None:
+    a, b = node_key("Conv", [16, 8, 3, 3], [1, 16, 9, 9]), node_key("MaxPool", None, [1, 16, 4, 4])
+    blocks = [{a: [1.0, 10.0], b: [5.0]}, {a: [3.0, 30.0], b: [5.0, 6.0]}, {a: [2.0, 90.0], b: [7.0]}]
+    assert median_over_blocks(blocks) == {a: [2.0, 30.0]}  # node by node, in run order
 
 
 def test_every_node_of_a_real_model_profile_is_timed(tmp_path) -> None:

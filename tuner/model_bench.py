@@ -6,7 +6,7 @@ in rotating order, a pause between runtimes so onnxruntime's spinning pool
 goes idle), after checking that convtune's outputs match onnxruntime's. The
 per-layer breakdown comes from the Session's profile, each node beside
 onnxruntime's time for the same layer inside its own run (its profiler,
-``tuner.peer_profile``). Start-up is timed in
+``tuner.peer_profile``), the two profiled in alternating blocks. Start-up is timed in
 fresh processes (``python -m convtune.tuner.model_bench``): cold, with an
 empty kernel cache directory (every kernel compiled), then warm, a second
 process on the same directory (kernels loaded from disk): seconds from
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
-from convtune.tuner.peer_profile import Key, match, node_key, profile_onnxruntime
+from convtune.tuner.peer_profile import Key, match, median_over_blocks, node_key, profile_onnxruntime
 
 if TYPE_CHECKING:
     from convtune.ir.graph import ModelGraph
@@ -107,16 +108,37 @@ def _plan_keys(session) -> list[tuple[str, Key]]:  # type: ignore[no-untyped-def
     return keys
 
 
-def _layers(session, feeds: dict[str, np.ndarray], rounds: int,  # type: ignore[no-untyped-def]
-            peer: dict[str, float]) -> tuple[list[LayerTime], float]:
-    profile = session.profile(feeds, rounds=rounds)
+PROFILE_BLOCKS = 3
+"""Alternating blocks of convtune's profile and onnxruntime's. Taken one
+pass apart, in a VM whose speed drifted 2x between stretches of an hour,
+the two per-node columns had come from different stretches: mobilenet_v2's
+32->16 1x1 at 112x112 read 3.06x onnxruntime's time from one pass of each,
+2.00x from interleaved blocks."""
+
+
+def _layers(session, path: str | Path, feeds: dict[str, np.ndarray], threads: int,  # type: ignore[no-untyped-def]
+            rounds: int) -> tuple[list[LayerTime], float, float]:
+    """Each plan node's time (the median over ``PROFILE_BLOCKS`` profiles of
+    ``rounds`` runs) beside onnxruntime's for the same layer, profiled in the
+    blocks between; the model's profiled end-to-end time; onnxruntime's
+    layout reorders."""
+    ours, theirs, totals, reorders = [], [], [], []
+    for _ in range(PROFILE_BLOCKS):
+        profile = session.profile(feeds, rounds=rounds)
+        ours.append(profile.per_node)
+        totals.append(profile.total)
+        nodes, reorder = profile_onnxruntime(path, feeds, threads, rounds)
+        theirs.append(nodes)
+        reorders.append(reorder)
+    peer = match(_plan_keys(session), median_over_blocks(theirs))
     planned = {s.node.name: s.node for s in session.plan.steps}  # transposed convs' sub-convs are plan nodes only
     layers = []
-    for name, op, seconds in profile.per_node:
+    for i, (name, op, _) in enumerate(ours[0]):
+        seconds = statistics.median(block[i][2] for block in ours)
         wl = planned[name].attrs.get("workload") if op == "FusedConv" else None
         layers.append(LayerTime(name, op, seconds, wl.short() if wl else "",
                                 wl.flops / seconds / 1e9 if wl and seconds > 0 else 0.0, peer.get(name)))
-    return layers, profile.total
+    return layers, statistics.median(totals), statistics.median(reorders)
 
 
 def outputs_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
@@ -151,8 +173,7 @@ def bench_model(path: str | Path, log: Optional[str], threads: int, rounds: int 
         if not error < TOLERANCE:
             raise AssertionError(f"{path}: {name}'s outputs differ from onnxruntime's (relative error {error:.2g})")
     seconds = bench_layer(runners, rounds, min_block_seconds)["warm"]
-    peer_nodes, reorders = profile_onnxruntime(path, feeds, threads, rounds)
-    layers, total = _layers(session, feeds, rounds, match(_plan_keys(session), peer_nodes))
+    layers, total, reorders = _layers(session, path, feeds, threads, rounds)
     report = ModelBenchReport(str(path), threads, seconds, errors[CONVTUNE], layers, total, left_out=left_out,
                               peer_reorder_seconds=reorders)
     if startup:

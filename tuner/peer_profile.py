@@ -88,6 +88,15 @@ def profile_onnxruntime(path: str | Path, feeds: Mapping[str, np.ndarray], threa
     return node_seconds(events)
 
 
+def median_over_blocks(blocks: list[dict[Key, list[float]]]) -> dict[Key, list[float]]:
+    """Per key, each node's median over profiles taken in separate blocks
+    (``node_seconds`` of each); a key whose node count differs between blocks
+    is left out, like an unmatched key."""
+    first = blocks[0]
+    return {key: [statistics.median(b[key][i] for b in blocks) for i in range(len(times))]
+            for key, times in first.items() if all(len(b.get(key, ())) == len(times) for b in blocks)}
+
+
 def match(nodes: Iterable[tuple[str, Key]], peer: Mapping[Key, list[float]]) -> dict[str, float]:
     """Node name -> the peer's seconds for the node computing the same, the
     k-th node of a key getting the peer's k-th; a key whose count differs
