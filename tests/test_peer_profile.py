@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from model_graphs import tiny_onnx_model
 
-from convtune.tuner.peer_profile import match, median_over_blocks, node_key, node_seconds, profile_onnxruntime
+from convtune.tuner.peer_profile import OnnxruntimeProfile, match, node_key, node_seconds
 
 
 def event(name: str, op: str, ts: int, dur: int, weight: list[int] | None, out: list[int]) -> dict:
@@ -38,12 +38,6 @@ def test_nodes_are_keyed_by_what_they_compute_in_run_order_and_the_first_run_is_
     assert match([*ours, ("/c/Conv", key)], per_key) == pytest.approx({"/p/MaxPool": 7e-6})
 
 
-def test_blocks_of_profiles_give_each_node_its_median_and_drop_a_key_whose_count_changed() -> None:
-    a, b = node_key("Conv", [16, 8, 3, 3], [1, 16, 9, 9]), node_key("MaxPool", None, [1, 16, 4, 4])
-    blocks = [{a: [1.0, 10.0], b: [5.0]}, {a: [3.0, 30.0], b: [5.0, 6.0]}, {a: [2.0, 90.0], b: [7.0]}]
-    assert median_over_blocks(blocks) == {a: [2.0, 30.0]}  # node by node, in run order
-
-
 def test_every_node_of_a_real_model_profile_is_timed(tmp_path) -> None:
     path = tmp_path / "tiny.onnx"
     tiny_onnx_model(path)
@@ -52,7 +46,10 @@ def test_every_node_of_a_real_model_profile_is_timed(tmp_path) -> None:
     model = onnx.load(path)
     (x,) = model.graph.input
     shape = [d.dim_value for d in x.type.tensor_type.shape.dim]
-    per_key, _ = profile_onnxruntime(path, {x.name: np.ones(shape, np.float32)}, threads=1, rounds=2)
+    profile = OnnxruntimeProfile(path, threads=1)
+    for _ in range(2):  # in blocks, as the bench runs it between its own profiles: one profile of every run
+        profile.run({x.name: np.ones(shape, np.float32)}, 2)
+    per_key, _ = profile.close()
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     assert sum(len(v) for k, v in per_key.items() if k[0] == "Conv") == len(convs)
     assert all(s > 0 for v in per_key.values() for s in v)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
-from convtune.tuner.peer_profile import Key, match, median_over_blocks, node_key, profile_onnxruntime
+from convtune.tuner.peer_profile import Key, OnnxruntimeProfile, match, node_key
 
 if TYPE_CHECKING:
     from convtune.ir.graph import ModelGraph
@@ -119,18 +119,18 @@ the two per-node columns had come from different stretches: mobilenet_v2's
 def _layers(session, path: str | Path, feeds: dict[str, np.ndarray], threads: int,  # type: ignore[no-untyped-def]
             rounds: int) -> tuple[list[LayerTime], float, float]:
     """Each plan node's time (the median over ``PROFILE_BLOCKS`` profiles of
-    ``rounds`` runs) beside onnxruntime's for the same layer, profiled in the
-    blocks between; the model's profiled end-to-end time; onnxruntime's
-    layout reorders."""
-    ours, theirs, totals, reorders = [], [], [], []
-    for _ in range(PROFILE_BLOCKS):
+    ``rounds`` runs) beside onnxruntime's for the same layer (its median over
+    the runs of the blocks between); the model's profiled end-to-end time;
+    onnxruntime's layout reorders."""
+    ours, totals = [], []
+    peer_profile = OnnxruntimeProfile(path, threads)
+    for block in range(PROFILE_BLOCKS):
         profile = session.profile(feeds, rounds=rounds)
         ours.append(profile.per_node)
         totals.append(profile.total)
-        nodes, reorder = profile_onnxruntime(path, feeds, threads, rounds)
-        theirs.append(nodes)
-        reorders.append(reorder)
-    peer = match(_plan_keys(session), median_over_blocks(theirs))
+        peer_profile.run(feeds, rounds + (block == 0))  # its first run is left out
+    nodes, reorders = peer_profile.close()
+    peer = match(_plan_keys(session), nodes)
     planned = {s.node.name: s.node for s in session.plan.steps}  # transposed convs' sub-convs are plan nodes only
     layers = []
     for i, (name, op, _) in enumerate(ours[0]):
@@ -138,7 +138,7 @@ def _layers(session, path: str | Path, feeds: dict[str, np.ndarray], threads: in
         wl = planned[name].attrs.get("workload") if op == "FusedConv" else None
         layers.append(LayerTime(name, op, seconds, wl.short() if wl else "",
                                 wl.flops / seconds / 1e9 if wl and seconds > 0 else 0.0, peer.get(name)))
-    return layers, statistics.median(totals), statistics.median(reorders)
+    return layers, statistics.median(totals), reorders
 
 
 def outputs_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:

@@ -73,28 +73,29 @@ def node_seconds(events: list[dict], skip: int = 1) -> tuple[dict[Key, list[floa
     return dict(per_key), reorders
 
 
-def profile_onnxruntime(path: str | Path, feeds: Mapping[str, np.ndarray], threads: int,
-                        rounds: int) -> tuple[dict[Key, list[float]], float]:
-    """``node_seconds`` of ``rounds`` runs of the model at ``path`` in a
-    profiling onnxruntime session (its own session: the timed one runs
-    unprofiled); the profile file goes to a temporary directory."""
-    from convtune.tuner.peers import onnxruntime_session
+class OnnxruntimeProfile:
+    """A profiling onnxruntime session of the model at ``path`` (its own: the
+    timed one runs unprofiled), run in blocks between other work (``run``),
+    then ``node_seconds`` over all its runs (``close``); the profile file
+    goes to a temporary directory. One session for every block: each would
+    otherwise optimise the graph again."""
 
-    with tempfile.TemporaryDirectory(prefix="convtune-ort-profile-") as work:
-        session = onnxruntime_session(str(path), threads, profile_prefix=str(Path(work) / "ort"))
-        for _ in range(rounds + 1):
-            session.run(None, dict(feeds))
-        events = json.loads(Path(session.end_profiling()).read_text())
-    return node_seconds(events)
+    def __init__(self, path: str | Path, threads: int) -> None:
+        from convtune.tuner.peers import onnxruntime_session
 
+        self._work = tempfile.TemporaryDirectory(prefix="convtune-ort-profile-")
+        self._session = onnxruntime_session(str(path), threads, profile_prefix=str(Path(self._work.name) / "ort"))
 
-def median_over_blocks(blocks: list[dict[Key, list[float]]]) -> dict[Key, list[float]]:
-    """Per key, each node's median over profiles taken in separate blocks
-    (``node_seconds`` of each); a key whose node count differs between blocks
-    is left out, like an unmatched key."""
-    first = blocks[0]
-    return {key: [statistics.median(b[key][i] for b in blocks) for i in range(len(times))]
-            for key, times in first.items() if all(len(b.get(key, ())) == len(times) for b in blocks)}
+    def run(self, feeds: Mapping[str, np.ndarray], runs: int) -> None:
+        for _ in range(runs):
+            self._session.run(None, dict(feeds))
+
+    def close(self) -> tuple[dict[Key, list[float]], float]:
+        """``node_seconds`` of every run (the first left out)."""
+        try:
+            return node_seconds(json.loads(Path(self._session.end_profiling()).read_text()))
+        finally:
+            self._work.cleanup()
 
 
 def match(nodes: Iterable[tuple[str, Key]], peer: Mapping[Key, list[float]]) -> dict[str, float]:
