@@ -2,11 +2,12 @@
 
 A candidate is built, checked against the float64 reference on fresh random
 inputs with a NaN-poisoned output, and only then timed: warm-up, then
-``repeats`` repeats of an adaptive number of calls (enough to last
-``min_repeat_seconds``), each repeat's mean kept. By default each timed call
-finds the caches cold (``cache_flush``: flushed, then the input re-read), as
-a layer does inside a model; warm timing (``cold=False``) repeats calls
-back to back, which flatters kernels with large weights or scratch. Everything runs in a
+``repeats`` repeats. By default each timed call finds the caches cold
+(``cache_flush``: flushed, then the input re-read), as a layer does inside a
+model, and a repeat keeps the median of its few flushed calls; warm timing
+(``cold=False``) keeps the mean of an adaptive number of calls back to back
+(enough to last ``min_repeat_seconds``), which flatters kernels with large
+weights or scratch. Everything runs in a
 separate process: a candidate that segfaults kills only the worker, one that
 hangs (in compilation or at run time) is killed at the deadline; either way
 the failure is returned as a result and a fresh worker takes the next one.
@@ -24,7 +25,6 @@ import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from statistics import mean
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Optional
 
@@ -42,8 +42,9 @@ class MeasureOptions:
     """Modules the worker imports first (they may register extra templates)."""
     cold: bool = True
     """Flush the caches before each timed call (model conditions)."""
-    cold_calls: int = 4
-    """Flushed calls per repeat when cold (each flush reads twice the caches)."""
+    cold_calls: int = 5
+    """Flushed calls per repeat when cold (each flush reads twice the caches),
+    odd so that the repeat's median is one call's time."""
     target: str = "cpu"
     """'cpu', or 'cuda' (``tuner.measure_cuda``: the worker's GPU)."""
 
@@ -131,9 +132,18 @@ def measure_here(workload: dict, config: dict, options: MeasureOptions) -> Measu
 
 
 def _time(run: Callable[[], None], data: Any, options: MeasureOptions) -> list[float]:
-    """Seconds per call of ``run``, ``options.repeats`` times: each the mean
-    of calls after a cache flush (cold), or of a block of back-to-back calls."""
-    from convtune.tuner.timing import calls_per_block, time_calls
+    """Seconds per call of ``run``, ``options.repeats`` times: each the
+    median of a few calls after a cache flush (cold), or the mean of a block
+    of back-to-back calls (warm). Cold repeats take the median because a
+    flushed call lasts a fraction of a millisecond, less than one stall of
+    the VM: in a mobilenet_v2 tuning run on a 2-core Xeon VM, 192 of 600
+    candidates had a repeat at least twice their fastest (repeats of 5-12
+    ms against 0.45), with no other process busy; the mean of four calls
+    let one stall double a repeat, and 14 candidates' medians of five such
+    repeats were 1.5-7x their fastest: among them the gemm default of the
+    960->320 1x1 layer, recorded at 3.0 ms, which timed alone afterwards
+    ran in 0.41 ms cold, as fast as the best config of that study."""
+    from convtune.tuner.timing import calls_per_block, median, time_calls
 
     number = calls_per_block(run, options.min_repeat_seconds)
     if options.cold:
@@ -142,7 +152,7 @@ def _time(run: Callable[[], None], data: Any, options: MeasureOptions) -> list[f
 
         flush = CacheFlusher(host_target().cores, keep=(data,))
         calls = max(1, min(number, options.cold_calls))
-        return [mean(time_calls(run, calls, settle=0.0, warmup=0, before=flush)) for _ in range(options.repeats)]
+        return [median(time_calls(run, calls, settle=0.0, warmup=0, before=flush)) for _ in range(options.repeats)]
     costs = []
     for _ in range(options.repeats):
         t0 = time.perf_counter()
