@@ -38,7 +38,7 @@ def test_time_calls_runs_before_untimed_before_every_timed_call():
 def test_a_stall_in_one_flushed_call_of_each_repeat_does_not_move_the_cold_cost():
     """A VM stall lasts longer than a flushed call: one stalled call among a
     repeat's five leaves the repeat at the typical call's time (the mean,
-    as before, would put every repeat at about 6.6 ms)."""
+    as before, would put every repeat at about 6.8 ms)."""
     calls = itertools.count()
 
     def run() -> None:  # 1 ms a call, 30 ms on every fifth: one in any five consecutive calls
